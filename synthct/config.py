@@ -1,0 +1,137 @@
+"""Frozen config dataclasses and their YAML/dict round trip.
+
+Every config is a frozen dataclass; it is saved as plain YAML in run folders and as a plain dict
+inside checkpoints and results (never pickled). `from_dict` refuses unknown keys with a message
+that lists them, so a typo in a YAML file is an error, not a silently ignored value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from synthct.errors import ConfigError
+from synthct.workspace import atomic_write_text
+
+T = TypeVar("T")
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A plain, JSON/YAML-safe dict (tuples become lists)."""
+
+    def plain(v: Any) -> Any:
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, Path):
+            return str(v)
+        return v
+
+    return plain(cfg)
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+        return from_dict(tp, value, where=where)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(args[0], value, where) if len(args) == 1 else value
+    if origin is tuple and isinstance(value, (list, tuple)):
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(args[0], v, where) for v in value)
+        if len(args) != len(value):
+            raise ConfigError(f"{where}: expected {len(args)} values, got {list(value)!r}")
+        return tuple(_coerce(a, v, where) for a, v in zip(args, value, strict=True))
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):
+        try:
+            return float(value)  # YAML 1.1 reads "2e-4" as a string
+        except ValueError:
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    if tp is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
+    """Build dataclass `cls` from `data`; unknown keys raise `ConfigError` listing them."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(names)}")
+    kwargs = {k: _coerce(hints[k], v, f"{where}.{k}") for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: expected a mapping at the top level")
+    return data
+
+
+def save_yaml(data: dict[str, Any], path: str | Path) -> Path:
+    return atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
+
+
+def config_hash(cfg: Any, length: int = 12) -> str:
+    """Stable short hash of a config (for cache keys such as the packed-array folder)."""
+    blob = json.dumps(to_dict(cfg), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:length]
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Preprocessing of real cases into packed pairs (design §2, §5).
+
+    size: S; the packed pair is S x S x S (image and mask each S x S x S/2, stacked along z).
+    """
+
+    size: int = 128
+    spacing: float = 1.5
+    hu_window: tuple[float, float] = (-1024.0, 600.0)
+    packing: str = (
+        "z"  # "z" (image then mask along z) | "interleave" (slice by slice, thesis variant)
+    )
+    mask: str = "binary"  # "binary" (GTVp ∪ GTVn) | "multiclass" (0, 1, 2)
+    crop: bool = True  # automatic head-and-neck crop
+
+    def __post_init__(self) -> None:
+        if self.size < 8 or self.size % 8:
+            raise ValueError(f"size must be a multiple of 8 and >= 8, got {self.size}")
+        if self.spacing <= 0:
+            raise ValueError(f"spacing must be > 0 mm, got {self.spacing}")
+        lo, hi = self.hu_window
+        if not lo < hi:
+            raise ValueError(f"hu_window must be (low, high) with low < high, got {self.hu_window}")
+        if self.packing not in ("z", "interleave"):
+            raise ValueError(f"packing must be 'z' or 'interleave', got {self.packing!r}")
+        if self.mask not in ("binary", "multiclass"):
+            raise ValueError(f"mask must be 'binary' or 'multiclass', got {self.mask!r}")
