@@ -135,3 +135,85 @@ class DataConfig:
             raise ValueError(f"packing must be 'z' or 'interleave', got {self.packing!r}")
         if self.mask not in ("binary", "multiclass"):
             raise ValueError(f"mask must be 'binary' or 'multiclass', got {self.mask!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Which generative model, and its architecture and optimiser settings.
+
+    kind: "hagan" | "vanilla" | "wgan". The volume size S comes from `DataConfig.size`.
+    width: channel multiplier (1.0 = the reference HA-GAN widths; tiny values for tests/demo).
+    n_centres: > 0 enables centre conditioning (one-hot concatenated to z, class head in D).
+    """
+
+    kind: str = "hagan"
+    latent_dim: int = 1024
+    width: float = 1.0
+    n_centres: int = 0
+    lr_g: float = 1e-4
+    lr_d: float = 4e-4
+    lr_e: float = 1e-4
+    betas: tuple[float, float] = (0.0, 0.999)
+    eps: float = 1e-8
+    # Wasserstein GAN options (kind == "wgan")
+    wgan_mode: str = "gp"  # "clip" (RMSprop, weight clipping) | "gp" (gradient penalty)
+    clip_value: float = 0.01
+    gp_lambda: float = 10.0
+    n_critic: int = 5
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("hagan", "vanilla", "wgan", "fastgan", "stylegan2"):
+            raise ValueError(f"model kind must be hagan, vanilla or wgan, got {self.kind!r}")
+        if self.latent_dim < 1 or self.width <= 0:
+            raise ValueError(
+                f"latent_dim and width must be positive, got {self.latent_dim}, {self.width}"
+            )
+        if self.wgan_mode not in ("clip", "gp"):
+            raise ValueError(f"wgan_mode must be 'clip' or 'gp', got {self.wgan_mode!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """The training loop's settings (one run)."""
+
+    steps: int = 80_000
+    batch_size: int = 4
+    seed: int = 0
+    split: str = "train"  # GAN training reads only this split (design §5)
+    augment: str = "none"  # "none" | "affine" | "elastic"
+    ema_decay: float = 0.999
+    train_encoder: bool = True  # HA-GAN E/Sub_E; off when only sampling matters (~half the compute)
+    precision: str = "auto"  # "fp32" | "bf16" | "auto" (bf16 on CUDA, fp32 on CPU)
+    compile: bool = False
+    channels_last: bool = True  # CUDA only
+    log_every: int = 10
+    snapshot_every: int = 500
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+    collapse_every: int = 500
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError(
+                f"steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}"
+            )
+        if self.split not in ("train", "val", "test", "all"):
+            raise ValueError(f"split must be train, val, test or all, got {self.split!r}")
+        if self.augment not in ("none", "affine", "elastic"):
+            raise ValueError(f"augment must be none, affine or elastic, got {self.augment!r}")
+        if self.precision not in ("fp32", "bf16", "auto"):
+            raise ValueError(f"precision must be fp32, bf16 or auto, got {self.precision!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a training run; saved as runs/<run>/config.yaml and in checkpoints."""
+
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+
+
+def load_run_config(path: str | Path) -> RunConfig:
+    return from_dict(RunConfig, load_yaml(path), where=str(path))

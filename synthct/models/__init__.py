@@ -1,0 +1,1 @@
+"""Generative models. Each file holds one architecture; all implement `base.GANSystem`."""
