@@ -153,7 +153,7 @@ class ModelConfig:
     lr_g: float = 1e-4
     lr_d: float = 4e-4
     lr_e: float = 1e-4
-    betas: tuple[float, float] = (0.0, 0.999)
+    betas: tuple[float, float] = (0.0, 0.99)
     eps: float = 1e-8
     # Wasserstein GAN options (kind == "wgan")
     wgan_mode: str = "gp"  # "clip" (RMSprop, weight clipping) | "gp" (gradient penalty)

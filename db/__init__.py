@@ -1,0 +1,1 @@
+"""Persistence floor: SQLAlchemy 2.0 models and repository functions. Imports nothing from synthct."""
