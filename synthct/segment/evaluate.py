@@ -1,0 +1,215 @@
+"""Segmentation scores on the held-out test split, and the side-by-side table of experiments.
+
+Scores (foreground = any label > 0, i.e. GTVp u GTVn):
+
+- mean per-case Dice, as Auto3DSeg reports it (`DiceHelper(ignore_empty=True)`): a case whose
+  ground truth is empty is excluded from the mean, whatever was predicted. Such cases are counted
+  (`n_empty_gt`) and, separately, how many of them received a non-empty prediction
+  (`n_empty_gt_false_positive`), so a model that paints tumour into tumour-free scans is visible;
+- HECKTOR aggregated Dice, DSCagg = 2 sum_i |P_i n G_i| / sum_i (|P_i| + |G_i|): intersections and
+  volumes summed over all cases (empty ground truths included), the challenge's official score;
+- HD95 in mm (MONAI `compute_hausdorff_distance(percentile=95)` with the voxel spacing); it is
+  undefined when prediction or ground truth is empty, and those cases are counted
+  (`hd95_undefined`) instead of being silently dropped.
+
+Dice and DSCagg are a few lines of numpy written here because the per-case bookkeeping (empty
+ground truth, false positives) is the point; HD95 uses MONAI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from synthct.errors import WorkspaceError
+from synthct.workspace import Workspace, read_json
+
+RESULTS_FILE = "results.json"
+
+
+def dice_per_case(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """Dice of boolean masks per case: pred, gt (N, X, Y, Z) -> (N,) float64; NaN for empty gt."""
+    p = np.asarray(pred, dtype=bool).reshape(len(pred), -1)
+    g = np.asarray(gt, dtype=bool).reshape(len(gt), -1)
+    if p.shape != g.shape:
+        raise ValueError(f"prediction shape {pred.shape} != ground truth shape {gt.shape}")
+    inter = np.logical_and(p, g).sum(1).astype(np.float64)
+    vol = p.sum(1).astype(np.float64) + g.sum(1)
+    out = np.full(len(p), np.nan)
+    has_gt = g.any(1)
+    out[has_gt] = 2.0 * inter[has_gt] / vol[has_gt]
+    return out
+
+
+def dsc_agg(pred: np.ndarray, gt: np.ndarray) -> float:
+    """HECKTOR aggregated Dice over cases: (N, X, Y, Z) masks -> float (NaN if all empty)."""
+    p = np.asarray(pred, dtype=bool)
+    g = np.asarray(gt, dtype=bool)
+    if p.shape != g.shape:
+        raise ValueError(f"prediction shape {p.shape} != ground truth shape {g.shape}")
+    vol = float(p.sum()) + float(g.sum())
+    return 2.0 * float(np.logical_and(p, g).sum()) / vol if vol else float("nan")
+
+
+def hd95_per_case(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
+    """95th-percentile Hausdorff distance in mm per case; NaN where pred or gt is empty.
+
+    pred, gt: (N, X, Y, Z) boolean masks; spacing: (sx, sy, sz) mm.
+    """
+    import warnings
+
+    import torch
+    from monai.metrics import compute_hausdorff_distance
+
+    p = np.asarray(pred, dtype=bool)
+    g = np.asarray(gt, dtype=bool)
+    out = np.full(len(p), np.nan)
+    for i in range(len(p)):
+        if not p[i].any() or not g[i].any():
+            continue
+        onehot_p = torch.from_numpy(np.stack([~p[i], p[i]])[None].astype(np.float32))
+        onehot_g = torch.from_numpy(np.stack([~g[i], g[i]])[None].astype(np.float32))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            d = compute_hausdorff_distance(
+                onehot_p,
+                onehot_g,
+                include_background=False,
+                percentile=95,
+                spacing=[float(s) for s in spacing],
+            )
+        out[i] = float(d.reshape(-1)[0])
+    return out
+
+
+def _mean(x: np.ndarray) -> float | None:
+    x = x[np.isfinite(x)]
+    return float(x.mean()) if len(x) else None
+
+
+def evaluate_cases(
+    case_ids: Sequence[str],
+    pred: np.ndarray,
+    gt: np.ndarray,
+    spacing: Sequence[float],
+    n_classes: int = 2,
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Summary scores and the per-case table for label maps pred, gt (N, X, Y, Z) ints.
+
+    Foreground scores use label > 0. With `n_classes` 3 (GTVp = 1, GTVn = 2) the summary also has
+    per-class mean Dice and DSCagg.
+    """
+    pred = np.asarray(pred)
+    gt = np.asarray(gt)
+    if len(case_ids) != len(pred) or pred.shape != gt.shape:
+        raise ValueError(
+            f"{len(case_ids)} case ids, prediction {pred.shape}, ground truth {gt.shape}: "
+            "expected one id per case and equal shapes"
+        )
+    pf, gf = pred > 0, gt > 0
+    dice = dice_per_case(pf, gf)
+    hd = hd95_per_case(pf, gf, spacing)
+    vox = float(np.prod(spacing)) / 1000.0  # mL per voxel
+    table = pd.DataFrame(
+        {
+            "case_id": list(case_ids),
+            "dice": dice,
+            "hd95_mm": hd,
+            "gt_volume_ml": gf.reshape(len(gf), -1).sum(1) * vox,
+            "pred_volume_ml": pf.reshape(len(pf), -1).sum(1) * vox,
+        }
+    )
+    empty_gt = ~gf.reshape(len(gf), -1).any(1)
+    empty_pred = ~pf.reshape(len(pf), -1).any(1)
+    summary: dict[str, Any] = {
+        "n_cases": len(case_ids),
+        "mean_dice": _mean(dice),
+        "dsc_agg": dsc_agg(pf, gf),
+        "hd95_mm": _mean(hd),
+        "hd95_undefined": int(np.count_nonzero(~np.isfinite(hd))),
+        "n_empty_gt": int(empty_gt.sum()),
+        "n_empty_gt_false_positive": int((empty_gt & ~empty_pred).sum()),
+        "empty_gt_rule": "cases with empty ground truth are excluded from mean_dice",
+    }
+    if n_classes > 2:
+        for c, name in ((1, "gtvp"), (2, "gtvn")):
+            d = dice_per_case(pred == c, gt == c)
+            table[f"dice_{name}"] = d
+            summary[f"mean_dice_{name}"] = _mean(d)
+            summary[f"dsc_agg_{name}"] = dsc_agg(pred == c, gt == c)
+    return summary, table
+
+
+# -- results on disk ----------------------------------------------------------------------------
+def list_experiments(ws: Workspace) -> list[str]:
+    """Names of experiments with a finished results.json, sorted."""
+    if not ws.segmentation.is_dir():
+        return []
+    return sorted(
+        p.name
+        for p in ws.segmentation.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and (p / RESULTS_FILE).is_file()
+    )
+
+
+def load_results(ws: Workspace, name: str) -> dict[str, Any]:
+    """results.json of experiment `name` (raises WorkspaceError if it has not finished)."""
+    path = ws.confine(ws.segmentation / name) / RESULTS_FILE
+    if not path.is_file():
+        raise WorkspaceError(f"{path} not found: run `synthct segment --name {name}` first")
+    return read_json(path)
+
+
+def compare_experiments(ws: Workspace, names: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per finished experiment (the thesis's Table 5.25 layout), sorted by name.
+
+    Columns: experiment, kind, synthetic_set, n_synthetic, n_train_val, n_test, folds, epochs,
+    mean_dice, dsc_agg, hd95_mm, hd95_undefined, leakage_override.
+    """
+    rows = []
+    for name in names if names is not None else list_experiments(ws):
+        r = load_results(ws, name)
+        syn = r.get("synthetic") or {}
+        test = r.get("test", {})
+        cfg = r.get("config", {}).get("seg", {})
+        rows.append(
+            {
+                "experiment": name,
+                "kind": r.get("experiment"),
+                "synthetic_set": syn.get("set"),
+                "n_synthetic": syn.get("n", 0),
+                "n_train_val": r.get("n_train_val"),
+                "n_test": test.get("n_cases"),
+                "folds": cfg.get("folds"),
+                "epochs": cfg.get("epochs"),
+                "mean_dice": test.get("mean_dice"),
+                "dsc_agg": test.get("dsc_agg"),
+                "hd95_mm": test.get("hd95_mm"),
+                "hd95_undefined": test.get("hd95_undefined"),
+                "leakage_override": bool(r.get("leakage", {}).get("override", False)),
+            }
+        )
+    columns = [
+        "experiment",
+        "kind",
+        "synthetic_set",
+        "n_synthetic",
+        "n_train_val",
+        "n_test",
+        "folds",
+        "epochs",
+        "mean_dice",
+        "dsc_agg",
+        "hd95_mm",
+        "hd95_undefined",
+        "leakage_override",
+    ]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def results_path(exp_dir: Path) -> Path:
+    return Path(exp_dir) / RESULTS_FILE
