@@ -1,0 +1,276 @@
+"""CLI: `synthct generate`, the `synthct jobs …` sub-app and `synthct bench generate`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from synthct.commands._common import WorkspaceOpt, bench_header, echo_json, workspace
+
+jobs_app = typer.Typer(help="Background jobs: list, show, cancel, tail logs, run the queue.")
+
+
+def _bar_progress(total: int, desc: str):
+    """A tqdm bar plus the job-row callback, as one `progress(fraction, message)`."""
+    from tqdm import tqdm
+
+    from synthct.jobs import job_progress_callback
+
+    bar = tqdm(total=total, desc=desc, unit="pair")
+    to_job = job_progress_callback()
+
+    def progress(fraction: float, message: str = "") -> None:
+        bar.update(max(0, round(fraction * total) - bar.n))
+        bar.set_postfix_str(message, refresh=False)
+        to_job(fraction, message)
+
+    return bar, progress
+
+
+def generate(
+    run: Annotated[str, typer.Option("--run", help="Run folder name under WS/runs/.")],
+    n: Annotated[int, typer.Option("--n", help="Number of pairs.")],
+    out: Annotated[str, typer.Option("--out", help="Set name under WS/synthetic/.")],
+    checkpoint: Annotated[str, typer.Option(help="Checkpoint step or 'latest'.")] = "latest",
+    seed: Annotated[int, typer.Option(help="Base seed; case i uses its own derived seed.")] = 0,
+    batch: Annotated[int, typer.Option(help="Pairs per forward pass.")] = 4,
+    device: Annotated[str, typer.Option(help="auto | cuda | cuda:N | cpu.")] = "auto",
+    ema: Annotated[bool, typer.Option("--ema/--no-ema", help="Use the EMA generator.")] = True,
+    mask_postprocess: Annotated[
+        str, typer.Option(help="binary | largest | min-size:K (connected components).")
+    ] = "binary",
+    empty_masks: Annotated[str, typer.Option(help="keep | drop | resample.")] = "keep",
+    max_redraws: Annotated[
+        int, typer.Option(help="Redraws per case with --empty-masks resample.")
+    ] = 10,
+    centre: Annotated[
+        str | None, typer.Option(help="Centre label for a conditional model.")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing set of this name.")] = False,
+    workspace_path: WorkspaceOpt = None,
+) -> None:
+    """Sample a synthetic set (HECKTOR layout + datacard.json) from a trained run."""
+    from synthct.generate import GenerateOptions, generate_from_run
+    from synthct.jobs import set_job_result
+
+    ws = workspace(workspace_path)
+    step: str | int = int(checkpoint) if checkpoint.isdigit() else checkpoint
+    options = GenerateOptions(
+        n=n,
+        seed=seed,
+        batch_size=batch,
+        mask_postprocess=mask_postprocess,
+        empty_masks=empty_masks,
+        max_redraws=max_redraws,
+        centre=centre,
+    )
+    bar, progress = _bar_progress(n, f"generate {out}")
+    try:
+        out_dir = generate_from_run(
+            ws, run, out, options, step, ema=ema, device=device, overwrite=overwrite,
+            progress=progress,
+        )  # fmt: skip
+    finally:
+        bar.close()
+    set_job_result(out_dir)
+    from synthct.generate import load_datacard
+
+    card = load_datacard(out_dir)
+    echo_json({"set": str(out_dir), "counts": card["counts"]})
+
+
+# -- jobs -----------------------------------------------------------------------------------------
+def _row(job) -> dict:
+    return {
+        "id": job.id,
+        "kind": job.kind,
+        "status": job.status,
+        "device": job.device,
+        "progress": round(job.progress or 0.0, 3),
+        "message": job.message,
+        "pid": job.pid,
+        "created": job.created_at,
+        "started": job.started_at,
+        "finished": job.finished_at,
+        "result": job.result,
+        "log": job.log_path,
+        "args": job.args,
+    }
+
+
+@jobs_app.command("list")
+def jobs_list(
+    status: Annotated[str | None, typer.Option(help="Only jobs with this status.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many (newest first).")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
+    workspace_path: WorkspaceOpt = None,
+) -> None:
+    """List jobs, newest first (reconciles the table first)."""
+    from synthct import jobs
+
+    ws = workspace(workspace_path)
+    jobs.pump(ws)
+    rows = jobs.list_jobs(ws, status, limit)
+    if as_json:
+        echo_json([_row(j) for j in rows])
+        return
+    for j in rows:
+        typer.echo(
+            f"{j.id:>5}  {j.status:<9} {j.kind:<10} {j.device:<7} {100 * (j.progress or 0):5.1f}%  "
+            f"{j.message or ''}"
+        )
+
+
+@jobs_app.command("show")
+def jobs_show(job_id: int, workspace_path: WorkspaceOpt = None) -> None:
+    """Show one job as JSON."""
+    from synthct import jobs
+
+    echo_json(_row(jobs.get_job(workspace(workspace_path), job_id)))
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(
+    job_id: int,
+    grace: Annotated[float, typer.Option(help="Seconds between SIGTERM and SIGKILL.")] = 5.0,
+    workspace_path: WorkspaceOpt = None,
+) -> None:
+    """Cancel a queued job, or stop a running one (its whole process group)."""
+    from synthct import jobs
+
+    job = jobs.cancel(workspace(workspace_path), job_id, grace_s=grace)
+    typer.echo(f"job {job.id}: {job.status}")
+
+
+@jobs_app.command("tail")
+def jobs_tail(
+    job_id: int,
+    n: Annotated[int, typer.Option("-n", help="Number of lines.")] = 40,
+    workspace_path: WorkspaceOpt = None,
+) -> None:
+    """Print the last lines of a job's log."""
+    from synthct import jobs
+
+    typer.echo(jobs.tail_log(jobs.get_job(workspace(workspace_path), job_id), n))
+
+
+@jobs_app.command(
+    "submit", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+)
+def jobs_submit(
+    ctx: typer.Context,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
+    kind: Annotated[str | None, typer.Option(help="Job kind (default: the command name).")] = None,
+    workspace_path: WorkspaceOpt = None,
+) -> None:
+    """Queue a synthct command as a background job: `synthct jobs submit -- generate --run r …`."""
+    from synthct import jobs
+
+    args = [a for a in ctx.args if a != "--"]
+    if not args:
+        raise typer.BadParameter("give the command to run after --, e.g. -- generate --run r1 …")
+    ws = workspace(workspace_path)
+    job_id = jobs.submit(ws, kind or args[0], args, device=device)
+    job = jobs.get_job(ws, job_id)
+    typer.echo(f"job {job_id}: {job.status} on {job.device}; log {job.log_path}")
+
+
+@jobs_app.command("run-queue")
+def jobs_run_queue(workspace_path: WorkspaceOpt = None) -> None:
+    """Reconcile the jobs table and start whatever queued jobs fit."""
+    from synthct import jobs
+
+    started = jobs.pump(workspace(workspace_path))
+    typer.echo(f"started {len(started)} job(s): {started}")
+
+
+@jobs_app.command("sleep", hidden=True)
+def jobs_sleep(
+    seconds: float,
+    children: Annotated[int, typer.Option(help="Also start this many sleeping subprocesses.")] = 0,
+    fail: Annotated[bool, typer.Option(help="Exit with an error at the end.")] = False,
+) -> None:
+    """Test helper: sleep (reporting progress), optionally with child processes."""
+    import subprocess
+    import sys
+
+    from synthct.errors import SynthctError
+    from synthct.jobs import job_progress_callback
+
+    procs = [
+        subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({seconds + 60})"])
+        for _ in range(children)
+    ]
+    for p in procs:
+        typer.echo(f"child pid {p.pid}")
+    progress = job_progress_callback(min_interval=0.1)
+    start = time.monotonic()
+    while (elapsed := time.monotonic() - start) < seconds:
+        progress(elapsed / seconds, f"slept {elapsed:.1f}/{seconds} s")
+        time.sleep(min(0.05, seconds))
+    for p in procs:
+        p.kill()
+        p.wait()
+    if fail:
+        raise SynthctError("sleep finished with the requested failure")
+    progress(1.0, "slept")
+
+
+# -- benchmark ------------------------------------------------------------------------------------
+def bench_generate(
+    size: Annotated[int, typer.Option(help="S (pairs are S x S x S/2).")] = 32,
+    n: Annotated[int, typer.Option(help="Pairs to generate and write.")] = 32,
+    batch: Annotated[int, typer.Option(help="Pairs per forward pass.")] = 4,
+    width: Annotated[float, typer.Option(help="HA-GAN width multiplier.")] = 0.125,
+    latent: Annotated[int, typer.Option(help="Latent size.")] = 128,
+    device: Annotated[str, typer.Option(help="auto | cuda | cpu.")] = "auto",
+    workers: Annotated[int, typer.Option(help="NIfTI writer threads.")] = 3,
+    out: Annotated[Path | None, typer.Option(help="Keep the set here (default: temp).")] = None,
+) -> None:
+    """Pairs/s of HA-GAN sampling + postprocessing + NIfTI writing (random weights)."""
+    import tempfile
+
+    import torch
+
+    from synthct.config import DataConfig, ModelConfig
+    from synthct.generate import GenerateOptions, resolve_device, write_set
+    from synthct.models import build_system
+
+    dev = resolve_device(device)
+    system = build_system(ModelConfig(kind="hagan", latent_dim=latent, width=width), size).to(dev)
+    data = DataConfig(size=size)
+    n_params = sum(p.numel() for p in system.G.parameters()) if hasattr(system, "G") else 0
+    # warm-up (cuDNN autotune, allocator) outside the timing
+    write_set_opts = GenerateOptions(n=batch, batch_size=batch, write_workers=workers)
+    with tempfile.TemporaryDirectory() as tmp:
+        write_set(Path(tmp) / "warm", system, data, (1.5, 1.5, 1.5), write_set_opts, device=dev)
+        target = out or Path(tmp) / "bench"
+        opts = GenerateOptions(n=n, batch_size=batch, write_workers=workers)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        card = write_set(target, system, data, (1.5, 1.5, 1.5), opts, device=dev, overwrite=True)
+        total = time.perf_counter() - t0
+        # sampling alone, same batches, for the split between compute and writing
+        t1 = time.perf_counter()
+        with torch.no_grad():
+            for i in range(0, n, batch):
+                out_t = system.generate(system.sample_latent(min(batch, n - i), device=dev))
+                out_t.float().cpu()
+        sample_only = time.perf_counter() - t1
+    typer.echo(f"### {bench_header('bench generate')}")
+    typer.echo(
+        f"- HA-GAN S={size} (pairs {size}x{size}x{size // 2}), width {width}, latent {latent}, "
+        f"G {n_params / 1e6:.2f} M params, batch {card['batch_size_used']}, {workers} writer threads, "
+        f"device {dev}: {n} pairs in {total:.2f} s = **{n / total:.2f} pairs/s** including NIfTI "
+        f"writing (sampling alone {sample_only:.2f} s = {n / sample_only:.2f} pairs/s)"
+    )
+
+
+def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+    app.command("generate")(generate)
+    app.add_typer(jobs_app, name="jobs")
+    bench_app.command("generate")(bench_generate)
