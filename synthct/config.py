@@ -150,6 +150,7 @@ class ModelConfig:
     latent_dim: int = 1024
     width: float = 1.0
     n_centres: int = 0
+    lambda_class: float = 0.1  # weight of the generator's auxiliary centre loss (HA-GAN reference)
     lr_g: float = 1e-4
     lr_d: float = 4e-4
     lr_e: float = 1e-4
@@ -168,6 +169,8 @@ class ModelConfig:
             raise ValueError(
                 f"latent_dim and width must be positive, got {self.latent_dim}, {self.width}"
             )
+        if self.n_centres < 0:
+            raise ValueError(f"n_centres must be >= 0 (0 = unconditional), got {self.n_centres}")
         if self.wgan_mode not in ("clip", "gp"):
             raise ValueError(f"wgan_mode must be 'clip' or 'gp', got {self.wgan_mode!r}")
 

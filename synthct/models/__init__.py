@@ -1,1 +1,47 @@
-"""Generative models. Each file holds one architecture; all implement `base.GANSystem`."""
+"""Generative models. Each file holds one architecture; all implement `base.GANSystem`.
+
+`build_system(model_cfg, size)` is the one entry point the loop, checkpoints and sampling use.
+"""
+
+from __future__ import annotations
+
+from synthct.config import ModelConfig
+from synthct.errors import ConfigError
+from synthct.models.base import GANSystem, StepContext
+
+__all__ = ["GANSystem", "StepContext", "build_system", "thesis_model_config", "KINDS"]
+
+KINDS = ("hagan", "vanilla", "wgan")  # implemented kinds
+
+
+def build_system(model_cfg: ModelConfig, size: int, packing: str = "z") -> GANSystem:
+    """The GANSystem of `model_cfg.kind` for (S, S, S) packed pairs, on CPU, in train mode.
+
+    size: S (HA-GAN: a power of two >= 32; baselines: a multiple of 16 >= 32).
+    packing: the DataConfig packing ("z" | "interleave"); HA-GAN pools its low-res target per half.
+    Raises ConfigError for an unknown kind or a size the architecture cannot take.
+    """
+    kind = model_cfg.kind
+    if kind == "hagan":
+        from synthct.models.hagan import HAGAN
+
+        return HAGAN(model_cfg, size, packing=packing)
+    if kind in ("vanilla", "wgan"):
+        from synthct.models.baselines import VanillaGAN, WassersteinGAN
+
+        cls = VanillaGAN if kind == "vanilla" else WassersteinGAN
+        return cls(model_cfg, size)
+    raise ConfigError(f"model kind {kind!r} is not implemented; available: {', '.join(KINDS)}")
+
+
+def thesis_model_config(kind: str, **overrides) -> ModelConfig:
+    """ModelConfig with the thesis's settings for `kind` (HA-GAN: the dataclass defaults)."""
+    if kind not in KINDS:
+        raise ConfigError(f"model kind {kind!r} is not implemented; available: {', '.join(KINDS)}")
+    from synthct.models.baselines import THESIS_DEFAULTS
+
+    values = {"kind": kind, **THESIS_DEFAULTS.get(kind, {}), **overrides}
+    try:
+        return ModelConfig(**values)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"model config: {e}") from None
