@@ -61,3 +61,10 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def init_db(engine: Engine) -> int:
+    """Create the schema or upgrade it to the latest version (db/migrations.py); return the version."""
+    from db.migrations import upgrade
+
+    return upgrade(engine)
