@@ -1,0 +1,259 @@
+"""Training checkpoints: atomic save, listing, safe loading, and a generator loader for sampling.
+
+A checkpoint is one `torch.save` file `runs/<run>/checkpoints/step-<8 digits>.pt` holding only
+plain data (dicts, lists, numbers, strings, tensors), so it loads with
+`torch.load(weights_only=True)` and a downloaded checkpoint cannot run code (design §9)::
+
+    {"format": 1, "step": int, "config": RunConfig as dict, "model": system.state_dict(),
+     "ema": {name: state_dict}, "optimizers": {name: state_dict}, "rng": [per-rank states],
+     "loader": {...}, "elapsed_s": float, "data": {"spacing": [...], "centres": [...]},
+     "collapse": {...}, "synthct_version": str}
+
+Writes go to a temporary file in the same folder, are fsynced, then `os.replace`d into place, so
+a crash (even SIGKILL) never leaves a half-written checkpoint under the final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import random
+import re
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from synthct.config import RunConfig, from_dict, to_dict
+from synthct.errors import WorkspaceError
+
+CHECKPOINT_FORMAT = 1
+_NAME = re.compile(r"^step-(\d{8})\.pt$")
+
+
+def checkpoint_dir(run_dir: str | os.PathLike) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def checkpoint_path(run_dir: str | os.PathLike, step: int) -> Path:
+    return checkpoint_dir(run_dir) / f"step-{step:08d}.pt"
+
+
+def list_checkpoints(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+    """(step, path) of every complete checkpoint of a run, oldest first (temp files ignored)."""
+    d = checkpoint_dir(run_dir)
+    if not d.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in d.iterdir() if (m := _NAME.match(p.name))]
+    return sorted(found)
+
+
+def save_checkpoint(state: dict[str, Any], run_dir: str | os.PathLike, keep: int = 0) -> Path:
+    """Write `state` (must contain "step") atomically; keep only the newest `keep` (0 = all)."""
+    path = checkpoint_path(run_dir, int(state["step"]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    if keep > 0:
+        for _, old in list_checkpoints(run_dir)[:-keep]:
+            with contextlib.suppress(FileNotFoundError):
+                old.unlink()
+    return path
+
+
+def remove_stale_temps(run_dir: str | os.PathLike) -> None:
+    """Delete temp files left by a checkpoint write that was killed."""
+    d = checkpoint_dir(run_dir)
+    if d.is_dir():
+        for p in d.glob(".step-*.tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint file with `weights_only=True`; clear errors for missing/corrupt files."""
+    path = Path(path)
+    if not path.is_file():
+        raise WorkspaceError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises RuntimeError/UnpicklingError/EOFError for bad files
+        raise WorkspaceError(
+            f"checkpoint {path} is unreadable or not a synthct checkpoint ({type(e).__name__}: {e})"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise WorkspaceError(
+            f"checkpoint {path}: expected a synthct checkpoint of format {CHECKPOINT_FORMAT}"
+        )
+    return state
+
+
+def resolve_checkpoint(run_dir: str | os.PathLike, checkpoint: str | int = "latest") -> Path:
+    """Path of checkpoint `"latest"`, a step number (int or digit string) or a file name."""
+    ckpts = list_checkpoints(run_dir)
+    if not ckpts:
+        raise WorkspaceError(f"run {run_dir} has no checkpoints in {checkpoint_dir(run_dir)}")
+    if checkpoint == "latest":
+        return ckpts[-1][1]
+    if isinstance(checkpoint, int) or str(checkpoint).isdigit():
+        step = int(checkpoint)
+        for s, p in ckpts:
+            if s == step:
+                return p
+        raise WorkspaceError(
+            f"run {run_dir} has no checkpoint at step {step}; available: {[s for s, _ in ckpts]}"
+        )
+    for _, p in ckpts:
+        if p.name == str(checkpoint):
+            return p
+    raise WorkspaceError(
+        f"checkpoint {checkpoint!r} not found in {checkpoint_dir(run_dir)}; "
+        "expected 'latest', a step number or a file name"
+    )
+
+
+def run_config_of(state: dict) -> RunConfig:
+    return from_dict(RunConfig, state["config"], where="checkpoint config")
+
+
+def load_generator(
+    run_dir: str | os.PathLike,
+    checkpoint: str | int = "latest",
+    ema: bool = True,
+    device: str | torch.device = "cpu",
+) -> tuple[Any, RunConfig, dict]:
+    """Rebuild a run's `GANSystem` from a checkpoint for sampling.
+
+    With `ema=True` the networks the loop kept an EMA of (`system.ema_modules`, usually the
+    generator) get the EMA weights. The system is returned in eval mode on `device`; call
+    `system.generate(system.sample_latent(n, gen, device))` for (n, 1, S, S, S) volumes in [-1, 1].
+
+    Returns (system, run_cfg, meta) with meta = {path, step, sha256, spacing, centres}.
+    """
+    from synthct.models import build_system
+
+    path = resolve_checkpoint(run_dir, checkpoint)
+    state = load_checkpoint(path)
+    cfg = run_config_of(state)
+    system = build_system(cfg.model, cfg.data.size)
+    system.load_state_dict(state["model"])
+    if ema:
+        for name, sd in state.get("ema", {}).items():
+            getattr(system, name).load_state_dict(sd)
+    system.to(device).eval()
+    data = state.get("data", {})
+    meta = {
+        "path": str(path),
+        "step": int(state["step"]),
+        "sha256": file_sha256(path),
+        "ema": bool(ema and state.get("ema")),
+        "spacing": data.get("spacing"),
+        "centres": data.get("centres", []),
+    }
+    return system, cfg, meta
+
+
+# -- RNG and checkpoint state ----------------------------------------------------------------
+def rng_state(gen: torch.Generator) -> dict:
+    """All RNG states as plain tensors/numbers (loadable with weights_only=True)."""
+    np_state = np.random.get_state()
+    py = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
+        "numpy": {
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "gauss": float(np_state[4]),
+        },
+        "python": {
+            "version": py[0],
+            "state": torch.tensor(py[1], dtype=torch.int64),
+            "gauss": py[2],
+        },
+        "ctx": gen.get_state(),
+    }
+
+
+def set_rng_state(s: dict, gen: torch.Generator) -> None:
+    torch.set_rng_state(s["torch"].cpu())
+    if s.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(s["cuda"].cpu())
+    n = s["numpy"]
+    np.random.set_state(
+        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
+    )
+    p = s["python"]
+    random.setstate((p["version"], tuple(int(v) for v in p["state"]), p["gauss"]))
+    gen.set_state(s["ctx"].cpu())
+
+
+def gather_rng(gen: torch.Generator, world: int) -> list[dict]:
+    """RNG states of every rank (rank order), so a DDP run resumes exactly too."""
+    mine = rng_state(gen)
+    if world == 1:
+        return [mine]
+    out: list = [None] * world
+    dist.all_gather_object(out, mine)
+    return out
+
+
+def checkpoint_state(run_cfg, step, system, opts, ema, rng, elapsed, alarm, data_info) -> dict:
+    """The plain-data checkpoint dict (layout in the module docstring)."""
+    from synthct import __version__
+
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "step": step,
+        "config": to_dict(run_cfg),
+        "model": system.state_dict(),
+        "ema": {n: m.state_dict() for n, m in ema.items()},
+        "optimizers": {n: o.state_dict() for n, o in opts.items()},
+        "rng": rng,
+        "loader": {"seed": run_cfg.train.seed, "samples_seen": step * run_cfg.train.batch_size},
+        "elapsed_s": float(elapsed),
+        "collapse": dict(alarm),
+        "data": dict(data_info),
+        "synthct_version": __version__,
+    }
+
+
+def restore_state(state, system, opts, ema, gen, rank, world) -> None:
+    """Load model, EMA, optimisers and this rank's RNG streams from a checkpoint dict."""
+    system.load_state_dict(state["model"])
+    for n, m in ema.items():
+        m.load_state_dict(state["ema"][n])
+    for n, o in opts.items():
+        o.load_state_dict(state["optimizers"][n])
+    rngs = state["rng"]
+    if len(rngs) == world:
+        set_rng_state(rngs[rank], gen)
+    else:  # a different number of ranks cannot continue the same random streams
+        warnings.warn(
+            f"checkpoint has RNG states for {len(rngs)} rank(s), this run has {world}: "
+            "random streams restart from seeds (not an exact continuation)",
+            stacklevel=2,
+        )

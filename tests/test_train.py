@@ -1,0 +1,355 @@
+"""The training loop: data order, split guard, NaN guard, logs, kill-and-resume, learning.
+
+Helpers at the top (a tiny but real 3D GAN implementing `GANSystem`, phantom packed pairs, a
+stand-in for `load_packed`) are shared with test_checkpoint/test_ddp/test_hpo.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from synthct.config import DataConfig, ModelConfig, RunConfig, TrainConfig, save_yaml, to_dict
+from synthct.models.base import GANSystem, StepContext
+
+TESTS_DIR = Path(__file__).resolve().parent
+REPO = TESTS_DIR.parent
+
+
+# -- helpers shared with the other training tests ---------------------------------------------
+class TinyGAN(GANSystem):
+    """A small conv 3D GAN (BCE) on (B, 1, S, S, S) pairs; `nan_at` makes D's loss NaN at a step."""
+
+    kind = "tiny"
+
+    def __init__(self, size: int = 16, latent_dim: int = 8, lr: float = 2e-3, nan_at=None):
+        super().__init__()
+        self.size, self.latent_dim, self.lr, self.nan_at = size, latent_dim, lr, nan_at
+        q = size // 4
+        self.G = nn.Sequential(
+            nn.Linear(latent_dim, 8 * q**3),
+            nn.Unflatten(1, (8, q, q, q)),
+            nn.Upsample(scale_factor=2),
+            nn.Conv3d(8, 8, 3, padding=1),
+            nn.ReLU(),
+            nn.Upsample(scale_factor=2),
+            nn.Conv3d(8, 1, 3, padding=1),
+            nn.Tanh(),
+        )
+        self.D = nn.Sequential(
+            nn.Conv3d(1, 8, 4, 2, 1),
+            nn.LeakyReLU(0.2),
+            nn.Conv3d(8, 16, 4, 2, 1),
+            nn.LeakyReLU(0.2),
+            nn.Flatten(),
+            nn.Linear(16 * q**3, 1),
+        )
+
+    def configure_optimizers(self, fused: bool = False):
+        return {
+            "G": torch.optim.Adam(self.G.parameters(), self.lr, betas=(0.5, 0.99)),
+            "D": torch.optim.Adam(self.D.parameters(), self.lr, betas=(0.5, 0.99)),
+        }
+
+    def train_step(self, real: torch.Tensor, ctx: StepContext, centre=None) -> dict[str, float]:
+        b = real.shape[0]
+        z = torch.randn(b, self.latent_dim, generator=ctx.generator)
+        real = real + 0.01 * torch.randn_like(real)  # instance noise from the global RNG
+        with ctx.autocast():
+            fake = self.G(z)
+            d_real, d_fake = self.D(real), self.D(fake.detach())
+            d_loss = F.binary_cross_entropy_with_logits(
+                d_real, torch.ones_like(d_real)
+            ) + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
+        if self.nan_at is not None and ctx.step + 1 >= self.nan_at:
+            d_loss = d_loss * float("nan")
+        ctx.update("D", d_loss)
+        with ctx.autocast():
+            g_out = self.D(fake)
+            g_loss = F.binary_cross_entropy_with_logits(g_out, torch.ones_like(g_out))
+        ctx.update("G", g_loss)
+        return {"d_loss": float(d_loss.detach()), "g_loss": float(g_loss.detach())}
+
+    @torch.no_grad()
+    def generate(self, z: torch.Tensor, centre=None) -> torch.Tensor:
+        return self.G(z)
+
+
+def phantom_arrays(n: int, size: int, seed: int = 0) -> np.ndarray:
+    """(n, S, S, S) packed pairs: a bright ellipsoid "body" (random radii/centre) in the image
+    half (z < S/2) and a small blob inside it in the mask half ({-1, 1})."""
+    rng = np.random.default_rng(seed)
+    h = size // 2
+    x, y, z = np.meshgrid(
+        np.arange(size), np.arange(size), np.arange(h), indexing="ij", sparse=True
+    )
+    out = np.empty((n, size, size, size), np.float32)
+    for i in range(n):
+        c = size / 2 + rng.uniform(-2, 2, 3) * size / 32
+        r = rng.uniform(0.25, 0.4, 3) * size
+        body = (
+            ((x - c[0]) / r[0]) ** 2 + ((y - c[1]) / r[1]) ** 2 + ((z - c[2] / 2) / (r[2] / 2)) ** 2
+        )
+        img = np.where(body <= 1, 0.2 + 0.05 * rng.standard_normal(body.shape), -1.0)
+        bc = c + rng.uniform(-0.3, 0.3, 3) * r
+        blob = ((x - bc[0]) ** 2 + (y - bc[1]) ** 2 + ((z - bc[2] / 2) * 2) ** 2) <= (
+            size / 10
+        ) ** 2
+        out[i, ..., :h] = img
+        out[i, ..., h:] = np.where(blob, 1.0, -1.0)
+    return out
+
+
+def packed_set(n: int, size: int, seed: int = 0, prefix: str = "CHUS"):
+    ids = [f"{prefix}-{i:03d}" for i in range(n)]
+    return SimpleNamespace(
+        arrays=phantom_arrays(n, size, seed),
+        case_ids=ids,
+        centres=[prefix] * n,
+        spacing=(1.5, 1.5, 1.5),
+        manifest={},
+    )
+
+
+def install_packed(monkeypatch, size: int, n: int = 6, calls: list | None = None):
+    """Make `synthct.preprocess.load_packed` return phantom sets (train/val/test differ)."""
+    import synthct.preprocess
+
+    sets = {
+        "train": packed_set(n, size, 0, "TRN"),
+        "val": packed_set(2, size, 1, "VAL"),
+        "test": packed_set(2, size, 2, "TST"),
+    }
+
+    def fake(ws, cfg, split="train"):
+        if calls is not None:
+            calls.append(split)
+        return sets[split]
+
+    monkeypatch.setattr(synthct.preprocess, "load_packed", fake, raising=False)
+    return sets
+
+
+def tiny_cfg(size: int = 16, **train) -> RunConfig:
+    base = dict(
+        steps=6,
+        batch_size=2,
+        seed=3,
+        log_every=1,
+        snapshot_every=3,
+        checkpoint_every=3,
+        collapse_every=3,
+        keep_checkpoints=10,
+        ema_decay=0.9,
+    )
+    base.update(train)
+    return RunConfig(
+        data=DataConfig(size=size), model=ModelConfig(latent_dim=8), train=TrainConfig(**base)
+    )
+
+
+def tiny_factory(nan_at=None):
+    def make(run_cfg: RunConfig) -> TinyGAN:
+        torch.manual_seed(run_cfg.train.seed)
+        return TinyGAN(run_cfg.data.size, run_cfg.model.latent_dim, nan_at=nan_at)
+
+    return make
+
+
+def read_losses(run_dir: Path) -> list[dict]:
+    with open(run_dir / "losses.csv", newline="") as f:
+        return [{k: v for k, v in row.items() if k != "wall_s"} for row in csv.DictReader(f)]
+
+
+# -- pure helpers -----------------------------------------------------------------------------
+def test_batch_order_is_shuffled_per_epoch_and_deterministic():
+    from synthct.train import batch_indices
+
+    n, b = 10, 5
+    epoch = lambda seed, e: sum((batch_indices(seed, t, b, n) for t in (2 * e, 2 * e + 1)), [])  # noqa: E731
+    e0, e1 = epoch(0, 0), epoch(0, 1)
+    assert sorted(e0) == list(range(n)) and sorted(e1) == list(range(n))  # each case once
+    assert e0 != e1 and e0 != list(range(n))  # shuffled, and differently per epoch
+    assert epoch(0, 1) == e1  # pure function of (seed, step)
+    assert epoch(1, 0) != e0
+    # a batch that straddles an epoch boundary continues with the next epoch's permutation
+    assert batch_indices(0, 1, 6, n)[:4] == e0[6:] and batch_indices(0, 1, 6, n)[4:] == e1[:2]
+
+
+def test_ddp_shards_cover_each_epoch_once():
+    from synthct.train import batch_indices
+
+    n, b, world = 8, 2, 2
+    seen = [i for t in range(2) for r in range(world) for i in batch_indices(5, t, b, n, r, world)]
+    assert sorted(seen) == list(range(n))
+    assert batch_indices(5, 0, b, n, 0, world) != batch_indices(5, 0, b, n, 1, world)
+
+
+def test_ema_update_and_warmup():
+    from synthct.train import ema_decay_at, ema_update
+
+    a, b = nn.Linear(3, 2), nn.Linear(3, 2)
+    expected = 0.25 * a.weight.detach() + 0.75 * b.weight.detach()
+    ema_update(a, b, 0.25)
+    torch.testing.assert_close(a.weight.detach(), expected)
+    assert ema_decay_at(0, 0.999) == pytest.approx(0.1)
+    assert ema_decay_at(10**6, 0.999) == 0.999
+
+
+def test_mean_pairwise_cosine_known_values():
+    from synthct.train import mean_pairwise_cosine
+
+    v = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    s = 1 / np.sqrt(2)
+    assert mean_pairwise_cosine(v) == pytest.approx((0 + s + s) / 3)
+    assert mean_pairwise_cosine(torch.ones(4, 5)) == pytest.approx(1.0)
+
+
+# -- the loop ---------------------------------------------------------------------------------
+def test_train_writes_run_and_reads_only_train_split(workspace, monkeypatch):
+    from synthct.checkpoint import list_checkpoints
+    from synthct.train import train
+
+    calls: list[str] = []
+    sets = install_packed(monkeypatch, 16, calls=calls)
+    run_dir = train(tiny_cfg(), workspace, "r1", system_factory=tiny_factory())
+    assert calls == ["train"]
+    cases = json.loads((run_dir / "train_cases.json").read_text())
+    assert cases["split"] == "train" and cases["case_ids"] == sorted(sets["train"].case_ids)
+    import hashlib
+
+    assert cases["sha256"] == hashlib.sha256("\n".join(cases["case_ids"]).encode()).hexdigest()
+    rows = read_losses(run_dir)
+    assert [int(r["step"]) for r in rows] == list(range(1, 7))
+    assert all(np.isfinite(float(r["d_loss"])) for r in rows)
+    assert [s for s, _ in list_checkpoints(run_dir)] == [3, 6]
+    assert sorted(p.name for p in (run_dir / "samples").iterdir()) == [
+        "step-00000000.png",
+        "step-00000003.png",
+        "step-00000006.png",
+    ]
+    from PIL import Image
+
+    png = np.asarray(Image.open(run_dir / "samples" / "step-00000006.png"))
+    assert png.shape == (2 * 16, 4 * 16)  # image row over mask row, 4 samples side by side
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "done" and status["step"] == 6
+    with open(run_dir / "collapse.csv") as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == [3, 6]
+    from synthct.config import load_run_config
+
+    assert load_run_config(run_dir / "config.yaml") == tiny_cfg()
+    with pytest.raises(Exception, match="already exists"):  # never overwrite a run
+        train(tiny_cfg(), workspace, "r1", system_factory=tiny_factory())
+
+
+def test_other_split_refused_unless_allowed_and_recorded(workspace, monkeypatch):
+    from synthct.errors import LeakageError
+    from synthct.train import train
+
+    install_packed(monkeypatch, 16)
+    cfg = tiny_cfg(split="test", steps=1)
+    with pytest.raises(LeakageError, match="allow-split"):
+        train(cfg, workspace, "bad", system_factory=tiny_factory())
+    run_dir = train(cfg, workspace, "ok", allow_split=True, system_factory=tiny_factory())
+    cases = json.loads((run_dir / "train_cases.json").read_text())
+    assert cases["allow_split"] is True and cases["split"] == "test"
+    assert all(c.startswith("TST") for c in cases["case_ids"])
+
+
+def test_nan_loss_stops_run_and_keeps_last_good_checkpoint(workspace, monkeypatch):
+    from synthct.checkpoint import list_checkpoints, load_checkpoint
+    from synthct.train import TrainingDivergedError, train
+
+    install_packed(monkeypatch, 16)
+    with pytest.raises(TrainingDivergedError, match=r"step 5: loss 'D' = nan is not finite"):
+        train(tiny_cfg(checkpoint_every=2), workspace, "nan", system_factory=tiny_factory(5))
+    run_dir = workspace.run_dir("nan")
+    assert [s for s, _ in list_checkpoints(run_dir)] == [2, 4]
+    state = load_checkpoint(list_checkpoints(run_dir)[-1][1])
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "failed" and "not finite" in status["message"]
+
+
+def test_resume_in_process_matches_uninterrupted(workspace, monkeypatch):
+    """Stop after 3 steps (steps=3), resume to 6: identical losses to a straight 6-step run."""
+    from synthct.train import train
+
+    install_packed(monkeypatch, 16)
+    full = train(tiny_cfg(), workspace, "full", system_factory=tiny_factory())
+    train(tiny_cfg(steps=3), workspace, "part", system_factory=tiny_factory())
+    with pytest.raises(Exception, match="config differs"):  # only RESUMABLE_KEYS may change
+        train(tiny_cfg(seed=4), workspace, "part", resume=True, system_factory=tiny_factory())
+    part = train(tiny_cfg(), workspace, "part", resume=True, system_factory=tiny_factory())
+    assert read_losses(part) == read_losses(full)
+
+
+def _write_driver(tmp_path: Path) -> Path:
+    """A `python -m synthct`-equivalent entry that uses the tiny GAN and phantom packed data."""
+    driver = tmp_path / "driver.py"
+    driver.write_text(
+        "import sys, time\n"
+        f"sys.path.insert(0, {str(TESTS_DIR)!r})\n"
+        "import torch; torch.set_num_threads(1)\n"
+        "import synthct.preprocess, synthct.train, test_train as t\n"
+        "synthct.preprocess.load_packed = lambda ws, cfg, split='train': t.packed_set(6, 16)\n"
+        "synthct.train._build_system = t.tiny_factory()\n"
+        "orig = t.TinyGAN.train_step\n"
+        "def slow(self, *a, **k):\n"
+        "    time.sleep(0.05)  # leave the test time to kill the process mid-run\n"
+        "    return orig(self, *a, **k)\n"
+        "t.TinyGAN.train_step = slow\n"
+        "from synthct.cli import main\n"
+        "sys.argv = ['synthct', *sys.argv[1:]]\n"
+        "main()\n"
+    )
+    return driver
+
+
+def test_kill_and_resume_reproduces_losses(workspace, tmp_path):
+    """SIGKILL a CLI training process after a mid-run checkpoint, resume: same losses.csv."""
+    cfg_path = tmp_path / "tiny.yaml"
+    save_yaml(
+        to_dict(tiny_cfg(steps=40, checkpoint_every=5, snapshot_every=0, collapse_every=0)),
+        cfg_path,
+    )
+    driver = _write_driver(tmp_path)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SYNTHCT_WORKSPACE": str(workspace.root)}
+    cmd = [sys.executable, str(driver), "train", "--config", str(cfg_path)]
+
+    def run(name: str, *extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [*cmd, "--run", name, *extra], env=env, capture_output=True, text=True, timeout=240
+        )
+
+    straight = run("straight")
+    assert straight.returncode == 0, straight.stderr
+    proc = subprocess.Popen(
+        [*cmd, "--run", "killed"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    ckdir = workspace.run_dir("killed") / "checkpoints"
+    deadline = time.monotonic() + 180
+    while not list(ckdir.glob("step-00000010.pt")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    status = json.loads((ckdir.parent / "status.json").read_text())
+    assert status["state"] == "running" and status["step"] < 40, "process was not killed mid-run"
+    resumed = run("killed", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = read_losses(workspace.run_dir("straight")), read_losses(workspace.run_dir("killed"))
+    assert len(a) == 40 and a == b
