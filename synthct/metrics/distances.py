@@ -27,6 +27,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.spatial.distance import cdist
@@ -201,8 +202,14 @@ class Interval:
     level: float
     n_boot: int
 
-    def to_dict(self) -> dict[str, float]:
-        return {"low": self.low, "high": self.high, "level": self.level, "n_boot": self.n_boot}
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "low": self.low,
+            "high": self.high,
+            "level": self.level,
+            "n_boot": self.n_boot,
+            "method": "percentile bootstrap, both sets resampled with replacement",
+        }
 
 
 def bootstrap_ci(
@@ -215,7 +222,9 @@ def bootstrap_ci(
 ) -> Interval | dict[str, Interval]:
     """Percentile CI of fn(x*, y*), x* and y* resampled with replacement (seeded).
 
-    `fn` returning a dict gives one interval per key.
+    `fn` returning a dict gives one interval per key. Note: resampled sets contain duplicates,
+    which bias FID upward and shrink k-NN radii, so at small n the interval of FID/PRDC can sit
+    beside the point estimate; read it as the spread, and the real-vs-real baseline as the scale.
     """
     rng = np.random.default_rng(seed)
     vals: list = []
