@@ -1,0 +1,612 @@
+"""`synthct evaluate`: every metric of a synthetic set against real data, written to WS/evals/<id>/.
+
+Real volumes come from the packed arrays (`synthct.preprocess.load_packed`, contract 2) at the
+set's size and preprocessing config; the GAN's training cases (for the privacy check) are the
+ones listed in the set's datacard, taken from the run's training split. Synthetic volumes are
+read from the set's NIfTI files and mapped back to [-1, 1] exactly as real data are (HU window
+clipped and scaled linearly; mask {0, 1} -> {-1, 1}) and packed the same way.
+
+Outputs (atomic folder): metrics.json (each value with n = real samples, m = synthetic samples,
+d, the extractor's name/version/weights SHA-256, a bootstrap CI and the real-vs-real baseline),
+embedding.csv, privacy.csv, case_stats.csv, hu_histogram.csv. A summary goes into the set's
+datacard under metrics[<eval id>].
+
+`fid_for_run` is the hook for HPO ranking: FID of a run's checkpoint against a real split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from synthct.config import DataConfig, from_dict, to_dict
+from synthct.errors import ConfigError, WorkspaceError
+from synthct.metrics import distances as dist
+from synthct.metrics.features import PARTS, FeatureExtractor, select_part
+from synthct.workspace import (
+    Workspace,
+    atomic_dir,
+    atomic_write_json,
+    atomic_write_text,
+    check_name,
+)
+
+EXTRACTORS = ("default", "medicalnet", "random")
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """What `synthct evaluate` computes (saved in metrics.json)."""
+
+    synthetic: str
+    real: str = "test"
+    extractor: str = "default"
+    weights: str | None = None
+    n: int | None = None  # at most this many synthetic cases (seeded sample)
+    part: str = "pair"
+    seed: int = 0
+    n_boot: int = 100
+    baseline_repeats: int = 5
+    kid_subset: int = 1000
+    kid_subsets: int = 100
+    msssim_pairs: int = 100
+    encoder_epochs: int = 10
+    dcr_quantile: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.extractor not in EXTRACTORS:
+            raise ConfigError(f"extractor must be one of {EXTRACTORS}, got {self.extractor!r}")
+        if self.part not in PARTS:
+            raise ConfigError(f"part must be one of {PARTS}, got {self.part!r}")
+        if self.real not in ("train", "val", "test", "all"):
+            raise ConfigError(f"real split must be train, val, test or all, got {self.real!r}")
+        if self.extractor == "medicalnet" and not self.weights:
+            raise ConfigError(
+                "--extractor medicalnet needs --weights PATH (the MedicalNet resnet_50.pth file)"
+            )
+        if self.n is not None and self.n < 2:
+            raise ConfigError(f"--n must be >= 2, got {self.n}")
+
+
+@dataclass
+class VolumeSet:
+    """Packed pairs (N, S, S, S) float32 in [-1, 1] with ids, centres and voxel spacing (mm)."""
+
+    arrays: np.ndarray
+    ids: list[str]
+    centres: list[str]
+    spacing: tuple[float, float, float]
+
+    def subset(self, keep: Sequence[int]) -> VolumeSet:
+        keep = list(keep)
+        return VolumeSet(
+            self.arrays[keep],
+            [self.ids[i] for i in keep],
+            [self.centres[i] for i in keep],
+            self.spacing,
+        )
+
+
+def ids_sha256(ids: Sequence[str]) -> str:
+    """SHA-256 of the sorted ids joined by newlines (same formula as `case_ids_hash`)."""
+    return hashlib.sha256("\n".join(sorted(map(str, ids))).encode()).hexdigest()
+
+
+# -- loading ------------------------------------------------------------------------------------
+def load_real_set(ws: Workspace, cfg: DataConfig, split: str) -> VolumeSet:
+    """Real packed pairs of `split` ("train"/"val"/"test"/"all") via `preprocess.load_packed`."""
+    from synthct.preprocess import load_packed
+
+    ps = load_packed(ws, cfg, split=split)
+    arrays = np.asarray(ps.arrays, dtype=np.float32)
+    return VolumeSet(arrays, list(ps.case_ids), list(ps.centres), tuple(ps.spacing))
+
+
+def data_config_of(card: dict, where: str) -> DataConfig:
+    """The preprocessing config a synthetic set was trained with (from its datacard)."""
+    rc = card.get("run_config")
+    if isinstance(rc, dict) and isinstance(rc.get("data"), dict):
+        return from_dict(DataConfig, rc["data"], where=f"{where}: run_config.data")
+    post = card.get("postprocess", {})
+    size = card.get("model", {}).get("size")
+    if not size:
+        raise WorkspaceError(f"{where}: datacard has neither run_config.data nor model.size")
+    return DataConfig(
+        size=int(size),
+        hu_window=tuple(post.get("hu_window", (-1024.0, 600.0))),
+        packing=post.get("packing", "z"),
+        mask=post.get("mask_mode", "binary"),
+    )
+
+
+def to_packed(image_hu: np.ndarray, mask: np.ndarray, cfg: DataConfig) -> np.ndarray:
+    """A synthetic pair (HU image, label mask), each (S, S, S/2), -> packed (S, S, S) in [-1, 1].
+
+    Same mapping as preprocessing real data: HU clipped to the window and scaled to [-1, 1];
+    labels binary {0, >0} -> {-1, 1} or multiclass {0, 1, 2} -> {-1, 0, 1}.
+    """
+    lo, hi = cfg.hu_window
+    img = (np.clip(image_hu.astype(np.float32), lo, hi) - lo) * (2.0 / (hi - lo)) - 1.0
+    if cfg.mask == "binary":
+        msk = (mask > 0).astype(np.float32) * 2.0 - 1.0
+    else:
+        msk = np.clip(mask.astype(np.float32), 0, 2) - 1.0
+    if cfg.packing == "z":
+        return np.concatenate([img, msk], axis=-1)
+    return np.stack([img, msk], axis=-1).reshape(*img.shape[:-1], -1)
+
+
+def load_synthetic_set(
+    set_dir: Path, cfg: DataConfig, n: int | None = None, seed: int = 0, progress: bool = True
+) -> tuple[VolumeSet, list[np.ndarray], list[np.ndarray]]:
+    """Read a set's NIfTI pairs -> (packed VolumeSet, HU images, masks); at most n (seeded)."""
+    from synthct.generate import load_synthetic_pair
+
+    ids = sorted(p.name[: -len("__CT.nii.gz")] for p in (set_dir / "imagesTr").glob("*__CT.nii.gz"))
+    if len(ids) < 2:
+        raise WorkspaceError(f"{set_dir}/imagesTr holds {len(ids)} cases; need at least 2")
+    if n is not None and n < len(ids):
+        ids = sorted(np.random.default_rng(seed).choice(ids, n, replace=False).tolist())
+    s = cfg.size
+    want = (s, s, s // 2)
+    packed, images, masks, spacing = [], [], [], None
+    for cid in tqdm(ids, desc="read synthetic", disable=not progress):
+        image, mask = load_synthetic_pair(set_dir, cid)
+        if image.shape != want or mask.shape != want:
+            raise WorkspaceError(
+                f"{set_dir}: case {cid} has image {image.shape} / mask {mask.shape}, expected {want}"
+                f" (size {s} from the datacard)"
+            )
+        spacing = spacing or image.spacing
+        images.append(image.array)
+        masks.append((mask.array > 0).astype(np.uint8))
+        packed.append(to_packed(image.array, mask.array, cfg))
+    vs = VolumeSet(np.stack(packed), ids, [""] * len(ids), spacing)  # type: ignore[arg-type]
+    return vs, images, masks
+
+
+def real_hu_and_masks(vs: VolumeSet, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Packed real pairs -> (HU images (N, S, S, S/2), binary tumour masks (N, S, S, S/2))."""
+    lo, hi = cfg.hu_window
+    img = select_part(vs.arrays, "image", cfg.packing)[:, 0]
+    msk = select_part(vs.arrays, "mask", cfg.packing)[:, 0]
+    hu = (np.clip(img, -1, 1) * 0.5 + 0.5) * (hi - lo) + lo
+    return hu, (msk > (0.0 if cfg.mask == "binary" else -0.5)).astype(np.uint8)
+
+
+# -- extractors -----------------------------------------------------------------------------------
+def ensure_default_encoder(
+    ws: Workspace,
+    cfg: DataConfig,
+    part: str = "pair",
+    epochs: int = 10,
+    seed: int = 0,
+    train: VolumeSet | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Path of the cached default encoder for (cfg, part, train cases), training it if missing."""
+    from synthct.metrics import encoder as enc
+
+    train = train if train is not None else load_real_set(ws, cfg, "train")
+    key = enc.encoder_key(
+        cfg.size, part, cfg.packing, cfg.hu_window, epochs, seed, ids_sha256(train.ids)
+    )
+    path = enc.encoder_path(ws, key)
+    if path.is_file() and not force:
+        return path
+    bar = (lambda it: tqdm(it, desc="train encoder", unit="epoch")) if progress else None
+    state, meta = enc.train_encoder(
+        train.arrays,
+        train.centres,
+        part=part,
+        packing=cfg.packing,
+        hu_window=cfg.hu_window,
+        epochs=epochs,
+        seed=seed,
+        progress=bar,
+    )
+    meta.update(size=cfg.size, train_cases_sha256=ids_sha256(train.ids), key=key)
+    enc.save_encoder(path, state, meta)
+    return path
+
+
+def get_extractor(
+    ws: Workspace,
+    cfg: DataConfig,
+    name: str,
+    part: str,
+    weights: str | None = None,
+    train: VolumeSet | None = None,
+    epochs: int = 10,
+    seed: int = 0,
+    progress: bool = True,
+) -> FeatureExtractor:
+    """Build the named feature extractor ("default" trains/loads the workspace encoder)."""
+    from synthct.metrics import features
+
+    if name == "medicalnet":
+        if not weights:
+            raise ConfigError("--extractor medicalnet needs --weights PATH")
+        return features.load_medicalnet(weights)
+    if name == "random":
+        return features.build_random_extractor()
+    if name == "default":
+        from synthct.metrics.encoder import load_encoder
+
+        return load_encoder(
+            ensure_default_encoder(ws, cfg, part, epochs, seed, train, progress=progress)
+        )
+    raise ConfigError(f"extractor must be one of {EXTRACTORS}, got {name!r}")
+
+
+def _extract(
+    fx: FeatureExtractor, vs: VolumeSet, part: str, packing: str, label: str, progress: bool
+):
+    vols = select_part(vs.arrays, part, packing)
+    bar = (lambda it: tqdm(it, desc=f"features {label}", unit="batch")) if progress else None
+    return fx.extract(vols, progress=bar)
+
+
+# -- metrics block ---------------------------------------------------------------------------------
+def distance_metrics(
+    real: np.ndarray, syn: np.ndarray, fx_info: dict, opts: EvalOptions
+) -> dict[str, Any]:
+    """FID/KID/PRDC of features real (n, d) vs synthetic (m, d), each with CI and baseline."""
+    n, m, d = len(real), len(syn), real.shape[1]
+    ident = {k: fx_info[k] for k in ("name", "version", "weights_sha256")}
+    common = {"n": n, "m": m, "d": d, "extractor": ident}
+    seed = opts.seed
+
+    def fid_clipped(a, b):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return max(dist.compute_fid(a, b), 0.0)
+
+    def kid_fast(a, b):
+        return dist.compute_kid(a, b, opts.kid_subset, max(5, opts.kid_subsets // 10), seed)[0]
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        raw = dist.compute_fid(real, syn)
+    out: dict[str, Any] = {
+        "fid": {
+            "value": max(raw, 0.0),
+            "raw": raw,
+            "clipped": raw < 0,
+            "warnings": [str(w.message) for w in caught],
+            **common,
+            "ci": dist.bootstrap_ci(fid_clipped, real, syn, opts.n_boot, seed=seed).to_dict(),
+            "baseline": dist.real_baseline(fid_clipped, real, syn, opts.baseline_repeats, seed),
+        }
+    }
+    kid_mean, kid_std = dist.compute_kid(real, syn, opts.kid_subset, opts.kid_subsets, seed)
+    out["kid"] = {
+        "value": kid_mean,
+        "subset_std": kid_std,
+        "subset_size": min(opts.kid_subset, n, m),
+        "n_subsets": opts.kid_subsets,
+        "kernel": "(x.y/d + 1)^3",
+        **common,
+        "ci": dist.bootstrap_ci(kid_fast, real, syn, opts.n_boot, seed=seed).to_dict(),
+        "baseline": dist.real_baseline(kid_fast, real, syn, opts.baseline_repeats, seed),
+    }
+    if min(n, m) > 5:
+        prdc = dist.compute_prdc(real, syn)
+        cis = dist.bootstrap_ci(dist.compute_prdc, real, syn, opts.n_boot, seed=seed)
+        base = (
+            dist.real_baseline(dist.compute_prdc, real, syn, opts.baseline_repeats, seed)
+            if n >= 12
+            else None
+        )
+        for key, val in prdc.items():
+            out[key] = {
+                "value": val,
+                "k": 3 if key in ("precision", "recall") else 5,
+                **common,
+                "ci": cis[key].to_dict(),
+                "baseline": None
+                if base is None
+                else {
+                    "size": base["size"],
+                    "real_vs_real": base["real_vs_real"][key],
+                    "synthetic_vs_real": base["synthetic_vs_real"][key],
+                },
+            }
+    return out
+
+
+def _classifier_is(
+    fx: FeatureExtractor, vols: dict[str, np.ndarray], progress: bool
+) -> dict | None:
+    if not fx.has_classifier:
+        return None
+    c = len(fx.class_names)
+    out = {"name": f"classifier-IS ({fx.name} centre classifier, {c} classes)", "n_splits": 10}
+    for label, v in vols.items():
+        probs = fx.class_probs(v)
+        mean, std = dist.classifier_inception_score(probs, n_splits=10)
+        out[label] = {"value": mean, "std": std, "n": len(v)}
+    return out
+
+
+def _csv(path: Path, df: pd.DataFrame) -> None:
+    atomic_write_text(path, df.to_csv(index=False))
+
+
+# -- the command ---------------------------------------------------------------------------------
+def run_evaluation(
+    ws: Workspace,
+    opts: EvalOptions,
+    progress: bool = True,
+    real_loader: Callable[[Workspace, DataConfig, str], VolumeSet] | None = None,
+) -> tuple[Path, dict]:
+    """Evaluate synthetic set `opts.synthetic`; returns (eval folder, metrics dict).
+
+    `real_loader(ws, cfg, split)` supplies real packed pairs (default `load_real_set`).
+    """
+    load_real = real_loader or load_real_set
+    from synthct.generate import load_datacard, update_datacard
+    from synthct.metrics.diversity import pairwise_msssim
+    from synthct.metrics.embedding import compute_embedding
+    from synthct.metrics.privacy import dcr_report, gallery, voxel_vectors
+    from synthct.metrics.statistics import case_statistics, compare_sets, hu_histogram
+
+    set_dir = ws.synthetic_dir(check_name(opts.synthetic, "synthetic set name"))
+    if not set_dir.is_dir():
+        raise WorkspaceError(f"synthetic set {opts.synthetic!r} not found in {ws.synthetic}")
+    card = load_datacard(set_dir)
+    cfg = data_config_of(card, str(set_dir / "datacard.json"))
+
+    syn, syn_hu, syn_masks = load_synthetic_set(set_dir, cfg, opts.n, opts.seed, progress)
+    real = load_real(ws, cfg, opts.real)
+    training = card.get("training_cases") or {}
+    train_all = load_real(ws, cfg, training.get("split") or "train")
+    trained_on = set(training.get("case_ids") or train_all.ids)
+    train = train_all.subset([i for i, c in enumerate(train_all.ids) if c in trained_on])
+    holdout = real.subset([i for i, c in enumerate(real.ids) if c not in trained_on])
+    overlap = len(real.ids) - len(holdout.ids)
+    if len(real.ids) < 4:
+        raise WorkspaceError(f"real split {opts.real!r} has {len(real.ids)} cases; need at least 4")
+
+    fx = get_extractor(
+        ws,
+        cfg,
+        opts.extractor,
+        opts.part,
+        opts.weights,
+        train_all,
+        opts.encoder_epochs,
+        opts.seed,
+        progress,
+    )
+    info = fx.describe()
+    f_syn = _extract(fx, syn, opts.part, cfg.packing, "synthetic", progress)
+    f_real = _extract(fx, real, opts.part, cfg.packing, f"real-{opts.real}", progress)
+    f_train = _extract(fx, train, opts.part, cfg.packing, "real-train", progress)
+
+    metrics = distance_metrics(f_real, f_syn, info, opts)
+    part_vols = {
+        "synthetic": select_part(syn.arrays, opts.part, cfg.packing),
+        "real": select_part(real.arrays, opts.part, cfg.packing),
+    }
+    metrics["classifier_is"] = _classifier_is(fx, part_vols, progress)
+    metrics["msssim"] = {
+        k: pairwise_msssim(v, opts.msssim_pairs, opts.seed) for k, v in part_vols.items()
+    }
+    metrics["msssim"]["note"] = "mean pairwise 3D MS-SSIM within each set; higher = less diverse"
+
+    # privacy: synthetic -> GAN training cases vs held-out real -> training cases
+    privacy: dict[str, Any] = {"overlap_real_split_with_training": overlap}
+    tables = []
+    if len(holdout.ids) and len(train.ids):
+        spaces = {
+            "feature": (
+                f_syn,
+                f_train,
+                _extract(fx, holdout, opts.part, cfg.packing, "holdout", False),
+            ),
+            "voxel": tuple(
+                voxel_vectors(select_part(v.arrays, opts.part, cfg.packing))
+                for v in (syn, train, holdout)
+            ),
+        }
+        for space, (a, b, c) in spaces.items():
+            summ, tab = dcr_report(a, b, c, syn.ids, train.ids, holdout.ids, opts.dcr_quantile)
+            privacy[space] = summ
+            tables.append(tab.assign(space=space))
+        privacy["gallery"] = gallery(tables[1])
+        privacy["gallery_space"] = (
+            "voxel (RMS difference of [-1, 1] volumes, block-averaged to <= 32^3)"
+        )
+    else:
+        privacy["skipped"] = "no held-out real cases outside the GAN's training cases in this split"
+    metrics["privacy"] = privacy
+
+    # statistics from HU images and masks
+    r_hu, r_mask = real_hu_and_masks(real, cfg)
+    real_stats = pd.DataFrame(
+        [case_statistics(h, mk, real.spacing) for h, mk in zip(r_hu, r_mask, strict=True)]
+    ).assign(id=real.ids, group=f"real-{opts.real}")
+    syn_stats = pd.DataFrame(
+        [case_statistics(h, mk, syn.spacing) for h, mk in zip(syn_hu, syn_masks, strict=True)]
+    ).assign(id=syn.ids, group="synthetic")
+    r_hist, s_hist = hu_histogram(r_hu), hu_histogram(syn_hu)
+    metrics["statistics"] = compare_sets(real_stats, syn_stats, r_hist, s_hist)
+
+    # joint embedding: training cases, the real split (minus duplicates), synthetic
+    keep_real = [i for i, c in enumerate(real.ids) if c not in set(train.ids)]
+    emb = compute_embedding(
+        np.vstack([f_train, f_real[keep_real], f_syn]),
+        train.ids + [real.ids[i] for i in keep_real] + syn.ids,
+        ["real-train"] * len(train.ids)
+        + [f"real-{opts.real}"] * len(keep_real)
+        + ["synthetic"] * len(syn.ids),
+        seed=opts.seed,
+    )
+
+    settings = {
+        **asdict(opts),
+        "extractor_sha256": info["weights_sha256"],
+        "real_ids": ids_sha256(real.ids),
+    }
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[
+        :8
+    ]
+    eval_id = f"{opts.synthetic}-{opts.part}-{opts.extractor}-{digest}"
+    from synthct import __version__
+
+    result = {
+        "id": eval_id,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "synthct_version": __version__,
+        "convention": "n = real samples, m = synthetic samples, d = feature dimension",
+        "options": asdict(opts),
+        "data_config": to_dict(cfg),
+        "extractor": info,
+        "synthetic": {"set": opts.synthetic, "m": len(syn.ids), "ids_sha256": ids_sha256(syn.ids)},
+        "real": {"split": opts.real, "n": len(real.ids), "ids_sha256": ids_sha256(real.ids)},
+        "train": {"n": len(train.ids), "ids_sha256": ids_sha256(train.ids)},
+        "holdout": {"n": len(holdout.ids)},
+        "metrics": metrics,
+    }
+    final = ws.evals / eval_id
+    with atomic_dir(final, overwrite=True) as tmp:
+        atomic_write_json(tmp / "metrics.json", result)
+        _csv(tmp / "embedding.csv", emb)
+        if tables:
+            _csv(tmp / "privacy.csv", pd.concat(tables, ignore_index=True))
+        _csv(tmp / "case_stats.csv", pd.concat([real_stats, syn_stats], ignore_index=True))
+        edges = np.asarray(metrics["statistics"]["hu_body"]["bins"])
+        _csv(
+            tmp / "hu_histogram.csv",
+            pd.DataFrame(
+                {"hu_low": edges[:-1], "hu_high": edges[1:], "real": r_hist, "synthetic": s_hist}
+            ),
+        )
+    summary = summarise(result)
+    merged = dict(load_datacard(set_dir).get("metrics") or {})
+    merged[eval_id] = summary
+    update_datacard(set_dir, "metrics", merged)
+    return final, result
+
+
+def summarise(result: dict) -> dict:
+    """The compact per-evaluation record stored in the datacard."""
+    m = result["metrics"]
+    out: dict[str, Any] = {
+        "eval": result["id"],
+        "created": result["created"],
+        "part": result["options"]["part"],
+        "real_split": result["real"]["split"],
+        "n": result["real"]["n"],
+        "m": result["synthetic"]["m"],
+        "extractor": {
+            k: result["extractor"][k] for k in ("name", "version", "weights_sha256", "dim")
+        },
+    }
+    for key in ("fid", "kid", "precision", "recall", "density", "coverage"):
+        if key in m:
+            entry = {"value": m[key]["value"], "ci": m[key]["ci"]}
+            if m[key].get("baseline"):
+                entry["real_vs_real"] = m[key]["baseline"]["real_vs_real"]
+            out[key] = entry
+    if m.get("classifier_is"):
+        out["classifier_is"] = {
+            "name": m["classifier_is"]["name"],
+            "value": m["classifier_is"]["synthetic"]["value"],
+        }
+    out["msssim"] = {
+        "synthetic": m["msssim"]["synthetic"]["mean"],
+        "real": m["msssim"]["real"]["mean"],
+    }
+    if "feature" in m["privacy"]:
+        out["privacy_flagged_fraction"] = {
+            s: m["privacy"][s]["flagged_fraction"] for s in ("feature", "voxel")
+        }
+    return out
+
+
+# -- HPO hook ------------------------------------------------------------------------------------
+def fid_for_generator(
+    system,
+    cfg: DataConfig,
+    real: VolumeSet,
+    extractor: FeatureExtractor,
+    n: int = 64,
+    part: str = "pair",
+    seed: int = 0,
+    batch_size: int = 4,
+) -> dict[str, Any]:
+    """FID of `n` fresh samples of a `GANSystem` vs real packed pairs, in `extractor` space."""
+    import torch
+
+    tensors = [*system.parameters(), *system.buffers()]
+    device = tensors[0].device if tensors else torch.device("cpu")
+    gen = torch.Generator().manual_seed(seed)
+    chunks = []
+    for i in range(0, n, batch_size):
+        z = system.sample_latent(min(batch_size, n - i), generator=gen, device=device)
+        vol = system.generate(z).clamp(-1, 1).float().cpu().numpy()
+        chunks.append(vol[:, 0] if vol.ndim == 5 else vol)
+    fake = np.concatenate(chunks)
+    f_fake = extractor.extract(select_part(fake, part, cfg.packing))
+    f_real = extractor.extract(select_part(real.arrays, part, cfg.packing))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        raw = dist.compute_fid(f_real, f_fake)
+    return {
+        "fid": max(raw, 0.0),
+        "fid_raw": raw,
+        "n": len(f_real),
+        "m": len(f_fake),
+        "d": f_real.shape[1],
+        "part": part,
+        "extractor": {k: extractor.describe()[k] for k in ("name", "version", "weights_sha256")},
+    }
+
+
+def fid_for_run(
+    ws: Workspace,
+    run: str,
+    checkpoint: str | int = "latest",
+    *,
+    n: int = 64,
+    real_split: str = "val",
+    extractor: str = "default",
+    weights: str | None = None,
+    part: str = "pair",
+    seed: int = 0,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """FID of a run's checkpoint (EMA generator) vs the real `real_split`, for HPO ranking.
+
+    Returns {"fid", "fid_raw", "n", "m", "d", "part", "extractor", "run", "checkpoint", "real_split"}.
+    """
+    import torch
+
+    from synthct.checkpoint import load_generator
+
+    run_dir = ws.run_dir(check_name(run, "run name"))
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    system, run_cfg, meta = load_generator(run_dir, checkpoint, ema=True, device=dev)
+    cfg = run_cfg.data
+    real = load_real_set(ws, cfg, real_split)
+    fx = get_extractor(ws, cfg, extractor, part, weights, seed=seed, progress=False)
+    out = fid_for_generator(system, cfg, real, fx, n=n, part=part, seed=seed)
+    out.update(
+        run=run,
+        checkpoint={"step": meta.get("step"), "sha256": meta.get("sha256")},
+        real_split=real_split,
+    )
+    return out
