@@ -1,13 +1,34 @@
-"""synthct app router: page config, role check, explicit navigation (no pages/ auto-discovery)."""
+"""synthct app router: page config, role check, explicit navigation (no pages/ auto-discovery).
+
+Raters (a valid invite token in the URL) get only the Turing-test page; an invalid or revoked
+token gets a message and nothing else; researchers get everything (behind a password when one is
+configured). Pages not listed for a role are unreachable by URL.
+"""
 
 import streamlit as st
 
+from ui import auth
+
 st.set_page_config(page_title="synthct", page_icon="🩻", layout="wide")
 
+role = auth.resolve_role()
 
-def _home() -> None:
-    st.title("synthct")
-    st.write("Synthetic head-and-neck CT image + tumour-mask pairs.")
+if role == auth.RATER:
+    pages = [st.Page("pages/turing_test.py", title="Visual Turing Test", url_path="rate")]
+    nav = st.navigation(pages, position="hidden")
+elif role == auth.INVALID:
+    nav = st.navigation([st.Page(auth.invalid_token_page, title="synthct")], position="hidden")
+elif role == auth.LOGIN:
+    nav = st.navigation([st.Page(auth.login_page, title="Sign in")], position="hidden")
+else:
+    from ui.demo import ensure_workspace
 
-
-st.navigation([st.Page(_home, title="Home", default=True)]).run()
+    ensure_workspace()
+    nav = st.navigation(
+        {
+            "Data": [
+                st.Page("pages/browse.py", title="Browse", icon="🩻", default=True),
+            ],
+        }
+    )
+nav.run()

@@ -1,0 +1,93 @@
+"""Cached access to the volumes the pages show (bounded, shared, never copied per rerun)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import streamlit as st
+
+from synthct.workspace import Workspace
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Source:
+    """A data set the Browse page can show: real cases of a split, or a synthetic set."""
+
+    label: str
+    kind: str  # "real" | "synthetic"
+    key: str  # split name or set name
+
+
+@dataclass(frozen=True)
+class Case:
+    image_hu: np.ndarray  # (X, Y, Z) float32
+    mask: np.ndarray  # (X, Y, Z) uint8
+    spacing: tuple[float, float, float]
+    meta: dict = field(default_factory=dict)
+
+
+def sources(ws: Workspace) -> list[Source]:
+    from synthct.generate import list_sets
+
+    out: list[Source] = []
+    if ws.splits.exists():
+        from synthct.datasets import load_splits
+
+        present = set(load_splits(ws).values())
+        out += [Source(f"Real · {s}", "real", s) for s in SPLITS if s in present]
+    out += [Source(f"Synthetic · {name}", "synthetic", name) for name in list_sets(ws)]
+    return out
+
+
+def case_ids(ws: Workspace, source: Source) -> list[str]:
+    if source.kind == "real":
+        from synthct.datasets import cases_in_split
+
+        return [r.case_id for r in cases_in_split(ws, source.key)]
+    from synthct.generate import load_datacard
+
+    card = load_datacard(ws.synthetic_dir(source.key))
+    return [c["case_id"] for c in card.get("cases", [])]
+
+
+@st.cache_resource(max_entries=8, show_spinner="Loading volume…")
+def load_case(root: str, kind: str, key: str, case_id: str) -> Case:
+    """One case as arrays (cached per process; at most 8 volumes are kept)."""
+    ws = Workspace.resolve(root)
+    if kind == "real":
+        from synthct.datasets import cases_in_split
+        from synthct.io import load_volume
+
+        rec = next(r for r in cases_in_split(ws, key) if r.case_id == case_id)
+        image = load_volume(rec.image)
+        mask = load_volume(rec.mask, dtype=np.uint8)
+        meta = {
+            "case id": rec.case_id,
+            "centre": rec.centre,
+            "split": key,
+            "status": rec.status,
+            "problems": "; ".join(rec.problems) or "—",
+            "file": rec.image,
+        }
+    else:
+        from synthct.generate import load_datacard, load_synthetic_pair
+
+        set_dir = ws.synthetic_dir(key)
+        image, mask = load_synthetic_pair(set_dir, case_id)
+        card = load_datacard(set_dir)
+        entry = next((c for c in card.get("cases", []) if c.get("case_id") == case_id), {})
+        meta = {
+            "case id": case_id,
+            "set": key,
+            **{k: v for k, v in entry.items() if k != "case_id"},
+        }
+        meta["model"] = f"{card.get('model', {}).get('kind')} S={card.get('model', {}).get('size')}"
+    spacing = image.spacing
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    meta["shape"] = "×".join(map(str, image.shape))
+    meta["spacing (mm)"] = " × ".join(f"{s:.2f}" for s in spacing)
+    meta["tumour volume (mL)"] = round(float(np.count_nonzero(mask.array)) * voxel_ml, 2)
+    return Case(image.array, mask.array, spacing, meta)
