@@ -12,11 +12,14 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from db import jobs as repo
 from db.session import session_scope
 from synthct import jobs
 from synthct.errors import ConfigError, WorkspaceError
+
+pytest_plugins = ["conftest_pg"]
 
 
 @pytest.fixture
@@ -223,3 +226,47 @@ def test_tail_log_returns_the_last_lines(tmp_path):
 def test_submit_validates_its_inputs(ws, kind, args, device):
     with pytest.raises(ConfigError):
         jobs.submit(ws, kind, args, device=device)
+
+
+def test_claims_are_atomic_under_concurrency(db_engine):
+    """Many sessions claim different queued jobs of one device at once: exactly one wins
+    (SQLite and PostgreSQL; on PostgreSQL this needs the row lock taken by claim_job)."""
+    n = 6
+
+    def claim(job_id, barrier, won):
+        barrier.wait()
+        for attempt in range(20):
+            try:
+                with session_scope(db_engine) as s:
+                    if repo.claim_job(s, job_id, "cuda:0", limit=1):
+                        won.append(job_id)
+                return
+            except OperationalError:  # SQLite: lost a write race, retry like pump does
+                time.sleep(0.01 * attempt)
+
+    for _round in range(3):
+        with session_scope(db_engine) as s:
+            ids = [repo.create_job(s, "test", ["x"], "cuda:0").id for _ in range(n)]
+        barrier = threading.Barrier(n)
+        won: list[int] = []
+        threads = [threading.Thread(target=claim, args=(i, barrier, won)) for i in ids]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(won) == 1
+        with session_scope(db_engine) as s:
+            assert len(repo.running_jobs(s)) == 1
+            repo.finish_job(s, won[0], "done", "done")
+            for i in ids:
+                repo.finish_job(s, i, "cancelled", "cleanup", from_status=("queued",))
+
+
+@pytest.mark.postgres
+def test_job_runs_against_postgresql(postgres_url, ws, monkeypatch):
+    # postgres_url first: its database must outlive the ws fixture's clean-up
+    monkeypatch.setenv("SYNTHCT_DATABASE_URL", postgres_url)
+    job_id = jobs.submit(ws, "test", ["jobs", "sleep", "0.3"], device="cpu")
+    wait_for(lambda: status(ws, job_id) == "done", what="done on PostgreSQL")
+    assert jobs.get_job(ws, job_id).progress == 1.0
+    assert not ws.database.exists()  # nothing went to the SQLite file
