@@ -137,6 +137,9 @@ class DataConfig:
             raise ValueError(f"mask must be 'binary' or 'multiclass', got {self.mask!r}")
 
 
+DIFFAUG_POLICIES = ("color", "translation", "cutout")  # synthct/models/diffaug.py
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """Which generative model, and its architecture and optimiser settings.
@@ -161,6 +164,12 @@ class ModelConfig:
     clip_value: float = 0.01
     gp_lambda: float = 10.0
     n_critic: int = 5
+    # 2D slice models (kind "fastgan" | "stylegan2"; synthct/models/fastgan.py, stylegan2.py)
+    resolution: int = 0  # side of the generated (2, H, W) slice pair, H = W; 0 = the data size S
+    diffaug: str = "color,translation,cutout"  # DiffAugment policy for D's inputs ("" = off)
+    recon_weight: float = 1.0  # FastGAN: weight of D's self-supervised reconstruction loss
+    r1_gamma: float | None = None  # R1 weight; None = kind default (FastGAN 0, StyleGAN2 auto)
+    pl_weight: float = 2.0  # StyleGAN2: path-length regularisation weight (0 = off)
 
     def __post_init__(self) -> None:
         if self.kind not in ("hagan", "vanilla", "wgan", "fastgan", "stylegan2"):
@@ -173,6 +182,18 @@ class ModelConfig:
             raise ValueError(f"n_centres must be >= 0 (0 = unconditional), got {self.n_centres}")
         if self.wgan_mode not in ("clip", "gp"):
             raise ValueError(f"wgan_mode must be 'clip' or 'gp', got {self.wgan_mode!r}")
+        if self.resolution < 0:
+            raise ValueError(f"resolution must be >= 0 (0 = data size), got {self.resolution}")
+        bad = sorted(set(filter(None, self.diffaug.split(","))) - set(DIFFAUG_POLICIES))
+        if bad:
+            raise ValueError(
+                f"diffaug policies {bad} unknown; use a comma list of {', '.join(DIFFAUG_POLICIES)}"
+            )
+        if min(self.recon_weight, self.pl_weight, self.r1_gamma or 0.0) < 0:
+            raise ValueError(
+                "recon_weight, pl_weight and r1_gamma must be >= 0, got "
+                f"{self.recon_weight}, {self.pl_weight}, {self.r1_gamma}"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
