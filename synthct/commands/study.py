@@ -1,0 +1,403 @@
+"""Visual Turing Test commands: `synthct study create|invite|revoke|list|stats|export` and
+`synthct bench vtt` (rating-write latency with concurrent raters on SQLite WAL)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from synthct.commands._common import WorkspaceOpt, bench_header, echo_json, workspace
+
+study_app = typer.Typer(
+    help="Visual Turing Test studies: create, invite raters, results.", no_args_is_help=True
+)
+
+StudyArg = Annotated[str, typer.Argument(help="Study name.")]
+
+
+def _engine(ws):
+    from db.session import database_url, init_db, make_engine
+
+    engine = make_engine(database_url(ws.database))
+    init_db(engine)
+    return engine
+
+
+def _study(session, name: str):
+    from db.studies import get_study
+    from synthct.vtt import StudyError
+
+    study = get_study(session, name)
+    if study is None:
+        raise StudyError(f"study {name!r} does not exist (see `synthct study list`)")
+    return study
+
+
+@study_app.command("create")
+def create(
+    name: Annotated[str, typer.Option("--name", help="Study name (letters, digits, - _ .).")],
+    synthetic: Annotated[str, typer.Option("--synthetic", help="Synthetic set in WS/synthetic/.")],
+    n_real: Annotated[int, typer.Option(min=1, help="Real cases from the test split.")] = 5,
+    n_synthetic: Annotated[int, typer.Option(min=1, help="Synthetic cases from the set.")] = 5,
+    duplicates: Annotated[
+        int, typer.Option(min=0, help="Cases shown twice (intra-rater consistency).")
+    ] = 0,
+    seed: Annotated[int, typer.Option(help="Seed for case choice and rater orders.")] = 0,
+    slab: Annotated[
+        str, typer.Option(help="third (middle third, as the thesis) | full.")
+    ] = "third",
+    plane: Annotated[str, typer.Option(help="axial | coronal | sagittal.")] = "axial",
+    window: Annotated[
+        str, typer.Option(help="soft-tissue | bone | lung | brain | 'W,L' (e.g. 350,50).")
+    ] = "soft-tissue",
+    overlay: Annotated[str, typer.Option(help="Mask overlay: contour | fill | none.")] = "contour",
+    tiles: Annotated[int, typer.Option(min=1, max=64, help="Slices in the mosaic.")] = 9,
+    tile_px: Annotated[int, typer.Option(min=16, max=1024, help="Tile size in pixels.")] = 256,
+    ws_path: WorkspaceOpt = None,
+) -> None:
+    """Pick, render and seal a study (real: test split; synthetic: SET)."""
+    from db.session import session_scope
+    from synthct.vtt.design import create_study_from_workspace
+    from synthct.vtt.render import RenderParams
+
+    ws = workspace(ws_path).ensure()
+    params = RenderParams(
+        plane=plane, slab=slab, window=window, overlay=overlay, tiles=tiles, tile_px=tile_px
+    )
+    engine = _engine(ws)
+    with session_scope(engine) as s:
+        info = create_study_from_workspace(
+            s,
+            ws,
+            name,
+            synthetic,
+            n_real=n_real,
+            n_synthetic=n_synthetic,
+            duplicates=duplicates,
+            seed=seed,
+            params=params,
+        )
+    typer.echo(
+        f"study {info.name!r}: {info.n_cases} cases sealed in {info.directory} "
+        f"(manifest SHA-256 {info.manifest_sha256})"
+    )
+
+
+@study_app.command("invite")
+def invite_cmd(
+    study: StudyArg,
+    name: Annotated[str, typer.Option("--name", help="Rater's name, e.g. 'Dr A'.")],
+    base_url: Annotated[str, typer.Option(help="Address of the app.")] = "http://localhost:8501",
+    ws_path: WorkspaceOpt = None,
+) -> None:
+    """Invite a rater: prints a link with an unguessable token (shown only this once)."""
+    from db.session import session_scope
+    from synthct.vtt.flow import invite
+
+    with session_scope(_engine(workspace(ws_path))) as s:
+        inv = invite(s, study, name, base_url=base_url)
+    typer.echo(inv.link)
+
+
+@study_app.command("revoke")
+def revoke_cmd(
+    study: StudyArg,
+    name: Annotated[str, typer.Option("--name", help="Rater to revoke.")],
+    ws_path: WorkspaceOpt = None,
+) -> None:
+    """Revoke a rater's invite link (answers already given are kept)."""
+    from db.session import session_scope
+    from synthct.vtt.flow import revoke
+
+    with session_scope(_engine(workspace(ws_path))) as s:
+        revoke(s, study, name)
+    typer.echo(f"revoked {name!r} in study {study!r}")
+
+
+@study_app.command("list")
+def list_cmd(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    ws_path: WorkspaceOpt = None,
+) -> None:
+    """Studies with their numbers of cases, raters and ratings."""
+    from db.raters import raters_of_study
+    from db.ratings import count_assignments, count_ratings
+    from db.session import session_scope
+    from db.studies import list_studies, study_counts
+
+    out = []
+    with session_scope(_engine(workspace(ws_path))) as s:
+        for st in list_studies(s):
+            raters = [
+                {
+                    "name": r.name,
+                    "revoked": r.revoked_at is not None,
+                    "done": count_ratings(s, r.id),
+                    "total": count_assignments(s, r.id),
+                }
+                for r in raters_of_study(s, st.id)
+            ]
+            out.append(
+                {
+                    "name": st.name,
+                    "created": st.created_at.isoformat(),
+                    "manifest_sha256": st.manifest_sha256,
+                    **study_counts(s, st.id),
+                    "rater_progress": raters,
+                }
+            )
+    if as_json:
+        echo_json(out)
+        return
+    if not out:
+        typer.echo("no studies")
+    for st in out:
+        typer.echo(
+            f"{st['name']}: {st['cases']} cases, {st['active_raters']}/{st['raters']} active "
+            f"raters, {st['ratings']} ratings (sealed {st['manifest_sha256'][:12]}…)"
+        )
+        for r in st["rater_progress"]:
+            flag = " [revoked]" if r["revoked"] else ""
+            typer.echo(f"  {r['name']}: {r['done']}/{r['total']}{flag}")
+
+
+def _rows(ws, study_name: str):
+    from db.ratings import ratings_of_study
+    from db.session import session_scope
+    from synthct.vtt.design import verify_study
+
+    with session_scope(_engine(ws)) as s:
+        study = _study(s, study_name)
+        manifest = verify_study(s, ws, study, check_pngs=False)
+        return ratings_of_study(s, study.id), manifest
+
+
+@study_app.command("stats")
+def stats_cmd(
+    study: StudyArg,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    threshold: Annotated[
+        int, typer.Option(min=0, max=9, help="Scores above it count as 'synthetic' calls.")
+    ] = 5,
+    ws_path: WorkspaceOpt = None,
+) -> None:
+    """Results for researchers: means per rater (thesis Tables 5.17/5.18), AUC, tests, agreement."""
+    from synthct.vtt.stats import study_stats
+
+    rows, _ = _rows(workspace(ws_path), study)
+    res = study_stats(rows, threshold=threshold)
+    if as_json:
+        echo_json(res)
+        return
+    typer.echo(f"study {study!r}: {res['ratings']} ratings")
+    if not res["ratings"]:
+        return
+    for truth in ("real", "synthetic"):
+        table = res["tables"][truth]
+        raters = list(next(iter(table.values())).keys())
+        typer.echo(f"\n{truth} cases — scores (0 real … 10 synthetic)")
+        typer.echo("  " + "case".ljust(16) + "".join(r[:12].rjust(13) for r in raters))
+        for case, row in table.items():
+            cells = "".join(("-" if row[r] is None else f"{row[r]:.1f}").rjust(13) for r in raters)
+            typer.echo("  " + case[:16].ljust(16) + cells)
+    typer.echo(f"\nper rater ({res['threshold_rule']}; AUC CI: {res['auc_ci_method']})")
+    for r in res["raters"]:
+        if "auc" not in r:
+            typer.echo(f"  {r['rater']}: needs real and synthetic ratings")
+            continue
+        ci = "n/a" if r["auc_ci95"] is None else f"{r['auc_ci95'][0]:.2f}–{r['auc_ci95'][1]:.2f}"
+        typer.echo(
+            f"  {r['rater']}: mean real {r['mean_real']:.2f}, synthetic {r['mean_synthetic']:.2f};"
+            f" AUC {r['auc']:.2f} (95% CI {ci}); accuracy {r['accuracy']:.2f}, sensitivity "
+            f"{r['sensitivity']:.2f}, specificity {r['specificity']:.2f}; Mann–Whitney p "
+            f"{r['mann_whitney_p']:.3f}; binomial p {r['binomial_p']:.3f}; median "
+            f"{r['median_seconds_per_case']:.1f} s/case"
+        )
+    ag = res["agreement"]
+    k, a = ag["fleiss_kappa_calls"], ag["krippendorff_alpha_interval"]
+    typer.echo(
+        f"\nagreement: Fleiss κ (calls) {'n/a' if k is None else f'{k:.3f}'}, "
+        f"Krippendorff α (interval) {'n/a' if a is None else f'{a:.3f}'}"
+    )
+    for r in res["intra_rater"]:
+        typer.echo(
+            f"  intra-rater {r['rater']}: {r['pairs']} duplicate pairs, mean |Δ| "
+            f"{r['mean_abs_difference']:.2f}, same call {r['same_call']:.2f}"
+        )
+    fooled = [c for c in res["per_case"] if c["truth"] == "synthetic"]
+    for c in fooled:
+        typer.echo(f"  synthetic {c['case_id']}: mean {c['mean']:.1f}, fooled {c['fooled'] or '-'}")
+    if res["warning"]:
+        typer.echo(f"\nwarning: {res['warning']}")
+
+
+@study_app.command("export")
+def export_cmd(
+    study: StudyArg,
+    out: Annotated[
+        Path, typer.Option("--out", help="CSV file (relative paths are inside the workspace).")
+    ],
+    ws_path: WorkspaceOpt = None,
+) -> None:
+    """Raw ratings joined with the sealed manifest as CSV (contains the truth: researchers only)."""
+    import pandas as pd
+
+    from synthct.workspace import atomic_write_text
+
+    ws = workspace(ws_path)
+    path = ws.confine(out)
+    rows, manifest = _rows(ws, study)
+    render = manifest.get("render", {})
+    cols = [
+        "study",
+        "rater",
+        "rater_id",
+        "rater_revoked",
+        "rater_position",
+        "public_id",
+        "truth",
+        "source",
+        "case_id",
+        "duplicate_of",
+        "score",
+        "comment",
+        "shown_at",
+        "answered_at",
+        "duration_s",
+        "png_sha256",
+        "manifest_sha256",
+        "render",
+    ]
+    sha = {c["public_id"]: c["png_sha256"] for c in manifest["cases"]}
+    from db.session import session_scope
+
+    with session_scope(_engine(ws)) as s:
+        digest = _study(s, study).manifest_sha256
+    df = pd.DataFrame(
+        [
+            {
+                **r,
+                "study": study,
+                "png_sha256": sha.get(r["public_id"]),
+                "manifest_sha256": digest,
+                "render": f"{render.get('plane')}/{render.get('slab')}/{render.get('window')}",
+            }
+            for r in rows
+        ],
+        columns=cols,
+    )
+    atomic_write_text(path, df.to_csv(index=False))
+    typer.echo(f"wrote {len(df)} ratings to {path}")
+
+
+def run_vtt_bench(folder: Path, raters: int = 20, cases: int = 50) -> dict:
+    """Create a tiny study in a fresh SQLite file under `folder`, start `raters` threads that each
+    answer `cases` cases (next_case, then a timed submit, each in its own session) all at once.
+
+    Returns n, rows, errors, wall_s and the submit latency median/p95/max in ms.
+    """
+    import threading
+    import time
+
+    import numpy as np
+
+    from db.session import init_db, make_engine, session_scope
+    from synthct.vtt.design import create_study
+    from synthct.vtt.flow import invite, next_case, rater_for_token, submit
+    from synthct.vtt.render import RenderParams
+    from synthct.workspace import Workspace
+
+    ws = Workspace.resolve(folder / "ws").ensure()
+    engine = make_engine(f"sqlite:///{ws.database}")
+    init_db(engine)
+    rng = np.random.default_rng(0)
+
+    def pair():
+        image = rng.normal(0, 100, (16, 16, 8)).astype(np.float32)
+        return image, (image > 150).astype(np.uint8)
+
+    n_real = cases // 2
+    params = RenderParams(tiles=1, tile_px=16, gap_px=0)
+    with session_scope(engine) as s:
+        create_study(
+            s,
+            ws,
+            "bench",
+            {f"R{i:03d}": pair() for i in range(n_real)},
+            {f"S{i:03d}": pair() for i in range(cases - n_real)},
+            synthetic_source="bench",
+            params=params,
+        )
+        tokens = [invite(s, "bench", f"rater {i:02d}").token for i in range(raters)]
+    latencies: list[float] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(raters)
+
+    def work(token: str) -> None:
+        try:
+            barrier.wait()
+            for _ in range(cases):
+                with session_scope(engine) as s:
+                    rater = rater_for_token(s, token)
+                    case = next_case(s, rater)
+                t0 = time.perf_counter()
+                with session_scope(engine) as s:
+                    submit(s, rater_for_token(s, token), case.public_id, 5)
+                dt = time.perf_counter() - t0
+                with lock:
+                    latencies.append(dt)
+        except BaseException as e:  # reported, not raised from a thread
+            with lock:
+                errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in tokens]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        rows = int(conn.execute(text("SELECT COUNT(*) FROM ratings")).scalar() or 0)
+    engine.dispose()
+    ms = np.asarray(latencies) * 1000.0
+    return {
+        "n": raters * cases,
+        "rows": rows,
+        "errors": len(errors),
+        "first_error": repr(errors[0]) if errors else None,
+        "wall_s": wall,
+        "median_ms": float(np.median(ms)) if ms.size else float("nan"),
+        "p95_ms": float(np.percentile(ms, 95)) if ms.size else float("nan"),
+        "max_ms": float(ms.max()) if ms.size else float("nan"),
+    }
+
+
+def bench_vtt(
+    raters: Annotated[int, typer.Option(min=1, help="Concurrent raters (threads).")] = 20,
+    cases: Annotated[int, typer.Option(min=2, help="Cases each rater answers.")] = 50,
+) -> None:
+    """Rating-write latency (submit, own session per action) at N concurrent raters, SQLite WAL."""
+    import os
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="synthct-bench-vtt-") as tmp:
+        res = run_vtt_bench(Path(tmp), raters=raters, cases=cases)
+    load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    typer.echo(f"- {bench_header('bench vtt')} — load average {load}")
+    typer.echo(
+        f"  - SQLite WAL, {raters} concurrent raters x {cases} ratings = {res['n']} writes in "
+        f"{res['wall_s']:.1f} s: submit latency median {res['median_ms']:.1f} ms, p95 "
+        f"{res['p95_ms']:.1f} ms, max {res['max_ms']:.1f} ms (goal: median < 20 ms); "
+        f"{res['rows']} rows, {res['errors']} errors"
+    )
+
+
+def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+    app.add_typer(study_app, name="study")
+    bench_app.command("vtt")(bench_vtt)
