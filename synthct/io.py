@@ -104,6 +104,30 @@ def load_volume(path: str | os.PathLike, dtype=np.float32, canonical: bool = Tru
     return Volume(np.ascontiguousarray(data), img.affine)
 
 
+def load_header(path: str | os.PathLike) -> tuple[tuple[int, int, int], np.ndarray]:
+    """Shape (X, Y, Z) and 4x4 affine of a NIfTI file as `load_volume` would return them (RAS+
+    canonical), read from the header only -- no voxels are decompressed. Raises `ImageReadError`
+    like `load_volume` for missing, non-NIfTI, unreadable or non-3D files."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(f"{path}: file not found")
+    if not is_nifti(path):
+        raise ImageReadError(f"{path}: not a NIfTI file (expected .nii or .nii.gz)")
+    try:
+        img = nib.load(str(path))
+        shape, affine = tuple(int(s) for s in img.shape), np.asarray(img.affine, np.float64)
+    except (OSError, EOFError, ValueError, zlib.error, nib.filebasedimages.ImageFileError) as e:
+        raise ImageReadError(f"{path}: unreadable NIfTI header ({type(e).__name__}: {e})") from None
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    if len(shape) != 3 or not np.all(np.isfinite(affine)):
+        raise ImageReadError(f"{path}: expected a 3D volume with a finite affine, got {shape}")
+    ornt = nib.orientations.io_orientation(affine)
+    affine = affine @ nib.orientations.inv_ornt_aff(ornt, shape)
+    canon = tuple(int(shape[i]) for i in np.argsort(ornt[:, 0]))
+    return canon, affine  # type: ignore[return-value]
+
+
 def volume_to_nifti_bytes(
     vol: Volume, dtype=None, compress: bool | None = None, path_hint: str = "x.nii.gz"
 ) -> bytes:

@@ -7,6 +7,9 @@ from typing import Annotated
 
 import typer
 
+from synthct.commands._common import WorkspaceOpt, echo_json
+from synthct.commands._common import workspace as _workspace
+
 
 def phantom(
     out: Annotated[Path, typer.Option("--out", help="Folder to create (HECKTOR layout).")],
@@ -25,5 +28,56 @@ def phantom(
     typer.echo(f"wrote {len(paths)} cases to {Path(out).resolve()}")
 
 
+def ingest(
+    src: Annotated[
+        Path, typer.Argument(help="Case folder: imagesTr/+labelsTr/ or images/+masks/.")
+    ],
+    workspace: WorkspaceOpt = None,
+    test_fraction: Annotated[
+        float, typer.Option(min=0.0, max=0.95, help="Share of each centre held out for test.")
+    ] = 0.2,
+    val_fraction: Annotated[
+        float, typer.Option(min=0.0, max=0.95, help="Share of each centre for validation.")
+    ] = 0.0,
+    seed: Annotated[int, typer.Option(help="Split seed (same seed -> same split).")] = 0,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print a machine-readable report instead of a table.")
+    ] = False,
+) -> None:
+    """Validate every case of SRC, write the case index and the train/val/test split registry.
+
+    Exit status 0 when at least one case is usable (accepted or fixed), 1 otherwise.
+    """
+    from synthct.datasets import REJECTED, ingest_report
+
+    ws = _workspace(workspace)
+    result = ingest_report(
+        src, ws, test_fraction=test_fraction, val_fraction=val_fraction, seed=seed, progress=True
+    )
+    if as_json:
+        echo_json([{"case_id": r.case_id, "status": r.status, "problems": r.problems}
+                   for r in result.reports])  # fmt: skip
+    else:
+        width = max([7, *(len(r.case_id) for r in result.reports)])
+        typer.echo(f"{'case':<{width}}  {'centre':<7} {'status':<9} problems")
+        for r in result.reports:
+            colour = "red" if r.status == REJECTED else "yellow" if r.problems else None
+            line = f"{r.case_id:<{width}}  {r.centre:<7} {r.status:<9} {'; '.join(r.problems)}"
+            typer.secho(line.rstrip(), fg=colour)
+        c = result.counts()
+        typer.echo(f"{c['accepted']} accepted, {c['fixed']} fixed, {c['rejected']} rejected")
+        if result.index_written:
+            per = {s: sum(v == s for v in result.splits.values()) for s in ("train", "val", "test")}
+            typer.echo(
+                f"splits: {per['train']} train / {per['val']} val / {per['test']} test "
+                f"(seed {seed}); index {ws.case_index}"
+            )
+        else:
+            typer.echo("no usable case: the case index was not written", err=True)
+    if not result.index_written:
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     app.command()(phantom)
+    app.command()(ingest)
