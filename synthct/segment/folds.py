@@ -35,10 +35,11 @@ class FoldPlan:
 def assign_folds(centres: Sequence[str], n_folds: int, seed: int) -> np.ndarray:
     """Fold index (0..n_folds-1) per case, stratified by centre.
 
-    Centres with fewer cases than folds are pooled into one group; if no group is large enough
-    to stratify, an unstratified shuffled KFold is used.
+    Centres with fewer cases than folds are pooled into one group (StratifiedKFold cannot spread
+    them otherwise); when every centre is small the pool is the whole cohort, i.e. a shuffled
+    KFold.
     """
-    from sklearn.model_selection import KFold, StratifiedKFold
+    from sklearn.model_selection import StratifiedKFold
 
     n = len(centres)
     if n < n_folds:
@@ -46,17 +47,12 @@ def assign_folds(centres: Sequence[str], n_folds: int, seed: int) -> np.ndarray:
             f"{n} real train/val cases cannot make {n_folds} folds (need >= {n_folds})"
         )
     counts = Counter(centres)
-    groups = [c if counts[c] >= n_folds else "\0rare" for c in centres]
+    groups = [c if counts[c] >= n_folds else "\0pooled" for c in centres]
     folds = np.zeros(n, dtype=np.int64)
-    x = np.zeros((n, 1))
-    if max(Counter(groups).values()) >= n_folds:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # "least populated class" for the pool
-            split = StratifiedKFold(n_folds, shuffle=True, random_state=seed).split(x, groups)
-            for k, (_, val) in enumerate(split):
-                folds[val] = k
-    else:
-        for k, (_, val) in enumerate(KFold(n_folds, shuffle=True, random_state=seed).split(x)):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "least populated class" for the pool
+        split = StratifiedKFold(n_folds, shuffle=True, random_state=seed).split(np.zeros(n), groups)
+        for k, (_, val) in enumerate(split):
             folds[val] = k
     return folds
 
