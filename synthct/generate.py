@@ -9,6 +9,9 @@ A set is written to WS/synthetic/<set>/::
 
 Reproducibility: case i draws its latent from its own seed (`case_seed(base, i, attempt)`), so a
 case can be regenerated alone (`generate_case`) and the set does not depend on the batch size.
+The same command on the same machine gives byte-identical files; across batch sizes or devices
+the latents are identical and the outputs agree up to the backend's float rounding of batched
+convolutions (~1e-6 in [-1, 1]: at most 1 HU, and a mask voxel only where the output is ~0).
 Postprocessing follows design §2/§5: the packed (S, S, S) output is unpacked by
 `synthct.preprocess.unpack` into image HU and mask, the mask optionally filtered by connected
 components (scipy.ndimage.label), and empty masks handled by a stated policy (keep, drop or
@@ -493,7 +496,7 @@ def generate_from_run(
             "path": str(meta.get("path")),
             "step": meta.get("step"),
             "sha256": meta.get("sha256"),
-            "ema": bool(ema),
+            "ema": bool(meta.get("ema", ema)),
         },
         "run_config": to_dict(run_cfg),
         "training_cases": training,
