@@ -198,8 +198,8 @@ def _grid_offset(ishape, iaff, mshape, maff, mname, iname) -> np.ndarray:
     isp, msp = np.linalg.norm(iaff[:3, :3], axis=0), np.linalg.norm(maff[:3, :3], axis=0)
     if np.any(np.abs(msp - isp) > SPACING_RTOL * isp):
         raise _Reject(
-            f"mask {mname} spacing {tuple(np.round(msp, 4))} mm differs from image {iname} "
-            f"{tuple(np.round(isp, 4))} mm (tolerance {SPACING_RTOL:.1%}): affines disagree"
+            f"mask {mname} spacing {_mm(msp)} mm differs from image {iname} {_mm(isp)} mm "
+            f"(tolerance {SPACING_RTOL:.1%}): affines disagree"
         )
     cos_diff = float(np.abs(maff[:3, :3] / msp - iaff[:3, :3] / isp).max())
     if cos_diff > DIRECTION_ATOL:
@@ -218,6 +218,10 @@ def _grid_offset(ishape, iaff, mshape, maff, mname, iname) -> np.ndarray:
             )
     shift = np.rint(off)
     return shift.astype(int)
+
+
+def _mm(v) -> str:
+    return "(" + ", ".join(f"{float(x):.4g}" for x in v) + ")"
 
 
 def _place(mask: np.ndarray, shift: np.ndarray, shape) -> np.ndarray:

@@ -120,8 +120,10 @@ def load_header(path: str | os.PathLike) -> tuple[tuple[int, int, int], np.ndarr
         raise ImageReadError(f"{path}: unreadable NIfTI header ({type(e).__name__}: {e})") from None
     while len(shape) > 3 and shape[-1] == 1:
         shape = shape[:-1]
-    if len(shape) != 3 or not np.all(np.isfinite(affine)):
-        raise ImageReadError(f"{path}: expected a 3D volume with a finite affine, got {shape}")
+    if len(shape) != 3:
+        raise ImageReadError(f"{path}: expected a 3D volume, got shape {shape}")
+    if not np.all(np.isfinite(affine)):
+        raise ImageReadError(f"{path}: affine has NaN/inf entries (expected a finite 4x4)")
     ornt = nib.orientations.io_orientation(affine)
     affine = affine @ nib.orientations.inv_ornt_aff(ornt, shape)
     canon = tuple(int(shape[i]) for i in np.argsort(ornt[:, 0]))
