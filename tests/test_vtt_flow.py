@@ -128,6 +128,13 @@ def test_resume_continues_same_order_after_restart(db_url, workspace):
         rater = rater_for_token(s, token)
         again = next_case(s, rater)
     assert again == shown and again.position == 4
+    with session_scope(engine) as s:
+        from db.ratings import assignment_for
+
+        rater = rater_for_token(s, token)
+        first_shown = assignment_for(s, rater.id, shown.public_id)[0].shown_at
+        assert next_case(s, rater) == shown  # a reload keeps the first shown_at
+        assert assignment_for(s, rater.id, shown.public_id)[0].shown_at == first_shown
     rest = answer_all(engine, token)
     assert rest[0] == shown.public_id and len(first + rest) == 7 == len(set(first + rest))
     with session_scope(engine) as s:
@@ -237,12 +244,22 @@ def test_revoked_and_unknown_tokens_refused(db_engine, workspace):
             submit(s, rater, case.public_id, 5)
 
 
-def test_blinding_nothing_reveals_the_source(db_engine, workspace):
+def test_blinding_nothing_reveals_the_source(db_engine, workspace, monkeypatch):
+    import synthct.vtt.design as design
     from synthct.vtt.flow import PublicCase
 
+    calls = []
+    real_render = design.render_case_png
+
+    def spy(image, mask, params):
+        calls.append(params)
+        return real_render(image, mask, params)
+
+    monkeypatch.setattr(design, "render_case_png", spy)
     with session_scope(db_engine) as s:
         make_study(s, workspace, n_real=4, n_syn=4)
         token = invite(s, "s1", "A").token
+    assert len(calls) == 8 and all(p == PARAMS for p in calls)  # one pipeline, same parameters
     manifest = json.loads((study_dir(workspace, "s1") / "manifest.json").read_text())
     truth = {c["public_id"]: c["truth"] for c in manifest["cases"]}
     sizes = {}
@@ -254,6 +271,10 @@ def test_blinding_nothing_reveals_the_source(db_engine, workspace):
             png = _png_chunks(case_image(s, workspace, rater, pid) if pid == case.public_id else (
                 study_dir(workspace, "s1") / "cases" / f"{pid}.png").read_bytes())  # fmt: skip
             sizes.setdefault(truth[pid], set()).add(png)
+    for c in manifest["cases"]:  # nothing identifying inside the bytes either
+        data = (study_dir(workspace, "s1") / "cases" / f"{c['public_id']}.png").read_bytes()
+        for word in (c["case_id"], c["source"], "synthetic", "truth"):
+            assert word.encode() not in data
     # identical PNG structure: same chunk types and the same IHDR (size, bit depth, colour type)
     assert sizes["real"] == sizes["synthetic"] and len(sizes["real"]) == 1
     for pid in truth:  # public ids are opaque 16-hex tokens, never a case id or a source
