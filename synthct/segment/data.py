@@ -65,11 +65,12 @@ def make_case(
 
 def load_real_cases(ws: Workspace, cfg: SegConfig, split: str) -> list[SegCase]:
     """Real cases of one split ("train", "val", "test") from the packed arrays, sorted by id."""
+    from synthct.datasets import cases_in_split
     from synthct.preprocess import load_packed, unpack
 
-    packed = load_packed(ws, cfg.data_config(), split=split)
-    if len(packed.case_ids) == 0:
+    if not cases_in_split(ws, split):  # e.g. a registry without a val split
         return []
+    packed = load_packed(ws, cfg.data_config(), split=split)
     images, masks = unpack(packed.arrays, cfg.data_config())
     spacing = tuple(float(s) for s in packed.spacing)
     cases = [
