@@ -175,7 +175,7 @@ def test_build_system_dispatch_and_errors():
     assert isinstance(build_system(ModelConfig(kind="vanilla", width=0.5), 32), VanillaGAN)
     assert isinstance(build_system(ModelConfig(kind="wgan", width=0.5), 48), WassersteinGAN)
     with pytest.raises(ConfigError, match="fastgan"):
-        build_system(ModelConfig(kind="fastgan"), 32)
+        build_system(ModelConfig(kind="fastgan"), 48)  # 2D side must be a power of two
     with pytest.raises(ConfigError, match="40"):
         build_system(ModelConfig(kind="vanilla"), 40)
     with pytest.raises(ConfigError, match="n_centres"):

@@ -9,9 +9,17 @@ from synthct.config import ModelConfig
 from synthct.errors import ConfigError
 from synthct.models.base import GANSystem, StepContext
 
-__all__ = ["GANSystem", "StepContext", "build_system", "thesis_model_config", "KINDS"]
+__all__ = [
+    "GANSystem",
+    "StepContext",
+    "build_system",
+    "thesis_model_config",
+    "KINDS",
+    "SLICE_KINDS",
+]
 
-KINDS = ("hagan", "vanilla", "wgan")  # implemented kinds
+KINDS = ("hagan", "vanilla", "wgan", "fastgan", "stylegan2")  # implemented kinds
+SLICE_KINDS = ("fastgan", "stylegan2")  # 2D systems: data_view "slices", (B, 2, R, R) pairs
 
 
 def build_system(model_cfg: ModelConfig, size: int, packing: str = "z") -> GANSystem:
@@ -31,6 +39,14 @@ def build_system(model_cfg: ModelConfig, size: int, packing: str = "z") -> GANSy
 
         cls = VanillaGAN if kind == "vanilla" else WassersteinGAN
         return cls(model_cfg, size)
+    if kind == "fastgan":
+        from synthct.models.fastgan import FastGAN
+
+        return FastGAN(model_cfg, size)
+    if kind == "stylegan2":
+        from synthct.models.stylegan2 import StyleGAN2
+
+        return StyleGAN2(model_cfg, size)
     raise ConfigError(f"model kind {kind!r} is not implemented; available: {', '.join(KINDS)}")
 
 
@@ -40,7 +56,12 @@ def thesis_model_config(kind: str, **overrides) -> ModelConfig:
         raise ConfigError(f"model kind {kind!r} is not implemented; available: {', '.join(KINDS)}")
     from synthct.models.baselines import THESIS_DEFAULTS
 
-    values = {"kind": kind, **THESIS_DEFAULTS.get(kind, {}), **overrides}
+    defaults = THESIS_DEFAULTS.get(kind, {})
+    if kind in SLICE_KINDS:
+        import importlib
+
+        defaults = importlib.import_module(f"synthct.models.{kind}").THESIS_DEFAULTS
+    values = {"kind": kind, **defaults, **overrides}
     try:
         return ModelConfig(**values)
     except (TypeError, ValueError) as e:
