@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from synthct.errors import ConfigError, WorkspaceError
+from synthct.errors import ConfigError, SynthctError, WorkspaceError
 from synthct.io import Volume, load_volume, save_volume, spacing_affine
 from synthct.workspace import Workspace, atomic_dir, atomic_write_json, check_name, read_json
 
@@ -54,6 +54,10 @@ DATACARD = "datacard.json"
 IMAGES = "imagesTr"
 LABELS = "labelsTr"
 EMPTY_POLICIES = ("keep", "drop", "resample")
+
+
+class GenerationError(SynthctError):
+    """Sampling cannot proceed (e.g. out of GPU memory even at batch size 1)."""
 
 
 @dataclass(frozen=True)
@@ -308,7 +312,7 @@ def write_set(
                     if device.type == "cuda":
                         torch.cuda.empty_cache()
                     if batch == 1:
-                        raise WorkspaceError(
+                        raise GenerationError(
                             f"out of GPU memory generating one {data_cfg.size}^3 pair on {device}; "
                             "free the GPU or use --device cpu"
                         ) from None
@@ -439,12 +443,14 @@ def load_training_cases(run_dir: Path) -> dict[str, Any]:
     return {"split": data.get("split"), "sha256": digest, "case_ids": sorted(map(str, ids))}
 
 
-def packed_spacing(ws: Workspace, run_cfg: RunConfig, meta: dict[str, Any]) -> tuple[float, ...]:
-    """Voxel spacing (mm) of the packed grid the run trained on: from the checkpoint if stored,
-    else from the packed set's manifest (`load_packed(...).spacing`)."""
-    for src in (meta, meta.get("data", {}) if isinstance(meta.get("data"), dict) else {}):
-        if src.get("spacing") is not None:
-            return tuple(float(s) for s in src["spacing"])
+def packed_spacing(
+    ws: Workspace, run_cfg: RunConfig, *sources: dict[str, Any]
+) -> tuple[float, float, float]:
+    """Voxel spacing (mm) of the packed grid the run trained on: the first `spacing` recorded in
+    `sources` (checkpoint meta, train_cases.json), else the packed set's (`load_packed`)."""
+    for src in sources:
+        if isinstance(src, dict) and src.get("spacing") is not None:
+            return tuple(float(s) for s in src["spacing"])  # type: ignore[return-value]
     from synthct.preprocess import load_packed
 
     split = run_cfg.train.split
@@ -485,10 +491,11 @@ def generate_from_run(
             f"synthetic set {out_dir} already exists; choose another name or pass --overwrite"
         )
     training = load_training_cases(run_dir)
+    recorded = read_json(run_dir / "train_cases.json")  # may also hold spacing and centres
     dev = resolve_device(device)
     system, run_cfg, meta = load_generator(run_dir, checkpoint, ema=ema, device=dev)
-    spacing = packed_spacing(ws, run_cfg, meta)
-    centres = meta.get("centres") or training.get("centres")
+    spacing = packed_spacing(ws, run_cfg, meta, recorded)
+    centres = meta.get("centres") or recorded.get("centres")
     centre_index = _centre_index(options.centre, centres, int(getattr(system, "n_centres", 0)))
     provenance = {
         "run": run,

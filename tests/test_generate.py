@@ -66,6 +66,20 @@ class Failing(Analytic):
         return super().generate(z, centre)
 
 
+class OutOfMemoryAbove(Analytic):
+    """Raises CUDA's out-of-memory error for batches larger than `limit` (0: always)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit, self.sizes = limit, []
+
+    def generate(self, z, centre=None):
+        self.sizes.append(z.shape[0])
+        if z.shape[0] > self.limit or self.limit == 0:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return super().generate(z, centre)
+
+
 def _latent(seed: int) -> torch.Tensor:
     return torch.randn(1, LATENT, generator=torch.Generator().manual_seed(seed))[0]
 
@@ -435,3 +449,17 @@ def test_generate_as_background_job_records_progress_and_result(workspace, hagan
     assert job.status == "done", jobs.tail_log(job)
     assert job.progress == 1.0 and job.result == str(workspace.synthetic_dir("bg"))
     assert gen.load_datacard(job.result)["counts"]["written"] == 2
+
+
+def test_out_of_memory_halves_the_batch_then_fails_clearly(workspace):
+    system = OutOfMemoryAbove(limit=2)
+    with pytest.warns(UserWarning, match="batch size 4"):
+        out, card = _write(workspace, "oom", system=system, n=9, batch_size=8)
+    assert system.sizes[:3] == [8, 4, 2] and max(system.sizes[3:]) <= 2
+    assert card["batch_size_used"] == 2 and card["counts"]["written"] == 9
+    ref, _ = _write(workspace, "ref", n=9, batch_size=2)
+    assert _arrays(out) == _arrays(ref)
+    with pytest.raises(gen.GenerationError, match="out of GPU memory"), pytest.warns(UserWarning):
+        _write(workspace, "never", system=OutOfMemoryAbove(limit=0), n=2, batch_size=2)
+    assert gen.list_sets(workspace) == ["oom", "ref"]
+    assert not [p for p in workspace.synthetic.iterdir() if p.name.startswith(".")]
