@@ -10,13 +10,14 @@ database exactly at the previous version.
 
 DDL is written once for both dialects; `{pk}` and `{ts}` are replaced per dialect (SQLite
 `INTEGER PRIMARY KEY`, PostgreSQL `SERIAL PRIMARY KEY`; timestamps with time zone). A database
-created before versioning existed (by `Base.metadata.create_all`, holding only `jobs`) is adopted
-as version 1. Changing a model in db/models.py means appending a migration here; a test compares
+created before versioning existed (by `Base.metadata.create_all`) is adopted: while no version
+is recorded, a migration whose tables all exist already is recorded without running its DDL. Changing a model in db/models.py means appending a migration here; a test compares
 the migrated schema with the models.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,6 +33,15 @@ class Migration:
     version: int
     description: str
     statements: tuple[str, ...]
+
+    @property
+    def creates(self) -> tuple[str, ...]:
+        """Names of the tables this migration creates."""
+        return tuple(
+            m.group(1)
+            for st in self.statements
+            if (m := re.match(r"\s*CREATE TABLE (?:IF NOT EXISTS )?(\w+)", st, re.IGNORECASE))
+        )
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -205,17 +215,21 @@ def upgrade(
     _ensure_version_table(engine)
     dialect = engine.dialect.name
     version = 0
+    with engine.connect() as conn:
+        adopting = current_version(conn) == 0  # unversioned: maybe made by create_all
     for m in ordered:
         if m.version > target:
             break
         with _exclusive_transaction(engine) as conn:
             version = current_version(conn)
-            if version == 0 and m.version == 1 and inspect(conn).has_table("jobs"):
-                _record(conn, m)  # adopt a database created before versioning existed
-                version = 1
-                continue
             if m.version <= version:
                 continue
+            ins = inspect(conn)
+            if adopting and m.creates and all(ins.has_table(t) for t in m.creates):
+                _record(conn, m)  # its tables predate versioning: record, do not re-create
+                version = m.version
+                continue
+            adopting = False
             for statement in m.statements:
                 conn.exec_driver_sql(render_ddl(statement, dialect))
             _record(conn, m)

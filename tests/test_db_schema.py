@@ -73,6 +73,15 @@ def test_adopts_unversioned_database_created_by_create_all(db_url):
     engine.dispose()
 
 
+def test_adopts_unversioned_database_with_every_table(db_url):
+    engine = make_engine(db_url)
+    Base.metadata.create_all(engine)
+    assert init_db(engine) == 2
+    with engine.connect() as conn:
+        assert [r[0] for r in conn.execute(text("SELECT version FROM schema_version"))] == [1, 2]
+    engine.dispose()
+
+
 def test_failed_migration_rolls_back_completely(db_url):
     engine = make_engine(db_url)
     broken = (
