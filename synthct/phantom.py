@@ -659,7 +659,7 @@ def _add_noise_and_scanner(hu, rng, profile, p, dxy, n_xy, z_anat) -> None:
     for k in range(hu.shape[2]):  # slice by slice keeps temporaries small
         sl = hu[:, :, k]
         sl += rng.standard_normal(sl.shape, dtype=np.float32) * np.float32(per_slice[k])
-        hu[:, :, k] = ndimage.gaussian_filter(sl, sigma, mode="nearest")
+        hu[:, :, k] = ndimage.gaussian_filter(sl, sigma, mode="nearest", truncate=2.5)
     np.clip(hu, -1024.0, profile.hu_max, out=hu)
     if p["metal"]:
         _add_metal(hu, rng, p, dxy, n_xy, z_anat)
