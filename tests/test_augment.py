@@ -90,3 +90,25 @@ def test_params_scale_with_size_and_reject_unknown_kind():
         augment_params("flip", 32)
     with pytest.raises(ValueError, match=r"\(1, S, S, S\)"):
         augment_packed(torch.zeros(2, S, S, S), "affine", seed=0)
+
+
+def test_elastic_displacement_is_the_same_fraction_of_the_volume_at_every_size():
+    """The f^2.5 magnitude scaling keeps the deformation proportional to S (module docstring)."""
+    from monai.transforms import Rand3DElastic
+
+    rms = {}
+    for s in (32, 64):
+        p = augment_params("elastic", s)
+        vals = []
+        for seed in range(2):
+            tr = Rand3DElastic(
+                p["sigma_range"], p["magnitude_range"], prob=1.0, padding_mode="border"
+            )
+            tr.set_random_state(seed)
+            ramp = torch.arange(s, dtype=torch.float32).view(s, 1, 1).expand(s, s, s // 2)[None]
+            out = torch.as_tensor(tr(ramp.clone())).as_subclass(torch.Tensor)
+            m = s // 8  # x displacement (a ramp along x is interpolated exactly), away from borders
+            d = (out - ramp)[:, m:-m, m:-m, m:-m] / s
+            vals.append(float(d.pow(2).mean().sqrt()))
+        rms[s] = np.mean(vals)
+    assert rms[32] > 0.002 and 0.6 < rms[32] / rms[64] < 1.6

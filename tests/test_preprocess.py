@@ -331,3 +331,15 @@ def test_one_bad_case_is_reported_and_the_others_are_kept(ingested):
     with pytest.warns(UserWarning, match=bad.case_id):
         packed = load_packed(ws, cfg, "all")
     assert packed.case_ids == [r.case_id for r in records[1:]]
+
+
+def test_preprocess_command_rejects_bad_options(workspace):
+    from synthct.errors import ConfigError
+
+    ws = str(workspace.root)
+    with pytest.raises(ConfigError, match=r"--split 'dev'.*expected one of"):
+        _cli("preprocess", "--size", "16", "--split", "dev", "--workspace", ws)
+    with pytest.raises(ConfigError, match="multiple of 8"):
+        _cli("preprocess", "--size", "12", "--workspace", ws)
+    with pytest.raises(ConfigError, match="hu_window"):
+        _cli("preprocess", "--size", "16", "--hu-window", "600", "-1024", "--workspace", ws)
