@@ -12,7 +12,7 @@ from synthct.vtt import StudyError, flow
 from ui.state import engine, workspace
 
 NOT_RATED = "–"
-IMAGE_WIDTH = 900
+IMAGE_WIDTH = "content"  # every case PNG has the same size (one RenderParams per study)
 
 token = st.session_state.get("token") or st.query_params.get("token")
 with session_scope(engine()) as s:
