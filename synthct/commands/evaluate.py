@@ -91,6 +91,9 @@ def bench_fid(
     e2e_synthetic: Annotated[
         int, typer.Option(help="Synthetic cases in the end-to-end run.")
     ] = 200,
+    threads: Annotated[
+        int, typer.Option(help="Limit torch and BLAS threads (0 = leave as configured).")
+    ] = 0,
 ) -> None:
     """Stable FID vs the scipy sqrtm recipe on n x d random features; evaluate end to end."""
     import os
@@ -100,6 +103,12 @@ def bench_fid(
 
     from synthct.metrics.distances import compute_fid
 
+    if threads > 0:
+        import torch
+        from threadpoolctl import threadpool_limits
+
+        torch.set_num_threads(threads)
+        threadpool_limits(threads)
     typer.echo(bench_header("bench fid"))
     typer.echo(f"load average: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     rng = np.random.default_rng(0)
