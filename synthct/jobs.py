@@ -180,15 +180,19 @@ def reconcile(session: Session) -> list[int]:
     """Fail `running` jobs whose process is gone or not ours; returns the ids changed."""
     changed = []
     now = datetime.now(UTC)
+    exited: dict[int, tuple[int, int]] = {}
+    for job_id, proc in list(_children.items()):  # reap our children; keep their exit status
+        rc = proc.poll()
+        if rc is not None:
+            exited[job_id] = (proc.pid, rc)
+            _children.pop(job_id, None)
     for job in repo.running_jobs(session):
-        proc = _children.get(job.id)
-        if proc is not None:
-            rc = proc.poll()
-            if rc is None:
-                continue
-            _children.pop(job.id, None)
+        if job.id in exited:
+            pid, rc = exited[job.id]
             why = f"killed by signal {-rc}" if rc < 0 else f"exited with status {rc}"
-            msg = f"process {proc.pid} {why} without reporting a result"
+            msg = f"process {pid} {why} without reporting a result"
+        elif job.id in _children:
+            continue
         elif job.pid is None:
             started = job.started_at or job.created_at
             if started.tzinfo is None:

@@ -449,6 +449,9 @@ def test_generate_as_background_job_records_progress_and_result(workspace, hagan
     assert job.status == "done", jobs.tail_log(job)
     assert job.progress == 1.0 and job.result == str(workspace.synthetic_dir("bg"))
     assert gen.load_datacard(job.result)["counts"]["written"] == 2
+    jobs._children[job_id].wait(timeout=30)  # the wrapper exits just after recording "done"
+    jobs.pump(workspace)  # reaps the finished child process
+    assert job_id not in jobs._children
 
 
 def test_out_of_memory_halves_the_batch_then_fails_clearly(workspace):
