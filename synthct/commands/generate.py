@@ -13,21 +13,28 @@ from synthct.commands._common import WorkspaceOpt, bench_header, echo_json, work
 jobs_app = typer.Typer(help="Background jobs: list, show, cancel, tail logs, run the queue.")
 
 
-def _bar_progress(total: int, desc: str):
-    """A tqdm bar plus the job-row callback, as one `progress(fraction, message)`."""
-    from tqdm import tqdm
+class _BarProgress:
+    """`progress(fraction, message)` driving a tqdm bar (opened on first use, so an early error
+    prints no empty bar) and the job row's progress."""
 
-    from synthct.jobs import job_progress_callback
+    def __init__(self, total: int, desc: str) -> None:
+        from synthct.jobs import job_progress_callback
 
-    bar = tqdm(total=total, desc=desc, unit="pair")
-    to_job = job_progress_callback()
+        self.total, self.desc, self.bar = total, desc, None
+        self.to_job = job_progress_callback()
 
-    def progress(fraction: float, message: str = "") -> None:
-        bar.update(max(0, round(fraction * total) - bar.n))
-        bar.set_postfix_str(message, refresh=False)
-        to_job(fraction, message)
+    def __call__(self, fraction: float, message: str = "") -> None:
+        if self.bar is None:
+            from tqdm import tqdm
 
-    return bar, progress
+            self.bar = tqdm(total=self.total, desc=self.desc, unit="pair")
+        self.bar.update(max(0, round(fraction * self.total) - self.bar.n))
+        self.bar.set_postfix_str(message, refresh=False)
+        self.to_job(fraction, message)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def generate(
@@ -67,14 +74,14 @@ def generate(
         max_redraws=max_redraws,
         centre=centre,
     )
-    bar, progress = _bar_progress(n, f"generate {out}")
+    progress = _BarProgress(n, f"generate {out}")
     try:
         out_dir = generate_from_run(
             ws, run, out, options, step, ema=ema, device=device, overwrite=overwrite,
             progress=progress,
         )  # fmt: skip
     finally:
-        bar.close()
+        progress.close()
     set_job_result(out_dir)
     from synthct.generate import load_datacard
 
