@@ -157,7 +157,7 @@ def load_generator(
     path = resolve_checkpoint(run_dir, checkpoint)
     state = load_checkpoint(path)
     cfg = run_config_of(state)
-    system = build_system(cfg.model, cfg.data.size)
+    system = build_system(cfg.model, cfg.data.size, packing=cfg.data.packing)
     system.load_state_dict(state["model"])
     if ema:
         for name, sd in state.get("ema", {}).items():

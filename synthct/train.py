@@ -82,11 +82,14 @@ def train(
     `build_system` (tests). Raises `TrainingDivergedError` on a non-finite loss.
     """
     cfg = run_cfg.train
+    owns_group = not (dist.is_available() and dist.is_initialized())
     rank, world = init_distributed()
+    owns_group = owns_group and world > 1
     device = pick_device()
     run_dir = ws.run_dir(check_name(run, "run name"))
     check_new_run(run_dir, resume)
     data = load_train_data(ws, run_cfg, allow_split)
+    seed_everything(cfg.seed)  # same initial weights for a seed (and on every rank)
     system = (system_factory or _build_system)(run_cfg).to(device)
     channels_last = cfg.channels_last and device.type == "cuda"
     if channels_last:
@@ -101,6 +104,7 @@ def train(
         check_resumable(state["config"], run_cfg, run_dir)
         ckpt.restore_state(state, system, opts, ema, gen, rank, world)
         start, elapsed, alarm = int(state["step"]), float(state["elapsed_s"]), state["collapse"]
+    broadcast_state(system, ema, world)
     if cfg.compile:
         for m in system.children():
             m.compile()
@@ -154,6 +158,8 @@ def train(
     finally:
         bar.close()
         log.close()
+        if owns_group:
+            dist.destroy_process_group()
     if rank == 0:
         log.status("done", cfg.steps, "finished")
     return run_dir
@@ -300,6 +306,15 @@ def init_distributed() -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
+def broadcast_state(system: nn.Module, ema: dict[str, nn.Module], world: int) -> None:
+    """Make every rank start from rank 0's weights (and EMA), whatever the init did."""
+    if world == 1:
+        return
+    for m in (system, *ema.values()):
+        for t in m.state_dict().values():
+            dist.broadcast(t, src=0)
+
+
 def pick_device() -> torch.device:
     if torch.cuda.is_available():
         return torch.device("cuda", torch.cuda.current_device())
@@ -314,7 +329,7 @@ def barrier(world: int) -> None:
 def _build_system(run_cfg: RunConfig) -> GANSystem:
     from synthct.models import build_system
 
-    return build_system(run_cfg.model, run_cfg.data.size)
+    return build_system(run_cfg.model, run_cfg.data.size, packing=run_cfg.data.packing)
 
 
 class TrainData:

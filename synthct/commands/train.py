@@ -1,4 +1,4 @@
-"""`synthct train`."""
+"""`synthct train`, `synthct hpo` and `synthct bench train`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from synthct.commands._common import WorkspaceOpt, workspace
+from synthct.commands._common import WorkspaceOpt, bench_header, echo_json, workspace
 
 
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
@@ -52,3 +52,89 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **overrides))
         run_dir = train(cfg, w, run, resume=resume, allow_split=allow_split)
         typer.echo(f"run {run}: {run_dir}")
+
+    @app.command("hpo")
+    def hpo_cmd(
+        grid: Annotated[Path, typer.Argument(help="Grid YAML (see configs/hpo-thesis.yaml).")],
+        ws: WorkspaceOpt = None,
+        steps: Annotated[
+            int | None, typer.Option(help="Override train.steps of every run.")
+        ] = None,
+        stages: Annotated[
+            int | None, typer.Option(help="Run only the first N stages of the grid.")
+        ] = None,
+        metric: Annotated[str, typer.Option(help="Ranking metric (lower is better).")] = "hu_w1",
+        dry_run: Annotated[
+            bool, typer.Option("--dry-run", help="List the runs of stage 1 and exit.")
+        ] = False,
+    ) -> None:
+        """Run a hyper-parameter grid as separate runs and write a ranked summary table."""
+        from synthct import hpo
+
+        w = workspace(ws)
+        if dry_run:
+            spec = hpo.load_grid(grid)
+            for name, over in hpo.expand_stage(spec, 0, {}):
+                typer.echo(f"{name}: {over}")
+            return
+        summary = hpo.run_hpo(grid, w, steps=steps, max_stages=stages, metric=metric)
+        typer.echo(hpo.format_table(hpo.read_summary(summary)))
+        typer.echo(f"summary: {summary}")
+
+    @bench_app.command("train")
+    def bench_train_cmd(
+        model: Annotated[str, typer.Option(help="hagan | vanilla | wgan")] = "hagan",
+        size: Annotated[int, typer.Option(help="Volume size S.")] = 32,
+        batch: Annotated[int, typer.Option(help="Batch size.")] = 2,
+        steps: Annotated[int, typer.Option(help="Timed iterations.")] = 5,
+        precision: Annotated[str, typer.Option(help="fp32 | bf16")] = "fp32",
+        compile: Annotated[int, typer.Option("--compile", help="1 = torch.compile")] = 0,
+        width: Annotated[float, typer.Option(help="Channel multiplier.")] = 1.0,
+        latent: Annotated[int, typer.Option(help="Latent dimension.")] = 1024,
+        no_encoder: Annotated[
+            bool, typer.Option("--no-encoder", help="Skip HA-GAN's E/Sub_E phases.")
+        ] = False,
+        channels_last: Annotated[
+            int, typer.Option("--channels-last", help="1 = channels_last_3d (CUDA)")
+        ] = 0,
+        recipe: Annotated[
+            str | None,
+            typer.Option(help="reference (fp32 eager) | fast (bf16 + channels_last + compile)"),
+        ] = None,
+        compare: Annotated[
+            bool, typer.Option("--compare", help="Run reference and fast; print the ratio.")
+        ] = False,
+        as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+        threads: Annotated[
+            int | None, typer.Option(help="torch CPU threads (default: torch's choice).")
+        ] = None,
+    ) -> None:
+        """Iterations/s, peak memory, TFLOP/s and MFU of training iterations."""
+        import torch
+
+        from synthct.train_bench import BenchSpec, bench_train, format_result, recipe_spec
+
+        if threads is not None:
+            torch.set_num_threads(threads)
+
+        spec = BenchSpec(
+            model=model, size=size, batch=batch, steps=steps, precision=precision,
+            compile=bool(compile), width=width, latent=latent, train_encoder=not no_encoder,
+            channels_last=bool(channels_last),
+        )  # fmt: skip
+        specs = [spec]
+        if recipe is not None:
+            specs = [recipe_spec(spec, recipe)]
+        if compare:
+            specs = [recipe_spec(spec, "reference"), recipe_spec(spec, "fast")]
+        if not as_json:
+            typer.echo(bench_header("bench train"))
+        results = [bench_train(s) for s in specs]
+        if as_json:
+            echo_json(results)
+            return
+        for r in results:
+            typer.echo(format_result(r))
+        if compare:
+            ratio = results[1]["it_per_s"] / results[0]["it_per_s"]
+            typer.echo(f"fast / reference: {ratio:.2f}x iterations/s")

@@ -1,0 +1,175 @@
+"""`synthct bench train`: speed, memory, achieved TFLOP/s and MFU of training iterations.
+
+One iteration is exactly what the loop runs: `system.train_step` with the loop's `ctx.update`
+(zero grad, backward, optimiser step) and its autocast. FLOPs are counted with PyTorch's
+`FlopCounterMode` over one eager iteration (matmul/conv forward + backward; optimiser arithmetic
+is not counted), so the model-FLOP utilisation (MFU) is achieved FLOP/s over the device's dense
+peak. Input is a random packed pair batch: the content does not change the cost.
+
+Recipes: `reference` = fp32, eager, no channels_last, unfused Adam (the official HA-GAN code);
+`fast` = bf16 autocast + channels_last_3d + torch.compile + fused Adam. Neither changes whether
+the encoder is trained (`--no-encoder` does, for both).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import resource
+import time
+from collections.abc import Callable
+
+import torch
+
+from synthct.config import ModelConfig
+from synthct.models.base import StepContext
+from synthct.train import autocast_for, make_update, pick_device
+
+# Dense peak TFLOP/s by device-name substring (vendor datasheets, no sparsity).
+# Note: PyTorch lets cuDNN use TF32 tensor cores for fp32 convolutions by default, so an "fp32"
+# run can exceed the fp32 (non-tensor-core) peak; MFU is then > what plain fp32 allows.
+PEAK_TFLOPS: dict[str, dict[str, float]] = {
+    "H100": {"bf16": 989.0, "fp32": 67.0},
+    "H200": {"bf16": 989.0, "fp32": 67.0},
+    "A100": {"bf16": 312.0, "fp32": 19.5},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchSpec:
+    model: str = "hagan"
+    size: int = 32
+    batch: int = 2
+    steps: int = 5
+    precision: str = "fp32"  # fp32 | bf16
+    compile: bool = False
+    width: float = 1.0
+    latent: int = 1024
+    train_encoder: bool = True
+    channels_last: bool = False
+    fused: bool = False
+    warmup: int = 2
+    label: str = "custom"
+
+
+def recipe_spec(spec: BenchSpec, recipe: str) -> BenchSpec:
+    """`spec` with the precision/layout/compile/fused settings of a named recipe."""
+    if recipe == "reference":
+        return dataclasses.replace(
+            spec, precision="fp32", compile=False, channels_last=False, fused=False,
+            label="reference",
+        )  # fmt: skip
+    if recipe == "fast":
+        return dataclasses.replace(
+            spec, precision="bf16", compile=True, channels_last=True, fused=True, label="fast"
+        )
+    from synthct.errors import ConfigError
+
+    raise ConfigError(f"recipe must be 'reference' or 'fast', got {recipe!r}")
+
+
+def peak_tflops(device: torch.device, precision: str) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, peaks in PEAK_TFLOPS.items():
+        if key in name:
+            return peaks["bf16" if precision == "bf16" else "fp32"]
+    return None
+
+
+def random_pairs(batch: int, size: int, device: torch.device) -> torch.Tensor:
+    """(B, 1, S, S, S) in [-1, 1]: uniform image half, {-1, 1} mask half."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(batch, 1, size, size, size, generator=g) * 2 - 1
+    x[..., size // 2 :] = torch.sign(x[..., size // 2 :])
+    return x.to(device)
+
+
+def bench_train(spec: BenchSpec, system_factory: Callable | None = None) -> dict:
+    """Time `spec.steps` training iterations after warm-up; returns a dict of figures.
+
+    Keys: label, model, size, batch, precision, compile, channels_last, fused, encoder, device,
+    s_per_it, it_per_s, tflop_per_it, tflops (achieved), mfu (None on CPU/unknown GPUs),
+    peak_mem_gb (CUDA max allocated; on CPU the process's peak RSS).
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    device = pick_device()
+    torch.manual_seed(0)
+    cfg = ModelConfig(kind=spec.model, width=spec.width, latent_dim=spec.latent)
+    if system_factory is None:
+        from synthct.models import build_system
+
+        system = build_system(cfg, spec.size)
+    else:
+        system = system_factory(cfg, spec.size)
+    system = system.to(device).train()
+    real = random_pairs(spec.batch, spec.size, device)
+    if spec.channels_last and device.type == "cuda":
+        system.to(memory_format=torch.channels_last_3d)
+        real = real.contiguous(memory_format=torch.channels_last_3d)
+    opts = system.configure_optimizers(fused=spec.fused)
+    gen = torch.Generator().manual_seed(0)
+    autocast = autocast_for(spec.precision, device)
+
+    def iteration(i: int) -> None:
+        ctx = StepContext(i, device, gen, make_update(opts, i, 1), autocast, spec.train_encoder)
+        system.train_step(real, ctx)
+
+    with FlopCounterMode(display=False) as counter:
+        iteration(0)
+    flops = float(counter.get_total_flops())
+    if spec.compile:
+        for m in system.children():
+            m.compile()
+    for i in range(spec.warmup):
+        iteration(1 + i)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    for i in range(spec.steps):
+        iteration(1 + spec.warmup + i)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    s_per_it = (time.perf_counter() - t0) / spec.steps
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated() / 1e9
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # kB on Linux
+    tflops = flops / s_per_it / 1e12
+    top = peak_tflops(device, spec.precision)
+    return {
+        "label": spec.label,
+        "model": spec.model,
+        "size": spec.size,
+        "batch": spec.batch,
+        "width": spec.width,
+        "latent": spec.latent,
+        "precision": spec.precision,
+        "compile": spec.compile,
+        "channels_last": spec.channels_last,
+        "fused": spec.fused,
+        "encoder": spec.train_encoder,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "threads": torch.get_num_threads(),
+        "s_per_it": s_per_it,
+        "it_per_s": 1.0 / s_per_it,
+        "tflop_per_it": flops / 1e12,
+        "tflops": tflops,
+        "mfu": tflops / top if top else None,
+        "peak_mem_gb": peak,
+    }
+
+
+def format_result(r: dict) -> str:
+    mfu = f"{100 * r['mfu']:.1f} %" if r["mfu"] is not None else "n/a"
+    mem = "peak CUDA" if r["device"] != "cpu" else "peak RSS"
+    return (
+        f"[{r['label']}] {r['model']} S={r['size']} B={r['batch']} width={r['width']} "
+        f"{r['precision']} compile={int(r['compile'])} channels_last={int(r['channels_last'])} "
+        f"fused={int(r['fused'])} encoder={int(r['encoder'])} on {r['device']}: "
+        f"{r['it_per_s']:.3f} it/s ({r['s_per_it']:.3f} s/it), "
+        f"{r['tflop_per_it']:.4f} TFLOP/it, {r['tflops']:.3f} TFLOP/s, MFU {mfu}, "
+        f"{mem} {r['peak_mem_gb']:.2f} GB"
+    )
