@@ -172,3 +172,42 @@ def test_input_errors(workspace):
         E.run_evaluation(workspace, E.EvalOptions(synthetic="missing"), progress=False)
     r = _cli(["evaluate", "--synthetic", "../x", "--workspace", str(workspace.root)])
     assert r.exit_code != 0
+
+
+@pytest.mark.slow
+def test_evaluate_on_preprocessed_phantoms(workspace, tmp_path):
+    """The real path: phantoms -> ingest -> preprocess -> load_packed, no loader stand-in."""
+    from synthct.datasets import cases_in_split, ingest
+    from synthct.phantom import write_phantom_set
+    from synthct.preprocess import load_packed, preprocess_workspace
+
+    src = write_phantom_set(tmp_path / "src" / "cases", n=14, seed=4, scale=0.125)[0].parent.parent
+    ingest(src, workspace, test_fraction=0.5, seed=0, workers=1)
+    preprocess_workspace(workspace, CFG, split="all", workers=1, progress=False)
+    train_ids = [c.case_id for c in cases_in_split(workspace, "train")]
+    test_ids = [c.case_id for c in cases_in_split(workspace, "test")]
+    write_blob_synthetic_set(workspace, "blob", 8, CFG, 3, train_ids)
+    r = _cli(
+        [
+            "eval",
+            "train-encoder",
+            "--size",
+            "16",
+            "--epochs",
+            "2",
+            "--workspace",
+            str(workspace.root),
+        ]
+    )
+    assert r.exit_code == 0, r.output
+    trained = json.loads(r.stdout[r.stdout.index("{") :])
+    opts = E.EvalOptions(synthetic="blob", n_boot=5, msssim_pairs=5)
+    out, res = E.run_evaluation(workspace, opts, progress=False)
+    assert res["extractor"]["weights_sha256"] == trained["sha256"]  # the cached encoder is reused
+    assert res["real"]["n"] == len(test_ids) and res["train"]["n"] == len(train_ids)
+    assert res["metrics"]["privacy"]["voxel"]["n_holdout"] == len(test_ids)
+    test = load_packed(workspace, CFG, split="test")
+    hu, _ = E.real_hu_and_masks(E.load_real_set(workspace, CFG, "test"), CFG)
+    assert hu.shape == (len(test_ids), 16, 16, 8) and len(test.case_ids) == len(test_ids)
+    emb = pd.read_csv(out / "embedding.csv")
+    assert sorted(emb.query("group == 'real-test'")["id"]) == sorted(test_ids)

@@ -34,8 +34,9 @@ def evaluate(
     seed: Annotated[int, typer.Option(help="Seed for subsets, bootstrap and t-SNE.")] = 0,
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the CIs.")] = 100,
     encoder_epochs: Annotated[
-        int, typer.Option(help="Epochs if the default encoder must be trained.")
-    ] = 10,
+        int | None,
+        typer.Option(help="Default encoder epochs (unset: reuse a cached one, else train 10)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full metrics.json.")] = False,
     workspace_path: WorkspaceOpt = None,
 ) -> None:

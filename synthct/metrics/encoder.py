@@ -15,8 +15,8 @@ features) -> two heads:
   when centres are few (one centre makes the classification loss constant).
 
 Loss = cross-entropy(centre) + MSE(descriptors). Trained with Adam, seeded, deterministic batch
-order. The weights file (WS/evals/encoders/<key>.pt, `key` = hash of the training settings and
-the training case ids) is identified by its SHA-256; it loads with `weights_only=True`.
+order. The weights file (WS/evals/encoders/<key>-e<epochs>-s<seed>.pt, `key` = hash of the input
+grid, part and training case ids) is identified by its SHA-256; it loads with `weights_only=True`.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from synthct.workspace import Workspace, atomic_write_bytes
 
 ENCODER_VERSION = "small3d-v1"
 EMBED_DIM = 128
+DEFAULT_EPOCHS = 10
 DESCRIPTORS = (
     "log_tumour_fraction",
     "tumour_cx",
@@ -110,23 +111,22 @@ def compute_descriptors(
 
 
 def encoder_key(
-    size: int,
-    part: str,
-    packing: str,
-    hu_window: Sequence[float],
-    epochs: int,
-    seed: int,
-    train_sha: str,
+    size: int, part: str, packing: str, hu_window: Sequence[float], train_sha: str
 ) -> str:
-    blob = json.dumps(
-        [ENCODER_VERSION, size, part, packing, list(hu_window), epochs, seed, train_sha],
-        sort_keys=True,
-    )
+    """Hash of what the encoder's features depend on: input grid, part and training cases."""
+    blob = json.dumps([ENCODER_VERSION, size, part, packing, list(hu_window), train_sha])
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def encoder_path(ws: Workspace, key: str) -> Path:
-    return ws.evals / "encoders" / f"{key}.pt"
+def encoder_path(ws: Workspace, key: str, epochs: int, seed: int) -> Path:
+    """WS/evals/encoders/<key>-e<epochs>-s<seed>.pt"""
+    return ws.evals / "encoders" / f"{key}-e{epochs}-s{seed}.pt"
+
+
+def find_encoder(ws: Workspace, key: str) -> Path | None:
+    """The newest cached encoder for `key` (any epochs/seed), or None."""
+    found = sorted((ws.evals / "encoders").glob(f"{key}-e*-s*.pt"), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
 
 
 def train_encoder(

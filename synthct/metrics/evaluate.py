@@ -60,7 +60,7 @@ class EvalOptions:
     kid_subset: int = 1000
     kid_subsets: int = 100
     msssim_pairs: int = 100
-    encoder_epochs: int = 10
+    encoder_epochs: int | None = None  # None: any cached encoder, else train 10 epochs
     dcr_quantile: float = 0.05
 
     def __post_init__(self) -> None:
@@ -189,20 +189,27 @@ def ensure_default_encoder(
     ws: Workspace,
     cfg: DataConfig,
     part: str = "pair",
-    epochs: int = 10,
+    epochs: int | None = None,
     seed: int = 0,
     train: VolumeSet | None = None,
     force: bool = False,
     progress: bool = True,
 ) -> Path:
-    """Path of the cached default encoder for (cfg, part, train cases), training it if missing."""
+    """Path of the default encoder for (cfg grid, part, training cases), training it if missing.
+
+    epochs None: reuse the newest cached encoder for this key whatever its epochs/seed, else
+    train `DEFAULT_EPOCHS`. An explicit `epochs` (or `force`) asks for exactly that training.
+    """
     from synthct.metrics import encoder as enc
 
     train = train if train is not None else load_real_set(ws, cfg, "train")
-    key = enc.encoder_key(
-        cfg.size, part, cfg.packing, cfg.hu_window, epochs, seed, ids_sha256(train.ids)
-    )
-    path = enc.encoder_path(ws, key)
+    key = enc.encoder_key(cfg.size, part, cfg.packing, cfg.hu_window, ids_sha256(train.ids))
+    if epochs is None and not force:
+        cached = enc.find_encoder(ws, key)
+        if cached is not None:
+            return cached
+    epochs = enc.DEFAULT_EPOCHS if epochs is None else epochs
+    path = enc.encoder_path(ws, key, epochs, seed)
     if path.is_file() and not force:
         return path
     bar = (lambda it: tqdm(it, desc="train encoder", unit="epoch")) if progress else None
@@ -228,7 +235,7 @@ def get_extractor(
     part: str,
     weights: str | None = None,
     train: VolumeSet | None = None,
-    epochs: int = 10,
+    epochs: int | None = None,
     seed: int = 0,
     progress: bool = True,
 ) -> FeatureExtractor:
