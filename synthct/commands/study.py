@@ -242,52 +242,17 @@ def export_cmd(
     ws_path: WorkspaceOpt = None,
 ) -> None:
     """Raw ratings joined with the sealed manifest as CSV (contains the truth: researchers only)."""
-    import pandas as pd
-
     from synthct.workspace import atomic_write_text
 
     ws = workspace(ws_path)
     path = ws.confine(out)
     rows, manifest = _rows(ws, study)
-    render = manifest.get("render", {})
-    cols = [
-        "study",
-        "rater",
-        "rater_id",
-        "rater_revoked",
-        "rater_position",
-        "public_id",
-        "truth",
-        "source",
-        "case_id",
-        "duplicate_of",
-        "score",
-        "comment",
-        "shown_at",
-        "answered_at",
-        "duration_s",
-        "png_sha256",
-        "manifest_sha256",
-        "render",
-    ]
-    sha = {c["public_id"]: c["png_sha256"] for c in manifest["cases"]}
     from db.session import session_scope
+    from synthct.vtt.stats import export_frame
 
     with session_scope(_engine(ws)) as s:
         digest = _study(s, study).manifest_sha256
-    df = pd.DataFrame(
-        [
-            {
-                **r,
-                "study": study,
-                "png_sha256": sha.get(r["public_id"]),
-                "manifest_sha256": digest,
-                "render": f"{render.get('plane')}/{render.get('slab')}/{render.get('window')}",
-            }
-            for r in rows
-        ],
-        columns=cols,
-    )
+    df = export_frame(rows, manifest, study, digest)
     atomic_write_text(path, df.to_csv(index=False))
     typer.echo(f"wrote {len(df)} ratings to {path}")
 

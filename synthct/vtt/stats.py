@@ -325,3 +325,32 @@ def study_stats(rows: Iterable[dict[str, Any]], threshold: float = DEFAULT_THRES
 
 def _num(v: Any) -> float | None:
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+EXPORT_COLUMNS = [
+    "study", "rater", "rater_id", "rater_revoked", "rater_position", "public_id", "truth",
+    "source", "case_id", "duplicate_of", "score", "comment", "shown_at", "answered_at",
+    "duration_s", "png_sha256", "manifest_sha256", "render",
+]  # fmt: skip
+
+
+def export_frame(
+    rows: Iterable[dict[str, Any]], manifest: dict[str, Any], study: str, manifest_sha256: str
+) -> pd.DataFrame:
+    """Raw ratings (db.ratings.ratings_of_study rows) joined with the sealed manifest, one row per
+    rating in `EXPORT_COLUMNS` order: the CSV export (it holds the truth: researchers only)."""
+    render = manifest.get("render", {})
+    sha = {c["public_id"]: c["png_sha256"] for c in manifest.get("cases", [])}
+    return pd.DataFrame(
+        [
+            {
+                **r,
+                "study": study,
+                "png_sha256": sha.get(r["public_id"]),
+                "manifest_sha256": manifest_sha256,
+                "render": f"{render.get('plane')}/{render.get('slab')}/{render.get('window')}",
+            }
+            for r in rows
+        ],
+        columns=EXPORT_COLUMNS,
+    )
