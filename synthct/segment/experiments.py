@@ -82,14 +82,20 @@ def run_experiment_cases(
     progress: Progress | None = None,
     on_epoch_end: Callable[[int, dict], None] | None = None,
 ) -> dict[str, Any]:
-    """Run (or resume) an experiment on in-memory cases and write results.json into `exp_dir`."""
+    """Run (or resume) an experiment on in-memory cases and write results.json into `exp_dir`.
+
+    results.json (read by the dashboard): name, experiment, created, synthct_version, config
+    (ExperimentConfig as a dict), n_train_val, test_case_ids_sha256, synthetic {set, n, case_ids,
+    run, checkpoint} or null, leakage {checked, test_overlap, val_overlap, strict,
+    allow_leakage, override, ...}, folds [train_fold results], test (`evaluate_cases` summary),
+    per_case (rows of per_case.csv).
+    """
     from synthct import __version__
     from synthct.segment import recipe
     from synthct.segment.data import stack_images
 
     seg = cfg.seg
     exp_dir = Path(exp_dir)
-    _claim_dir(exp_dir, cfg)
     real_ids = [c.case_id for c in trainval]
     test_ids = [c.case_id for c in test]
     syn_ids = [c.case_id for c in synthetic]
@@ -116,6 +122,7 @@ def run_experiment_cases(
             strict=cfg.strict,
             allow=cfg.allow_leakage,
         )
+    _claim_dir(exp_dir, cfg)  # only once the plan is known to be clean (or explicitly allowed)
     atomic_write_json(exp_dir / "folds.json", [dataclasses.asdict(p) for p in plans])
 
     by_id = {c.case_id: c for c in [*trainval, *synthetic]}

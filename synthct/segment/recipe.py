@@ -64,6 +64,7 @@ class SegConfig:
     precision: str = "auto"
     sw_overlap: float = 0.625
     val_every: int = 1
+    num_workers: int = 0  # data-loading processes (augmentation runs there); part of the result
 
     def __post_init__(self) -> None:
         DataConfig(size=self.size, spacing=self.spacing, hu_window=self.hu_window, mask=self.mask)
@@ -77,6 +78,8 @@ class SegConfig:
                 f"epochs, batch_size and val_every must be >= 1, got {self.epochs}, "
                 f"{self.batch_size}, {self.val_every}"
             )
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
         if self.folds < 2:
             raise ValueError(f"folds must be >= 2 for cross-validation, got {self.folds}")
         if self.precision not in PRECISIONS:

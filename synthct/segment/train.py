@@ -107,7 +107,7 @@ def train_fold(
     the last epoch when there is no validation set), curve.csv, result.json.
     """
     import torch
-    from torch.utils.data import DataLoader
+    from monai.data import DataLoader
     from tqdm.auto import tqdm
 
     from synthct.segment import recipe
@@ -147,9 +147,16 @@ def train_fold(
     bar = tqdm(range(state["epoch"] + 1, epochs + 1), desc=f"fold {fold}", leave=False)
     for epoch in bar:
         # -- train: data order and augmentation seeded by (seed, fold, epoch) --------------
-        transforms.set_random_state(seed=_seed(cfg.seed, fold, epoch))
-        gen = torch.Generator().manual_seed(_seed(cfg.seed, fold, epoch, 1))
-        loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, generator=gen)
+        # MONAI's DataLoader seeds the transforms (in each worker) from this generator
+        gen = torch.Generator().manual_seed(_seed(cfg.seed, fold, epoch))
+        loader = DataLoader(
+            dataset,
+            batch_size=cfg.batch_size,
+            shuffle=True,
+            generator=gen,
+            num_workers=cfg.num_workers,
+            pin_memory=device.type == "cuda",
+        )
         model.train()
         lr = optimizer.param_groups[0]["lr"]
         losses = []
