@@ -276,3 +276,24 @@ def test_training_learns_blob_tumours(tmp_path):
     assert res["test"]["dsc_agg"] > 0.6
     assert res["test"]["mean_dice"] > 0.6
     assert res["test"]["dsc_agg"] > base + 0.4
+
+
+def test_real_experiment_on_preprocessed_phantoms(workspace, tmp_path):
+    """The real data path: phantoms -> ingest -> preprocess -> load_packed, no stand-in."""
+    from synthct.datasets import cases_in_split, ingest
+    from synthct.phantom import write_phantom_set
+    from synthct.preprocess import preprocess_workspace
+
+    src = write_phantom_set(tmp_path / "src" / "cases", n=8, seed=2, scale=0.125)[0].parent.parent
+    ingest(src, workspace, test_fraction=0.25, val_fraction=0.25, seed=0, workers=1)
+    cfg = SegConfig(**{**TINY.__dict__, "epochs": 1})
+    preprocess_workspace(workspace, cfg.data_config(), split="all", workers=1, progress=False)
+    res = run_experiment(workspace, ExperimentConfig(seg=cfg), name="real-phantoms")
+    test_ids = sorted(c.case_id for c in cases_in_split(workspace, "test"))
+    trainval = cases_in_split(workspace, "train") + cases_in_split(workspace, "val")
+    assert [r["case_id"] for r in res["per_case"]] == test_ids
+    assert res["n_train_val"] == len(trainval)
+    assert res["test_case_ids_sha256"] == ids_hash(test_ids)
+    folds = json.loads((workspace.segmentation / "real-phantoms" / "folds.json").read_text())
+    validated = sorted(i for f in folds for i in f["val"])
+    assert validated == sorted(c.case_id for c in trainval)
