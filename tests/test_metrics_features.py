@@ -145,3 +145,17 @@ def test_encoder_learns_centres_and_round_trips(tmp_path):
     # same settings and data -> same weights -> same hash
     state2, meta2 = train_encoder(packed, centres, epochs=15, seed=0, device="cpu")
     assert save_encoder(tmp_path / "enc2.pt", state2, meta2) == sha
+
+
+def test_evaluate_builds_each_extractor(tmp_path, workspace):
+    from synthct.config import DataConfig
+    from synthct.metrics.evaluate import get_extractor
+
+    path, _ = _published_layout(tmp_path)
+    cfg = DataConfig(size=16)
+    med = get_extractor(workspace, cfg, "medicalnet", "pair", weights=str(path))
+    assert med.describe()["weights_sha256"] == F.file_sha256(path) and med.dim == 2048
+    rnd = get_extractor(workspace, cfg, "random", "image")
+    assert rnd.describe()["name"] == "random" and not rnd.has_classifier
+    with pytest.raises(ConfigError, match="weights"):
+        get_extractor(workspace, cfg, "medicalnet", "pair")

@@ -64,6 +64,10 @@ def evaluate(
 
 def train_encoder(
     size: Annotated[int, typer.Option(help="S of the packed pairs (must be preprocessed).")] = 128,
+    synthetic: Annotated[
+        str | None,
+        typer.Option(help="Take the preprocessing config from this synthetic set's datacard."),
+    ] = None,
     part: Annotated[str, typer.Option(help="image | mask | pair.")] = "pair",
     epochs: Annotated[int, typer.Option(help="Training epochs over the train split.")] = 10,
     seed: Annotated[int, typer.Option(help="Seed for init and batch order.")] = 0,
@@ -72,12 +76,22 @@ def train_encoder(
 ) -> None:
     """Train (or find cached) the offline default feature encoder on the real train split."""
     from synthct.config import DataConfig
-    from synthct.metrics.evaluate import ensure_default_encoder
-    from synthct.metrics.features import file_sha256
+    from synthct.errors import ConfigError
+    from synthct.metrics.evaluate import data_config_of, ensure_default_encoder
+    from synthct.metrics.features import PARTS, file_sha256
+    from synthct.workspace import check_name
 
+    if part not in PARTS:
+        raise ConfigError(f"--part must be one of {PARTS}, got {part!r}")
     ws = workspace(workspace_path)
-    path = ensure_default_encoder(ws, DataConfig(size=size), part, epochs, seed, force=force)
-    echo_json({"encoder": str(path), "sha256": file_sha256(path)})
+    cfg = DataConfig(size=size)
+    if synthetic:
+        from synthct.generate import load_datacard
+
+        set_dir = ws.synthetic_dir(check_name(synthetic, "synthetic set name"))
+        cfg = data_config_of(load_datacard(set_dir), str(set_dir / "datacard.json"))
+    path = ensure_default_encoder(ws, cfg, part, epochs, seed, force=force)
+    echo_json({"encoder": str(path), "sha256": file_sha256(path), "size": cfg.size, "part": part})
 
 
 def bench_fid(
