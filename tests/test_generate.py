@@ -456,8 +456,9 @@ def test_generate_as_background_job_records_progress_and_result(workspace, hagan
 
 def test_out_of_memory_halves_the_batch_then_fails_clearly(workspace):
     system = OutOfMemoryAbove(limit=2)
-    with pytest.warns(UserWarning, match="batch size 4"):
+    with pytest.warns(UserWarning, match="out of memory") as caught:
         out, card = _write(workspace, "oom", system=system, n=9, batch_size=8)
+    assert [str(w.message)[-12:] for w in caught] == ["batch size 4", "batch size 2"]
     assert system.sizes[:3] == [8, 4, 2] and max(system.sizes[3:]) <= 2
     assert card["batch_size_used"] == 2 and card["counts"]["written"] == 9
     ref, _ = _write(workspace, "ref", n=9, batch_size=2)
