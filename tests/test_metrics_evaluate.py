@@ -211,3 +211,37 @@ def test_evaluate_on_preprocessed_phantoms(workspace, tmp_path):
     assert hu.shape == (len(test_ids), 16, 16, 8) and len(test.case_ids) == len(test_ids)
     emb = pd.read_csv(out / "embedding.csv")
     assert sorted(emb.query("group == 'real-test'")["id"]) == sorted(test_ids)
+
+
+def test_fid_for_run_on_a_trained_checkpoint(workspace, monkeypatch):
+    """The HPO hook on a real (2-step) HA-GAN run, checked against a recomputation."""
+    from types import SimpleNamespace
+
+    import synthct.preprocess
+    from synthct.checkpoint import load_generator
+    from synthct.config import ModelConfig, RunConfig, TrainConfig
+    from synthct.train import train
+
+    cfg = DataConfig(size=32)
+    sets = {"train": blob_set(6, cfg, 1, "TRAIN"), "test": blob_set(6, cfg, 2, "TEST")}
+
+    def fake_load_packed(ws, c, split="train"):
+        v = sets[split]
+        return SimpleNamespace(
+            arrays=v.arrays, case_ids=v.ids, centres=v.centres, spacing=v.spacing, manifest={}
+        )
+
+    monkeypatch.setattr(synthct.preprocess, "load_packed", fake_load_packed)
+    tcfg = TrainConfig(
+        steps=2, batch_size=2, checkpoint_every=2, snapshot_every=2, collapse_every=2
+    )
+    run_cfg = RunConfig(data=cfg, model=ModelConfig(latent_dim=16, width=0.125), train=tcfg)
+    train(run_cfg, workspace, "r")
+    out = E.fid_for_run(workspace, "r", n=4, real_split="test", extractor="random", device="cpu")
+    assert out["n"] == 6 and out["m"] == 4 and out["checkpoint"]["step"] == 2
+    system, _, _ = load_generator(workspace.runs / "r", "latest", ema=True, device="cpu")
+    z = system.sample_latent(4, generator=torch.Generator().manual_seed(0))
+    fake = system.generate(z).clamp(-1, 1).numpy()
+    fx = build_random_extractor(device="cpu")
+    ref = compute_fid(fx.extract(sets["test"].arrays[:, None]), fx.extract(fake))
+    assert out["fid_raw"] == pytest.approx(ref, rel=1e-6)
