@@ -126,4 +126,6 @@ def test_cpu_uses_fp32_and_no_scaler():
     dev = torch.device("cpu")
     assert recipe.resolve_precision(SegConfig(precision="bf16"), dev) == "fp32"
     assert not recipe.make_scaler("fp32", dev).is_enabled()
-    assert recipe.select_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert recipe.select_device().type == recipe.select_device("auto").type == expected
+    assert recipe.select_device("cpu").type == "cpu"

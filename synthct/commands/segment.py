@@ -51,13 +51,14 @@ def segment(
     allow_leakage: Annotated[
         bool, Opt(help="Run despite leakage; the override is recorded in the results.")
     ] = False,
-    device: Annotated[str | None, Opt(help="cuda | cpu (default: CUDA when present).")] = None,
+    device: Annotated[str | None, Opt(help="auto | cuda | cpu (auto: CUDA when present).")] = None,
     ws_path: WorkspaceOpt = None,
 ) -> None:
     """Train a 5-fold SegResNet on real/synthetic/mixed data; evaluate the ensemble on the test split.
 
     Resumable: rerun the same command to continue an interrupted experiment.
     """
+    from synthct.jobs import job_progress_callback
     from synthct.segment.experiments import ExperimentConfig, run_experiment
 
     seg = _seg_config(
@@ -84,7 +85,8 @@ def segment(
     except ValueError as e:
         raise ConfigError(str(e)) from None
     ws = workspace(ws_path)
-    results = run_experiment(ws, cfg, name, device=device)
+    # inside a background job, progress goes to the job's row (a no-op otherwise)
+    results = run_experiment(ws, cfg, name, device=device, progress=job_progress_callback())
     echo_json(
         {
             "experiment": results["name"],

@@ -130,10 +130,10 @@ def normalise_hu(hu: np.ndarray, window: tuple[float, float]) -> np.ndarray:
 
 # -- device and precision -----------------------------------------------------------------------
 def select_device(device: str | None = None):
-    """`device` if given, else CUDA when present, else CPU."""
+    """`device` if given ("auto"/None: CUDA when present, else CPU)."""
     import torch
 
-    if device:
+    if device and device != "auto":
         return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
