@@ -371,7 +371,10 @@ def next_batch(data, run_cfg, step, rank, world, gen, device, channels_last):
 
         seeds = torch.randint(0, 2**31 - 1, (len(idx),), generator=gen).tolist()
         real = torch.stack(
-            [augment_packed(r, cfg.augment, s) for r, s in zip(real, seeds, strict=True)]
+            [
+                augment_packed(r, cfg.augment, s, run_cfg.data)
+                for r, s in zip(real, seeds, strict=True)
+            ]
         )
     real = real.to(device, non_blocking=True)
     if channels_last:
