@@ -13,6 +13,7 @@ from synthct.config import DataConfig
 from synthct.errors import ConfigError, WorkspaceError
 from synthct.io import Volume, save_volume, spacing_affine
 from synthct.metrics import evaluate as E
+from synthct.metrics import sets as S
 from synthct.metrics.benchdata import blob_set, split_loader, write_blob_synthetic_set
 from synthct.metrics.distances import compute_fid
 from synthct.metrics.features import build_random_extractor, select_part
@@ -59,7 +60,7 @@ def test_evaluate_cli_writes_labelled_metrics_tables_and_datacard(blobs):
 
     packed = np.stack(
         [
-            E.to_packed(*(v.array for v in load_synthetic_pair(ws.synthetic / "blob", i)), CFG)
+            S.to_packed(*(v.array for v in load_synthetic_pair(ws.synthetic / "blob", i)), CFG)
             for i in syn_ids
         ]
     )
@@ -133,7 +134,7 @@ def test_to_packed_matches_preprocessing():
         for kind in ("binary", "multiclass"):
             cfg = DataConfig(size=8, packing=packing, mask=kind)
             ref = pre.pack(pre.hu_to_unit(hu, cfg.hu_window), pre.mask_to_unit(mask, kind), packing)
-            np.testing.assert_allclose(E.to_packed(hu, mask, cfg), ref, atol=1e-6)
+            np.testing.assert_allclose(S.to_packed(hu, mask, cfg), ref, atol=1e-6)
 
 
 class _ConstantGAN(torch.nn.Module):
@@ -174,7 +175,6 @@ def test_input_errors(workspace):
     assert r.exit_code != 0
 
 
-@pytest.mark.slow
 def test_evaluate_on_preprocessed_phantoms(workspace, tmp_path):
     """The real path: phantoms -> ingest -> preprocess -> load_packed, no loader stand-in."""
     from synthct.datasets import cases_in_split, ingest

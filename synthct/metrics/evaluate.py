@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,10 +29,18 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from synthct.config import DataConfig, from_dict, to_dict
+from synthct.config import DataConfig, to_dict
 from synthct.errors import ConfigError, WorkspaceError
 from synthct.metrics import distances as dist
 from synthct.metrics.features import PARTS, FeatureExtractor, select_part
+from synthct.metrics.sets import (  # re-exported: callers and tests use evaluate.*
+    VolumeSet,
+    data_config_of,
+    ids_sha256,
+    load_real_set,
+    load_synthetic_set,
+    real_hu_and_masks,
+)
 from synthct.workspace import (
     Workspace,
     atomic_dir,
@@ -76,112 +84,6 @@ class EvalOptions:
             )
         if self.n is not None and self.n < 2:
             raise ConfigError(f"--n must be >= 2, got {self.n}")
-
-
-@dataclass
-class VolumeSet:
-    """Packed pairs (N, S, S, S) float32 in [-1, 1] with ids, centres and voxel spacing (mm)."""
-
-    arrays: np.ndarray
-    ids: list[str]
-    centres: list[str]
-    spacing: tuple[float, float, float]
-
-    def subset(self, keep: Sequence[int]) -> VolumeSet:
-        keep = list(keep)
-        return VolumeSet(
-            self.arrays[keep],
-            [self.ids[i] for i in keep],
-            [self.centres[i] for i in keep],
-            self.spacing,
-        )
-
-
-def ids_sha256(ids: Sequence[str]) -> str:
-    """SHA-256 of the sorted ids joined by newlines (same formula as `case_ids_hash`)."""
-    return hashlib.sha256("\n".join(sorted(map(str, ids))).encode()).hexdigest()
-
-
-# -- loading ------------------------------------------------------------------------------------
-def load_real_set(ws: Workspace, cfg: DataConfig, split: str) -> VolumeSet:
-    """Real packed pairs of `split` ("train"/"val"/"test"/"all") via `preprocess.load_packed`."""
-    from synthct.preprocess import load_packed
-
-    ps = load_packed(ws, cfg, split=split)
-    arrays = np.asarray(ps.arrays, dtype=np.float32)
-    return VolumeSet(arrays, list(ps.case_ids), list(ps.centres), tuple(ps.spacing))
-
-
-def data_config_of(card: dict, where: str) -> DataConfig:
-    """The preprocessing config a synthetic set was trained with (from its datacard)."""
-    rc = card.get("run_config")
-    if isinstance(rc, dict) and isinstance(rc.get("data"), dict):
-        return from_dict(DataConfig, rc["data"], where=f"{where}: run_config.data")
-    post = card.get("postprocess", {})
-    size = card.get("model", {}).get("size")
-    if not size:
-        raise WorkspaceError(f"{where}: datacard has neither run_config.data nor model.size")
-    return DataConfig(
-        size=int(size),
-        hu_window=tuple(post.get("hu_window", (-1024.0, 600.0))),
-        packing=post.get("packing", "z"),
-        mask=post.get("mask_mode", "binary"),
-    )
-
-
-def to_packed(image_hu: np.ndarray, mask: np.ndarray, cfg: DataConfig) -> np.ndarray:
-    """A synthetic pair (HU image, label mask), each (S, S, S/2), -> packed (S, S, S) in [-1, 1].
-
-    Same mapping as preprocessing real data: HU clipped to the window and scaled to [-1, 1];
-    labels binary {0, >0} -> {-1, 1} or multiclass {0, 1, 2} -> {-1, 0, 1}.
-    """
-    lo, hi = cfg.hu_window
-    img = (np.clip(image_hu.astype(np.float32), lo, hi) - lo) * (2.0 / (hi - lo)) - 1.0
-    if cfg.mask == "binary":
-        msk = (mask > 0).astype(np.float32) * 2.0 - 1.0
-    else:
-        msk = np.clip(mask.astype(np.float32), 0, 2) - 1.0
-    if cfg.packing == "z":
-        return np.concatenate([img, msk], axis=-1)
-    return np.stack([img, msk], axis=-1).reshape(*img.shape[:-1], -1)
-
-
-def load_synthetic_set(
-    set_dir: Path, cfg: DataConfig, n: int | None = None, seed: int = 0, progress: bool = True
-) -> tuple[VolumeSet, list[np.ndarray], list[np.ndarray]]:
-    """Read a set's NIfTI pairs -> (packed VolumeSet, HU images, masks); at most n (seeded)."""
-    from synthct.generate import load_synthetic_pair
-
-    ids = sorted(p.name[: -len("__CT.nii.gz")] for p in (set_dir / "imagesTr").glob("*__CT.nii.gz"))
-    if len(ids) < 2:
-        raise WorkspaceError(f"{set_dir}/imagesTr holds {len(ids)} cases; need at least 2")
-    if n is not None and n < len(ids):
-        ids = sorted(np.random.default_rng(seed).choice(ids, n, replace=False).tolist())
-    s = cfg.size
-    want = (s, s, s // 2)
-    packed, images, masks, spacing = [], [], [], None
-    for cid in tqdm(ids, desc="read synthetic", disable=not progress):
-        image, mask = load_synthetic_pair(set_dir, cid)
-        if image.shape != want or mask.shape != want:
-            raise WorkspaceError(
-                f"{set_dir}: case {cid} has image {image.shape} / mask {mask.shape}, expected {want}"
-                f" (size {s} from the datacard)"
-            )
-        spacing = spacing or image.spacing
-        images.append(image.array)
-        masks.append((mask.array > 0).astype(np.uint8))
-        packed.append(to_packed(image.array, mask.array, cfg))
-    vs = VolumeSet(np.stack(packed), ids, [""] * len(ids), spacing)  # type: ignore[arg-type]
-    return vs, images, masks
-
-
-def real_hu_and_masks(vs: VolumeSet, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Packed real pairs -> (HU images (N, S, S, S/2), binary tumour masks (N, S, S, S/2))."""
-    lo, hi = cfg.hu_window
-    img = select_part(vs.arrays, "image", cfg.packing)[:, 0]
-    msk = select_part(vs.arrays, "mask", cfg.packing)[:, 0]
-    hu = (np.clip(img, -1, 1) * 0.5 + 0.5) * (hi - lo) + lo
-    return hu, (msk > (0.0 if cfg.mask == "binary" else -0.5)).astype(np.uint8)
 
 
 # -- extractors -----------------------------------------------------------------------------------
@@ -377,14 +279,14 @@ def run_evaluation(
 
     syn, syn_hu, syn_masks = load_synthetic_set(set_dir, cfg, opts.n, opts.seed, progress)
     real = load_real(ws, cfg, opts.real)
+    if len(real.ids) < 4:
+        raise WorkspaceError(f"real split {opts.real!r} has {len(real.ids)} cases; need at least 4")
     training = card.get("training_cases") or {}
     train_all = load_real(ws, cfg, training.get("split") or "train")
     trained_on = set(training.get("case_ids") or train_all.ids)
     train = train_all.subset([i for i, c in enumerate(train_all.ids) if c in trained_on])
     holdout = real.subset([i for i, c in enumerate(real.ids) if c not in trained_on])
     overlap = len(real.ids) - len(holdout.ids)
-    if len(real.ids) < 4:
-        raise WorkspaceError(f"real split {opts.real!r} has {len(real.ids)} cases; need at least 4")
 
     fx = get_extractor(
         ws,
