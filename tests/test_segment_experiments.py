@@ -297,3 +297,33 @@ def test_real_experiment_on_preprocessed_phantoms(workspace, tmp_path):
     folds = json.loads((workspace.segmentation / "real-phantoms" / "folds.json").read_text())
     validated = sorted(i for f in folds for i in f["val"])
     assert validated == sorted(c.case_id for c in trainval)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"experiment": "real", "synthetic": "gan"}, "uses no synthetic set"),
+        ({"experiment": "mixed"}, "needs --synthetic"),
+        ({"experiment": "real", "n_synthetic": 4}, "--n-synthetic needs"),
+        ({"experiment": "mixed", "synthetic": "g", "pretrain_epochs": 3}, "only to the pretrain"),
+        ({"experiment": "augmented"}, "experiment must be one of"),
+    ],
+)
+def test_experiment_config_rejects_inconsistent_options(fields, message):
+    from synthct.config import from_dict
+    from synthct.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        from_dict(ExperimentConfig, fields)
+
+
+def test_experiment_config_round_trip(tmp_path):
+    from synthct.config import save_yaml, to_dict
+    from synthct.segment.experiments import load_experiment_config
+
+    cfg = ExperimentConfig(
+        experiment="pretrain-finetune", synthetic="g", pretrain_epochs=7, seg=TINY
+    )
+    save_yaml(to_dict(cfg), tmp_path / "config.yaml")
+    assert load_experiment_config(tmp_path / "config.yaml") == cfg
+    assert cfg.default_name() == "pretrain-finetune-g"

@@ -61,6 +61,10 @@ class ExperimentConfig:
             raise ValueError("the 'real' experiment uses no synthetic set; drop --synthetic")
         if self.experiment != "real" and not self.synthetic:
             raise ValueError(f"experiment {self.experiment!r} needs --synthetic NAME")
+        if self.n_synthetic is not None and self.experiment == "real":
+            raise ValueError("--n-synthetic needs a synthetic experiment, not 'real'")
+        if self.pretrain_epochs is not None and self.experiment != "pretrain-finetune":
+            raise ValueError("--pretrain-epochs applies only to the pretrain-finetune experiment")
 
     def default_name(self) -> str:
         if self.experiment == "real":
