@@ -83,3 +83,32 @@ def test_run_hpo_trains_ranks_and_skips_done_runs(workspace, tmp_path, monkeypat
     assert trained == ["g-01", "g-02"]
     run_hpo(tmp_path / "g.yaml", workspace, metric=score, system_factory=factory)
     assert trained == ["g-01", "g-02"]  # done runs are not trained again
+
+
+def test_default_metric_hu_w1_matches_an_independent_computation(workspace, monkeypatch):
+    """hu_w1 on a 2-step tiny HA-GAN run equals W1 between HU values from contract-2 unpack."""
+    import dataclasses
+
+    import torch
+    from scipy.stats import wasserstein_distance
+    from test_train import install_packed
+
+    from synthct.checkpoint import load_generator
+    from synthct.config import load_run_config
+    from synthct.hpo import hu_w1
+    from synthct.preprocess import unpack
+    from synthct.train import train
+
+    sets = install_packed(monkeypatch, 32, n=8)
+    cfg = load_run_config(REPO / "configs" / "hagan-tiny.yaml")
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(
+        cfg.train, steps=2, snapshot_every=0, collapse_every=0))  # fmt: skip
+    run_dir = train(cfg, workspace, "m")
+    system, _, _ = load_generator(run_dir)
+    fake = system.generate(system.sample_latent(8, generator=torch.Generator().manual_seed(0)))
+    fake_hu, _ = unpack(fake[:, 0].numpy(), cfg.data)
+    pick = np.random.default_rng(0).permutation(8)[:8]
+    real_hu, _ = unpack(sets["train"].arrays[pick], cfg.data)
+    expected = wasserstein_distance(np.ravel(fake_hu), np.ravel(real_hu))
+    assert hu_w1(run_dir) == pytest.approx(expected, rel=1e-6)
+    assert expected > 1.0

@@ -225,8 +225,11 @@ def test_train_writes_run_and_reads_only_train_split(workspace, monkeypatch):
 
     calls: list[str] = []
     sets = install_packed(monkeypatch, 16, calls=calls)
-    run_dir = train(tiny_cfg(), workspace, "r1", system_factory=tiny_factory())
+    seen: list[float] = []
+    run_dir = train(tiny_cfg(), workspace, "r1", progress=lambda f, m: seen.append(f),
+                    system_factory=tiny_factory())  # fmt: skip
     assert calls == ["train"]
+    assert seen == pytest.approx([k / 6 for k in range(1, 7)])
     cases = json.loads((run_dir / "train_cases.json").read_text())
     assert cases["split"] == "train" and cases["case_ids"] == sorted(sets["train"].case_ids)
     import hashlib
@@ -427,3 +430,35 @@ def test_tiny_hagan_learns_the_phantom_distribution(workspace, monkeypatch):
     run_dir = train(cfg, workspace, "learn")
     after = w1(load_generator(run_dir, ema=True)[0])
     assert after < 0.5 * before, f"HU W1 {before:.1f} -> {after:.1f}"
+
+
+def test_shipped_run_configs_load_and_small_ones_build():
+    from synthct.config import load_run_config
+    from synthct.models import build_system
+
+    paths = sorted(p for p in (REPO / "configs").glob("*.yaml") if not p.name.startswith("hpo"))
+    assert {p.stem for p in paths} >= {"hagan-128", "hagan-256", "vanilla", "wgan", "hagan-tiny",
+                                       "hagan-demo-64"}  # fmt: skip
+    for p in paths:
+        cfg = load_run_config(p)
+        assert cfg.train.split == "train"
+        if cfg.data.size <= 64:
+            build_system(cfg.model, cfg.data.size)
+    best = load_run_config(REPO / "configs" / "hagan-128.yaml")
+    assert (best.model.lr_g, best.model.lr_d, best.model.lr_e) == (2e-4, 4e-4, 2e-4)  # HPO17
+    assert (best.model.latent_dim, best.train.batch_size, best.train.steps) == (1024, 4, 80_000)
+    assert best.model.betas == (0.0, 0.99)
+
+
+def test_bench_flops_scale_with_batch_and_encoder():
+    """Counted FLOPs per iteration: linear in the batch; the encoder phases add to them."""
+    from synthct.train_bench import BenchSpec, bench_train
+
+    spec = BenchSpec(size=32, width=0.125, latent=64, steps=1, warmup=0, batch=1)
+    one = bench_train(spec)
+    two = bench_train(BenchSpec(**{**spec.__dict__, "batch": 2}))
+    no_enc = bench_train(BenchSpec(**{**spec.__dict__, "train_encoder": False}))
+    assert two["tflop_per_it"] == pytest.approx(2 * one["tflop_per_it"], rel=0.05)
+    assert no_enc["tflop_per_it"] < 0.9 * one["tflop_per_it"]
+    assert one["it_per_s"] > 0 and one["mfu"] is None and one["device"] == "cpu"
+    assert one["tflops"] == pytest.approx(one["tflop_per_it"] * one["it_per_s"])
