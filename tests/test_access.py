@@ -23,3 +23,14 @@ def test_configured_hash_env_wins(monkeypatch):
     assert configured_password_hash({"researcher_password_hash": "scrypt$x"}) == "scrypt$x"
     monkeypatch.setenv("SYNTHCT_RESEARCHER_PASSWORD_HASH", "scrypt$env")
     assert configured_password_hash({"researcher_password_hash": "scrypt$x"}) == "scrypt$env"
+
+
+def test_password_hash_command_prints_a_verifiable_hash():
+    from typer.testing import CliRunner
+
+    from synthct.cli import app
+
+    res = CliRunner().invoke(app, ["password-hash"], input="pw-123\npw-123\n")
+    assert res.exit_code == 0, res.output
+    hashed = res.output.strip().splitlines()[-1]
+    assert verify_password("pw-123", hashed) and "pw-123" not in hashed
