@@ -148,7 +148,7 @@ def bench_train(spec: BenchSpec, system_factory: Callable | None = None) -> dict
         "latent": spec.latent,
         "precision": spec.precision,
         "compile": spec.compile,
-        "channels_last": spec.channels_last,
+        "channels_last": spec.channels_last and device.type == "cuda",  # CUDA only
         "fused": spec.fused,
         "encoder": spec.train_encoder,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
