@@ -112,3 +112,15 @@ def test_default_metric_hu_w1_matches_an_independent_computation(workspace, monk
     expected = wasserstein_distance(np.ravel(fake_hu), np.ravel(real_hu))
     assert hu_w1(run_dir) == pytest.approx(expected, rel=1e-6)
     assert expected > 1.0
+
+
+def test_hpo_command_dry_run_lists_the_thesis_grid():
+    from typer.testing import CliRunner
+
+    from synthct.cli import app
+
+    res = CliRunner().invoke(app, ["hpo", str(REPO / "configs" / "hpo-thesis.yaml"), "--dry-run"])
+    assert res.exit_code == 0, res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 27 and lines[16].startswith("hpo-thesis-17:")
+    assert "'model.lr_d': 0.0004" in lines[16]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -20,7 +21,13 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         ] = None,
         ws: WorkspaceOpt = None,
         run: Annotated[
-            str | None, typer.Option(help="Run name (default: the config file's name).")
+            str | None,
+            typer.Option(
+                "--run",
+                "--run-name",
+                help="Run name (default: the config file's name). Under torchrun write "
+                "--run-name (torchrun mistakes --run for its own --run-path).",
+            ),
         ] = None,
         resume: Annotated[
             bool, typer.Option(help="Continue the run from its latest checkpoint.")
@@ -32,7 +39,11 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             typer.Option(help="Allow train.split other than 'train' (recorded in the run)."),
         ] = False,
     ) -> None:
-        """Train a GAN (single device, or DDP under `torchrun --nproc_per_node=N -m synthct`)."""
+        """Train a GAN on the packed train split (one device, or DDP under torchrun).
+
+        Multi-GPU: `torchrun --nproc_per_node=N -m synthct train --config F --run-name R`;
+        train.batch_size is per process (global batch = N x batch_size).
+        """
         from synthct.config import load_run_config
         from synthct.errors import ConfigError
         from synthct.train import train
@@ -51,7 +62,8 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         if overrides:
             cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **overrides))
         run_dir = train(cfg, w, run, resume=resume, allow_split=allow_split)
-        typer.echo(f"run {run}: {run_dir}")
+        if os.environ.get("RANK", "0") == "0":
+            typer.echo(f"run {run}: {run_dir}")
 
     @app.command("hpo")
     def hpo_cmd(
