@@ -47,7 +47,7 @@ from synthct.workspace import Workspace, atomic_write_json, atomic_write_text, c
 
 COLLAPSE_MARGIN = 0.5
 N_SNAPSHOT, N_COLLAPSE = 4, 8
-# Settings that may change when a run is resumed (they do not change what is learned).
+# Settings that may change when a run is resumed (length, bookkeeping, numerics/speed).
 RESUMABLE_KEYS = {
     "steps",
     "log_every",
@@ -57,6 +57,8 @@ RESUMABLE_KEYS = {
     "collapse_every",
     "num_workers",
     "compile",
+    "precision",
+    "channels_last",
 }
 Progress = Callable[[float, str], None]
 
@@ -237,8 +239,8 @@ def make_update(opts: dict[str, torch.optim.Optimizer], step: int, world: int):
         if bad.item() > 0:
             raise TrainingDivergedError(
                 f"step {step + 1}: loss {name!r} = {loss.detach().float().cpu().tolist()} is not "
-                "finite; the run stopped and its last good checkpoint is kept "
-                "(try a lower learning rate or precision fp32, then --resume)"
+                "finite; the run stopped and its last good checkpoint is kept (resume it with "
+                "train.precision fp32, or start a new run with lower learning rates)"
             )
         opt = opts[name]
         opt.zero_grad(set_to_none=True)
