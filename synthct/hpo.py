@@ -15,9 +15,10 @@ A grid file (YAML)::
 
 Runs that are already done are skipped and half-finished ones resumed, so a grid can be
 re-launched after an interruption. The ranking metric is a function `run_dir -> float` (lower is
-better) looked up in `METRICS`; the default `hu_w1` is a stated proxy until the evaluation
-module offers FID: the Wasserstein-1 distance in HU between the intensity histograms of a fixed
-batch of EMA samples (image halves) and of fixed real train cases.
+better) looked up in `METRICS`: the default `fid` (synthct.metrics, offline default encoder,
+validation split — or train when there is none — never test), or the cheaper proxy `hu_w1`: the
+Wasserstein-1 distance in HU between the intensity histograms of a fixed batch of EMA samples
+(image halves) and of fixed real train cases.
 """
 
 from __future__ import annotations
@@ -151,7 +152,22 @@ def hu_w1(run_dir: Path) -> float:
     return wasserstein_hu(fake_img.numpy(), real_img.numpy(), cfg.data.hu_window)
 
 
-METRICS: dict[str, Metric] = {"hu_w1": hu_w1}
+def fid(run_dir: Path) -> float:
+    """FID (offline default encoder, pairs) of 64 EMA samples vs the real `val` split.
+
+    Falls back to the train split when the workspace has no validation cases: the test split is
+    never used for model selection.
+    """
+    from synthct.datasets import cases_in_split
+    from synthct.metrics.evaluate import fid_for_run
+
+    run_dir = Path(run_dir)
+    ws = Workspace(run_dir.parent.parent)
+    split = "val" if cases_in_split(ws, "val") else "train"
+    return float(fid_for_run(ws, run_dir.name, real_split=split)["fid"])
+
+
+METRICS: dict[str, Metric] = {"fid": fid, "hu_w1": hu_w1}
 
 
 def register_metric(name: str, fn: Metric) -> None:
@@ -183,7 +199,7 @@ def run_hpo(
     ws: Workspace,
     steps: int | None = None,
     max_stages: int | None = None,
-    metric: str | Metric = "hu_w1",
+    metric: str | Metric = "fid",
     progress: Callable[[float, str], None] | None = None,
     system_factory: Callable | None = None,
 ) -> Path:

@@ -124,3 +124,29 @@ def test_hpo_command_dry_run_lists_the_thesis_grid():
     lines = res.output.strip().splitlines()
     assert len(lines) == 27 and lines[16].startswith("hpo-thesis-17:")
     assert "'model.lr_d': 0.0004" in lines[16]
+
+
+def test_fid_ranking_never_uses_the_test_split(workspace, monkeypatch):
+    """HPO's FID metric selects models on val (train when there is no val), never on test."""
+    import synthct.metrics.evaluate as ev
+    from synthct import hpo
+    from synthct.workspace import atomic_write_json
+
+    calls = []
+
+    def fake_fid_for_run(ws, run, **kw):
+        calls.append((run, kw["real_split"]))
+        return {"fid": 1.5}
+
+    monkeypatch.setattr(ev, "fid_for_run", fake_fid_for_run)
+    atomic_write_json(workspace.case_index, {"cases": []})
+    splits = {"A-001": "train", "A-002": "test"}
+    atomic_write_json(workspace.splits, {"splits": splits})
+    monkeypatch.setattr(
+        "synthct.datasets.cases_in_split",
+        lambda ws, split: [c for c, s in splits.items() if s == split],
+    )
+    assert hpo.METRICS["fid"](workspace.run_dir("r1")) == 1.5
+    splits["A-003"] = "val"
+    hpo.METRICS["fid"](workspace.run_dir("r2"))
+    assert calls == [("r1", "train"), ("r2", "val")]

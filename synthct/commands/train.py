@@ -61,7 +61,11 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         overrides = {k: v for k, v in (("steps", steps), ("seed", seed)) if v is not None}
         if overrides:
             cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **overrides))
-        run_dir = train(cfg, w, run, resume=resume, allow_split=allow_split)
+        from synthct.jobs import job_progress_callback
+
+        run_dir = train(
+            cfg, w, run, resume=resume, allow_split=allow_split, progress=job_progress_callback()
+        )
         if os.environ.get("RANK", "0") == "0":
             typer.echo(f"run {run}: {run_dir}")
 
@@ -75,7 +79,9 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         stages: Annotated[
             int | None, typer.Option(help="Run only the first N stages of the grid.")
         ] = None,
-        metric: Annotated[str, typer.Option(help="Ranking metric (lower is better).")] = "hu_w1",
+        metric: Annotated[
+            str, typer.Option(help="Ranking metric, lower is better: fid | hu_w1 (a cheap proxy).")
+        ] = "fid",
         dry_run: Annotated[
             bool, typer.Option("--dry-run", help="List the runs of stage 1 and exit.")
         ] = False,
