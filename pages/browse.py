@@ -38,6 +38,7 @@ for i, col in enumerate(columns):
             continue
         case_id = st.selectbox("Case", ids, key=f"case{i}-{source.label}")
         case = data.load_case(str(ws.root), source.kind, source.key, case_id)
-        slice_viewer(f"v{i}", case.image_hu, case.mask, width=460 if side_by_side else 640)
+        width = 460 if side_by_side else 640
+        slice_viewer(f"v{i}", case.image_hu, case.mask, width=width, spacing=case.spacing)
         with st.expander("Case details"):
             st.table({k: [str(v)] for k, v in case.meta.items()})

@@ -109,6 +109,24 @@ def overlay_mask(
     return np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
 
 
+_ROW_COL_AXES = {"axial": (1, 0), "coronal": (2, 0), "sagittal": (2, 1)}
+
+
+def square_pixels(rgb: np.ndarray, plane: str, spacing: tuple[float, float, float]) -> np.ndarray:
+    """Stretch the rows of a displayed slice so one pixel covers the same mm in both directions.
+
+    `spacing` is the volume's (sx, sy, sz) in mm; rows are repeated/dropped (nearest), so mask
+    outlines stay crisp. A 3 mm slice spacing with 1 mm pixels triples the row count.
+    """
+    r_ax, c_ax = _ROW_COL_AXES[_check_plane(plane)]
+    ratio = float(spacing[r_ax]) / float(spacing[c_ax])
+    rows = max(1, round(rgb.shape[0] * ratio))
+    if rows == rgb.shape[0]:
+        return rgb
+    src = np.minimum((np.arange(rows) + 0.5) / ratio, rgb.shape[0] - 1).astype(int)
+    return rgb[src]
+
+
 def render_slice(
     image_hu: np.ndarray,
     mask: np.ndarray | None,
@@ -117,8 +135,13 @@ def render_slice(
     window: Window,
     alpha: float = 0.4,
     show_mask: bool = True,
+    spacing: tuple[float, float, float] | None = None,
 ) -> np.ndarray:
-    """One displayable RGB slice of an (X, Y, Z) CT volume with its optional mask overlay."""
+    """One displayable RGB slice of an (X, Y, Z) CT volume with its optional mask overlay.
+
+    With `spacing` (mm), pixels are made square (see `square_pixels`).
+    """
     gray = window_to_uint8(extract_slice(image_hu, plane, index), window)
     msk = extract_slice(mask, plane, index) if (mask is not None and show_mask) else None
-    return overlay_mask(gray, msk, alpha=alpha)
+    rgb = overlay_mask(gray, msk, alpha=alpha)
+    return rgb if spacing is None else square_pixels(rgb, plane, spacing)

@@ -67,3 +67,19 @@ def test_overlay_colours_only_masked_pixels():
         np.zeros((6, 6, 2)), np.ones((6, 6, 2)), "axial", 0, WINDOWS["bone"], show_mask=False
     )
     assert (plain == plain[..., :1]).all()
+
+
+def test_square_pixels_stretches_rows_by_spacing_ratio():
+    from synthct.display import square_pixels
+
+    rgb = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3)
+    out = square_pixels(rgb, "coronal", (1.0, 1.0, 3.0))  # rows = z (3 mm), cols = x (1 mm)
+    assert out.shape == (12, 5, 3)
+    np.testing.assert_array_equal(out[::3], rgb)
+    assert square_pixels(rgb, "axial", (1.0, 1.0, 3.0)) is rgb  # x, y isotropic: unchanged
+    vol = np.zeros((5, 6, 4))
+    assert render_slice(vol, None, "sagittal", 0, WINDOWS["bone"], spacing=(1, 2, 4)).shape == (
+        8,
+        6,
+        3,
+    )

@@ -31,15 +31,24 @@ def window_picker(key: str) -> Window:
     return Window(float(level), float(width))
 
 
-def render_png(image_hu, mask, plane, index, window, alpha, show_mask) -> tuple[bytes, float]:
+def render_png(
+    image_hu, mask, plane, index, window, alpha, show_mask, spacing=None
+) -> tuple[bytes, float]:
     """PNG bytes of one slice and the server-side render time in ms (slice + overlay + PNG)."""
     t0 = time.perf_counter()
-    png = encode_png(render_slice(image_hu, mask, plane, index, window, alpha, show_mask))
+    rgb = render_slice(image_hu, mask, plane, index, window, alpha, show_mask, spacing)
+    png = encode_png(rgb)
     return png, (time.perf_counter() - t0) * 1000
 
 
 @st.fragment
-def slice_viewer(key: str, image_hu: np.ndarray, mask: np.ndarray | None, width: int = 420) -> None:
+def slice_viewer(
+    key: str,
+    image_hu: np.ndarray,
+    mask: np.ndarray | None,
+    width: int = 420,
+    spacing: tuple[float, float, float] | None = None,
+) -> None:
     """Interactive viewer for one (X, Y, Z) volume; only this fragment reruns on slider moves."""
     c1, c2 = st.columns(2)
     plane = c1.radio("Plane", PLANES, horizontal=True, key=f"{key}-plane")
@@ -55,6 +64,6 @@ def slice_viewer(key: str, image_hu: np.ndarray, mask: np.ndarray | None, width:
     if c3.button("Go to slice with most tumour", key=f"{key}-most", disabled=mask is None):
         st.session_state[idx_key] = slice_with_most_mask(mask, plane)
     index = st.slider("Slice", 0, n - 1, key=idx_key)
-    png, ms = render_png(image_hu, mask, plane, index, window, alpha, show_mask)
+    png, ms = render_png(image_hu, mask, plane, index, window, alpha, show_mask, spacing)
     st.image(png, width=width, output_format="PNG")
     st.caption(f"{plane} slice {index + 1}/{n} · rendered in {ms:.1f} ms")
