@@ -29,6 +29,15 @@ else:
             "Data": [
                 st.Page("pages/browse.py", title="Browse", icon="🩻", default=True),
             ],
+            "Results": [
+                st.Page("pages/dashboard.py", title="Dashboard", icon="📈", url_path="dashboard"),
+            ],
+            "Work": [
+                st.Page(
+                    "pages/generate.py", title="Generate & jobs", icon="⚙️", url_path="generate"
+                ),
+                st.Page("pages/studies.py", title="Studies", icon="🧑‍⚕️", url_path="studies"),
+            ],
         }
     )
 nav.run()

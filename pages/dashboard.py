@@ -1,0 +1,258 @@
+"""Dashboard: training runs, evaluations of synthetic sets, segmentation experiments.
+
+Reads only what the library wrote (ui/results.py arranges it, ui/charts.py draws it).
+"""
+
+import streamlit as st
+
+from ui import auth
+
+auth.require_researcher()
+
+from synthct.display import WINDOWS, extract_slice, render_slice, slice_with_most_mask  # noqa: E402
+from synthct.io import encode_png  # noqa: E402
+from ui import charts, results  # noqa: E402
+from ui.state import workspace  # noqa: E402
+
+ws = workspace()
+st.title("Dashboard")
+
+
+def _mtime(path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _run(root: str, name: str, stamp: float) -> results.RunView:
+    return results.load_run(ws, name)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _eval(root: str, eval_id: str, stamp: float) -> results.EvalView:
+    return results.load_eval(ws, eval_id)
+
+
+@st.cache_data(max_entries=32, show_spinner="Loading the nearest training case…")
+def _gallery_pngs(root: str, eval_id: str, syn_id: str, train_id: str) -> tuple[bytes, ...]:
+    view = results.load_eval(ws, eval_id)
+    syn_hu, train_hu, mask = results.gallery_volumes(ws, view.result, syn_id, train_id)
+    z = slice_with_most_mask(mask, "axial")
+    win = WINDOWS["soft-tissue"]
+    return (
+        encode_png(render_slice(syn_hu, mask, "axial", z, win, alpha=0.3)),
+        encode_png(render_slice(train_hu, None, "axial", z, win)),
+        encode_png(
+            charts.difference_rgb(
+                extract_slice(syn_hu, "axial", z), extract_slice(train_hu, "axial", z)
+            )
+        ),
+    )
+
+
+tab_runs, tab_evals, tab_seg = st.tabs(["Training runs", "Evaluations", "Segmentation"])
+
+# -- training runs --------------------------------------------------------------------------------
+with tab_runs:
+    runs = results.list_runs(ws)
+    if not runs:
+        st.info("No training runs yet. Start one on **Generate & jobs** or with `synthct train`.")
+    else:
+        name = st.selectbox("Run", runs, key="dash-run")
+        run = _run(str(ws.root), name, _mtime(ws.run_dir(name) / "losses.csv"))
+        s = run.status
+        model = run.config.get("model", {})
+        st.caption(
+            f"{model.get('kind')} · S={run.config.get('data', {}).get('size')} · "
+            f"state **{s.get('state', 'unknown')}** · step {s.get('step', '—')}/"
+            f"{s.get('steps', run.config.get('train', {}).get('steps'))} · "
+            f"{len(run.checkpoints)} checkpoint(s) · updated {s.get('updated', '—')}"
+        )
+        if run.collapse_flagged:
+            why = "; ".join(w for w in s.get("warnings", []) if "collapse" in w)
+            st.error(f"Possible mode collapse: {why or 'flagged in collapse.csv'}")
+        elif not run.collapse.empty:
+            st.success("No mode collapse flagged.")
+        if run.losses.empty:
+            st.info("No losses logged yet.")
+        else:
+            c1, c2 = st.columns([1, 2])
+            weight = c1.slider("EMA smoothing", 0.0, 0.99, 0.6, 0.01, key="dash-smooth")
+            cols = c2.multiselect(
+                "Losses", run.loss_columns, default=run.loss_columns, key=f"dash-cols-{name}"
+            )
+            st.plotly_chart(charts.loss_figure(run.losses, cols, weight), key="dash-loss")
+        if not run.collapse.empty:
+            from synthct.train import COLLAPSE_MARGIN
+
+            st.plotly_chart(charts.collapse_figure(run.collapse, COLLAPSE_MARGIN), key="dash-col")
+        if run.samples:
+            steps = [step for step, _ in run.samples]
+            pick = st.select_slider(
+                "Sample snapshot (step)", steps, value=steps[-1], key=f"dash-snap-{name}"
+            )
+            path = dict(run.samples)[pick]
+            st.image(path.read_bytes(), width=640, output_format="PNG")
+            st.caption(f"EMA samples at step {pick}: image halves (top), masks (bottom).")
+        with st.expander("Run config"):
+            st.json(run.config)
+
+# -- evaluations ----------------------------------------------------------------------------------
+with tab_evals:
+    evals = results.list_evals(ws)
+    if not evals:
+        st.info("No evaluations yet. Evaluate a synthetic set on **Generate & jobs**.")
+    else:
+        eval_id = st.selectbox("Evaluation", evals, key="dash-eval")
+        view = _eval(str(ws.root), eval_id, _mtime(ws.evals / eval_id / "metrics.json"))
+        r, m = view.result, view.metrics
+        ex = r.get("extractor", {})
+        st.caption(
+            f"Synthetic set **{r['synthetic']['set']}** (m = {r['synthetic']['m']}) vs real "
+            f"**{r['real']['split']}** (n = {r['real']['n']}) · part {r['options']['part']} · "
+            f"extractor {ex.get('name')} {ex.get('version', '')}, d = {ex.get('dim', '—')}, "
+            f"weights SHA-256 `{(ex.get('weights_sha256') or '')[:16]}` · {r.get('created')}"
+        )
+        st.subheader("Distances")
+        st.dataframe(
+            results.metric_table(r),
+            hide_index=True,
+            column_config={
+                "value": st.column_config.NumberColumn(format="%.4g"),
+                "ci_low": st.column_config.NumberColumn("CI 95 % low", format="%.4g"),
+                "ci_high": st.column_config.NumberColumn("CI 95 % high", format="%.4g"),
+                "real_vs_real": "real vs real (baseline)",
+                "synthetic_vs_real_at_baseline_size": "synthetic vs real (same size)",
+            },
+        )
+        st.caption(
+            "n = real samples, m = synthetic samples, d = feature dimension. FID is strongly "
+            "biased at small n: read each value against the real-vs-real baseline."
+        )
+        if m.get("classifier_is"):
+            cis = m["classifier_is"]
+            st.caption(
+                f"{cis['name']}: synthetic {cis['synthetic']['value']:.3f} "
+                f"(real {cis.get('real', {}).get('value', float('nan')):.3f})"
+            )
+        method = st.radio(
+            "Embedding", ["tsne", "pca"], horizontal=True, key="dash-emb",
+            format_func={"tsne": "t-SNE (joint)", "pca": "PCA (real-fitted)"}.get,
+        )  # fmt: skip
+        if not view.embedding.empty:
+            st.plotly_chart(charts.embedding_figure(view.embedding, method), key="dash-embfig")
+        c1, c2 = st.columns(2)
+        if "precision" in m:
+            c1.plotly_chart(charts.prdc_figure(m), key="dash-prdc")
+        else:
+            c1.info("Precision/recall/density/coverage need more than 5 cases per set.")
+        c2.plotly_chart(charts.msssim_figure(m.get("msssim", {})), key="dash-msssim")
+
+        st.subheader("Memorisation")
+        priv = m.get("privacy", {})
+        if "skipped" in priv:
+            st.info(priv["skipped"])
+        elif not view.privacy.empty:
+            space = st.radio("Space", ["feature", "voxel"], horizontal=True, key="dash-space")
+            summ = priv.get(space, {})
+            st.caption(
+                f"{summ.get('flagged', '—')} of {summ.get('n_synthetic', '—')} synthetic cases "
+                f"closer to a training case than {100 * summ.get('threshold_quantile', 0.05):.0f} % "
+                f"of held-out real cases (flagged fraction {summ.get('flagged_fraction', 0):.2f}; "
+                f"expected without memorisation: {summ.get('threshold_quantile', 0.05):.2f})."
+            )
+            st.plotly_chart(
+                charts.dcr_figure(view.privacy, space, summ.get("threshold")), key="dash-dcr"
+            )
+            gallery = priv.get("gallery", [])
+            if gallery:
+                labels = [
+                    f"{g['synthetic_id']} → {g['nearest_train_id']} (distance {g['distance']:.3g})"
+                    for g in gallery
+                ]
+                i = st.selectbox(
+                    "Nearest-neighbour gallery (closest first, "
+                    f"{priv.get('gallery_space', 'voxel space')})",
+                    range(len(gallery)),
+                    format_func=labels.__getitem__,
+                    key="dash-gal",
+                )
+                g = gallery[i]
+                try:
+                    pngs = _gallery_pngs(
+                        str(ws.root), eval_id, g["synthetic_id"], g["nearest_train_id"]
+                    )
+                except Exception as e:  # noqa: BLE001 - a missing file must not break the page
+                    st.warning(f"Cannot show this pair: {e}")
+                else:
+                    cols = st.columns(3)
+                    captions = (
+                        f"synthetic {g['synthetic_id']}",
+                        f"nearest training case {g['nearest_train_id']}",
+                        "difference (red: synthetic brighter, blue: training brighter)",
+                    )
+                    for col, png, cap in zip(cols, pngs, captions, strict=True):
+                        col.image(png, width=280, output_format="PNG", caption=cap)
+
+        st.subheader("HU and tumour statistics")
+        st.dataframe(
+            results.statistics_table(r),
+            hide_index=True,
+            column_config={
+                k: st.column_config.NumberColumn(format="%.4g")
+                for k in ("real_mean", "synthetic_mean", "wasserstein")
+            },
+        )
+        c1, c2 = st.columns(2)
+        if not view.hu_histogram.empty:
+            c1.plotly_chart(charts.hu_figure(view.hu_histogram), key="dash-hu")
+        if not view.case_stats.empty:
+            stat = c2.selectbox(
+                "Per-case statistic", list(results.STAT_LABELS),
+                format_func=results.STAT_LABELS.get, key="dash-stat",
+            )  # fmt: skip
+            c2.plotly_chart(
+                charts.stat_figure(view.case_stats, stat, results.STAT_LABELS[stat]),
+                key="dash-statfig",
+            )
+
+# -- segmentation ---------------------------------------------------------------------------------
+with tab_seg:
+    from synthct.segment.evaluate import compare_experiments, list_experiments
+
+    names = list_experiments(ws)
+    if not names:
+        st.info("No segmentation experiments yet. Start one on **Generate & jobs**.")
+    else:
+        table = compare_experiments(ws, names)
+        st.subheader("Test-set scores")
+        st.dataframe(
+            table,
+            hide_index=True,
+            column_config={
+                k: st.column_config.NumberColumn(format="%.4f")
+                for k in ("mean_dice", "dsc_agg", "hd95_mm")
+            },
+        )
+        st.caption(
+            "Fold-ensemble scores on the held-out real test split (the layout of the thesis's "
+            "Table 5.25). mean_dice excludes cases with empty ground truth; dsc_agg is HECKTOR's "
+            "aggregated Dice."
+        )
+        st.plotly_chart(charts.seg_scores_figure(table), key="dash-segbars")
+        chosen = st.multiselect("Curves of", names, default=names, key="dash-segexp")
+        value = st.radio(
+            "Curve", ["val_dice", "train_loss"], horizontal=True, key="dash-segval",
+            format_func={"val_dice": "validation Dice", "train_loss": "training loss"}.get,
+        )  # fmt: skip
+        import pandas as pd
+
+        curves = [results.fold_curves(ws, n) for n in chosen]
+        curves = [c for c in curves if not c.empty]
+        if curves:
+            st.plotly_chart(
+                charts.fold_curve_figure(pd.concat(curves, ignore_index=True), value),
+                key="dash-segcurves",
+            )

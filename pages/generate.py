@@ -1,0 +1,174 @@
+"""Generate & jobs: launch generation, training, evaluation and segmentation as background jobs,
+follow them live, cancel them, and browse the synthetic sets with their dataset cards."""
+
+import streamlit as st
+
+from ui import auth
+
+auth.require_researcher()
+
+from synthct.errors import SynthctError  # noqa: E402
+from ui import jobs as ui_jobs  # noqa: E402
+from ui.results import list_runs  # noqa: E402
+from ui.state import workspace  # noqa: E402
+
+ws = workspace()
+st.title("Generate & jobs")
+
+DEVICE_HELP = "auto = the GPU when one is visible, else the CPU. GPU jobs run one at a time."
+
+
+def _sets() -> list[str]:
+    from synthct.generate import list_sets
+
+    return list_sets(ws)
+
+
+tab_gen, tab_train, tab_eval, tab_seg = st.tabs(["Generate", "Train", "Evaluate", "Segment"])
+
+with tab_gen:
+    runs = [r for r in list_runs(ws) if any((ws.run_dir(r) / "checkpoints").glob("step-*.pt"))]
+    if not runs:
+        st.info("No run with a checkpoint yet: train one on the **Train** tab.")
+    else:
+        from synthct.checkpoint import list_checkpoints
+
+        run = st.selectbox("Run", runs, key="gen-run")
+        steps = [step for step, _ in list_checkpoints(ws.run_dir(run))]
+        with st.form("generate"):
+            c1, c2, c3 = st.columns(3)
+            checkpoint = c1.selectbox(
+                "Checkpoint", ["latest", *map(str, reversed(steps))], key="gen-ckpt"
+            )
+            n = c2.number_input("Number of cases", 1, 10000, 8, key="gen-n")
+            seed = c3.number_input("Seed", 0, 2**31 - 1, 0, key="gen-seed")
+            out = c1.text_input("Set name", value=f"{run}-set", key="gen-out")
+            mask_mode = c2.selectbox(
+                "Mask postprocessing", ui_jobs.MASK_MODES, key="gen-mask",
+                help="binary: mask > 0 · largest: keep the largest connected component · "
+                "min-size: drop components smaller than K voxels",
+            )  # fmt: skip
+            min_size = c3.number_input("K (min-size, voxels)", 1, 100000, 20, key="gen-k")
+            empty = c1.selectbox(
+                "Empty masks", ["keep", "drop", "resample"], key="gen-empty",
+                help="keep them, drop those cases, or redraw new seeds until the mask is non-empty",
+            )  # fmt: skip
+            device = c2.selectbox("Device", ui_jobs.DEVICES, key="gen-device", help=DEVICE_HELP)
+            ema = c3.toggle("EMA generator", value=True, key="gen-ema")
+            go = st.form_submit_button("Generate in the background", type="primary")
+        if go:
+            try:
+                args = ui_jobs.generate_args(
+                    run, int(n), out.strip(), checkpoint=checkpoint, seed=int(seed),
+                    device=device, ema=ema, empty_masks=empty,
+                    mask_postprocess=ui_jobs.mask_postprocess_spec(mask_mode, int(min_size)),
+                )  # fmt: skip
+            except SynthctError as e:
+                st.error(str(e))
+            else:
+                ui_jobs.submit(ws, "generate", args, device)
+
+with tab_train:
+    configs = ui_jobs.config_files(ws)
+    if not configs:
+        st.info("No run configs found in configs/ or the workspace's configs/ folder.")
+    else:
+        with st.form("train"):
+            config = st.selectbox(
+                "Run config", configs, format_func=lambda p: p.name, key="train-config"
+            )
+            c1, c2, c3 = st.columns(3)
+            name = c1.text_input("Run name", value="", key="train-run", placeholder="config name")
+            steps = c2.number_input("Steps (0 = as in the config)", 0, 10**7, 0, key="train-steps")
+            device = c3.selectbox("Device", ui_jobs.DEVICES, key="train-device", help=DEVICE_HELP)
+            go = st.form_submit_button("Train in the background", type="primary")
+        if go:
+            try:
+                args = ui_jobs.train_args(config, name.strip() or config.stem, int(steps) or None)
+            except SynthctError as e:
+                st.error(str(e))
+            else:
+                ui_jobs.submit(ws, "train", args, device)
+
+with tab_eval:
+    sets = _sets()
+    if not sets:
+        st.info("No synthetic sets yet.")
+    else:
+        with st.form("evaluate"):
+            c1, c2, c3 = st.columns(3)
+            syn = c1.selectbox("Synthetic set", sets, key="eval-set")
+            real = c2.selectbox("Real split", ["test", "val", "train", "all"], key="eval-real")
+            extractor = c3.selectbox(
+                "Feature extractor", ["default", "medicalnet", "random"], key="eval-ex",
+                help="default: an encoder trained on this workspace's train split (offline) · "
+                "medicalnet: MedicalNet ResNet-50, weights file inside the workspace",
+            )  # fmt: skip
+            weights = st.text_input(
+                "MedicalNet weights (path inside the workspace)", key="eval-weights"
+            )
+            go = st.form_submit_button("Evaluate in the background", type="primary")
+        if go:
+            try:
+                path = str(ws.confine(weights.strip())) if weights.strip() else None
+                args = ui_jobs.evaluate_args(syn, real, extractor, path)
+            except SynthctError as e:
+                st.error(str(e))
+            else:
+                ui_jobs.submit(ws, "evaluate", args, "auto")
+
+with tab_seg:
+    from synthct.segment.experiments import EXPERIMENTS
+
+    with st.form("segment"):
+        c1, c2, c3 = st.columns(3)
+        experiment = c1.selectbox("Experiment", EXPERIMENTS, key="seg-exp")
+        syn = c2.selectbox("Synthetic set (not for 'real')", ["—", *_sets()], key="seg-set")
+        n_syn = c3.number_input("Synthetic pairs (0 = all)", 0, 100000, 0, key="seg-nsyn")
+        name = c1.text_input("Experiment name (empty = automatic)", key="seg-name")
+        epochs = c2.number_input("Epochs per fold", 1, 10000, 300, key="seg-epochs")
+        folds = c3.number_input("Folds", 2, 10, 5, key="seg-folds")
+        size = c1.selectbox("Size S", [32, 64, 128, 256], index=2, key="seg-size")
+        device = c2.selectbox("Device", ui_jobs.DEVICES, key="seg-device", help=DEVICE_HELP)
+        go = st.form_submit_button("Segment in the background", type="primary")
+    if go:
+        try:
+            args = ui_jobs.segment_args(
+                experiment, None if syn == "—" else syn, name=name.strip() or None,
+                n_synthetic=int(n_syn) or None, epochs=int(epochs), folds=int(folds),
+                size=int(size), device=device,
+            )  # fmt: skip
+        except SynthctError as e:
+            st.error(str(e))
+        else:
+            ui_jobs.submit(ws, "segment", args, device)
+
+st.subheader("Jobs")
+ui_jobs.job_monitor(ws)
+
+st.subheader("Synthetic sets")
+sets = _sets()
+if not sets:
+    st.caption("No synthetic sets yet.")
+else:
+    from synthct.generate import load_datacard
+
+    cards = {s: load_datacard(ws.synthetic_dir(s)) for s in sets}
+    st.dataframe(
+        [
+            {
+                "set": s,
+                "created": c.get("created"),
+                "model": f"{c.get('model', {}).get('kind')} S={c.get('model', {}).get('size')}",
+                "run": c.get("run"),
+                "checkpoint step": (c.get("checkpoint") or {}).get("step"),
+                "cases": (c.get("counts") or {}).get("written", len(c.get("cases", []))),
+                "mask postprocess": (c.get("postprocess") or {}).get("mask"),
+                "evaluations": len(c.get("metrics") or {}),
+            }
+            for s, c in cards.items()
+        ],
+        hide_index=True,
+    )
+    chosen = st.selectbox("Dataset card", sets, key="gen-card")
+    st.json(cards[chosen], expanded=1)

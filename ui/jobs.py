@@ -1,0 +1,199 @@
+"""Background jobs in the app: command lines for the job forms, the jobs table, the live monitor.
+
+The forms on the Generate & jobs page only build a `synthct …` argv (pure functions below, so a
+test can check them against the real CLI) and hand it to `synthct.jobs.submit`; the work runs in
+its own process. The monitor is a fragment that reruns every 2 s on its own: it calls
+`synthct.jobs.pump` (reconcile dead jobs, start queued ones) and shows the table, a log tail and
+a cancel button.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from synthct.errors import ConfigError
+from synthct.workspace import Workspace, check_name
+
+DEVICES = ("auto", "cuda", "cpu")
+MASK_MODES = ("binary", "largest", "min-size")
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+# -- argv builders --------------------------------------------------------------------------------
+def mask_postprocess_spec(mode: str, min_size: int = 0) -> str:
+    """The `--mask-postprocess` value: "binary", "largest" or "min-size:K"."""
+    if mode not in MASK_MODES:
+        raise ConfigError(
+            f"mask postprocessing {mode!r} is not valid; expected one of {MASK_MODES}"
+        )
+    if mode == "min-size":
+        if min_size < 1:
+            raise ConfigError(f"minimum component size must be >= 1 voxel, got {min_size}")
+        return f"min-size:{int(min_size)}"
+    return mode
+
+
+def generate_args(
+    run: str,
+    n: int,
+    out: str,
+    *,
+    checkpoint: str | int = "latest",
+    seed: int = 0,
+    device: str = "auto",
+    ema: bool = True,
+    mask_postprocess: str = "binary",
+    empty_masks: str = "keep",
+) -> list[str]:
+    """argv of `synthct generate` for a job."""
+    if n < 1:
+        raise ConfigError(f"number of cases must be >= 1, got {n}")
+    if device not in DEVICES:
+        raise ConfigError(f"device {device!r} is not valid; expected one of {DEVICES}")
+    return [
+        "generate", "--run", check_name(run, "run name"), "--n", str(int(n)),
+        "--out", check_name(out, "set name"), "--checkpoint", str(checkpoint),
+        "--seed", str(int(seed)), "--device", device, "--ema" if ema else "--no-ema",
+        "--mask-postprocess", mask_postprocess, "--empty-masks", empty_masks,
+    ]  # fmt: skip
+
+
+def train_args(config: str | Path, run: str, steps: int | None = None) -> list[str]:
+    """argv of `synthct train`."""
+    args = ["train", "--config", str(config), "--run", check_name(run, "run name")]
+    if steps:
+        args += ["--steps", str(int(steps))]
+    return args
+
+
+def evaluate_args(
+    synthetic: str, real: str = "test", extractor: str = "default", weights: str | None = None
+) -> list[str]:
+    """argv of `synthct evaluate`."""
+    args = ["evaluate", "--synthetic", check_name(synthetic, "synthetic set"), "--real", real]
+    args += ["--extractor", extractor]
+    if weights:
+        args += ["--weights", str(weights)]
+    return args
+
+
+def segment_args(
+    experiment: str,
+    synthetic: str | None = None,
+    *,
+    name: str | None = None,
+    n_synthetic: int | None = None,
+    epochs: int | None = None,
+    folds: int | None = None,
+    size: int | None = None,
+    device: str = "auto",
+) -> list[str]:
+    """argv of `synthct segment` (None = the command's default)."""
+    args = ["segment", "--experiment", experiment]
+    if synthetic and experiment != "real":
+        args += ["--synthetic", check_name(synthetic, "synthetic set")]
+    for flag, value in (
+        ("--n-synthetic", n_synthetic), ("--epochs", epochs), ("--folds", folds), ("--size", size)
+    ):  # fmt: skip
+        if value:
+            args += [flag, str(int(value))]
+    if name:
+        args += ["--name", check_name(name, "experiment name")]
+    if device != "auto":
+        args += ["--device", device]
+    return args
+
+
+def config_files(ws: Workspace) -> list[Path]:
+    """Run configs a researcher can pick: the project's configs/ and WS/configs/ (YAML)."""
+    found: list[Path] = []
+    for folder in (REPO_ROOT / "configs", ws.root / "configs"):
+        if folder.is_dir():
+            found += sorted(p for p in folder.glob("*.yaml") if not p.name.startswith("hpo"))
+    return found
+
+
+def jobs_frame(jobs: list[Any]) -> pd.DataFrame:
+    """The jobs table: id, kind, status, progress (0-1), message, device, times, command."""
+    rows = [
+        {
+            "id": j.id,
+            "kind": j.kind,
+            "status": j.status,
+            "progress": float(j.progress or 0.0),
+            "message": j.message or "",
+            "device": j.device,
+            "created": j.created_at,
+            "finished": j.finished_at,
+            "command": "synthct " + " ".join(j.args),
+            "result": j.result or "",
+        }
+        for j in jobs
+    ]
+    cols = ["id", "kind", "status", "progress", "message", "device", "created", "finished"]
+    return pd.DataFrame(rows, columns=[*cols, "command", "result"])
+
+
+# -- widgets --------------------------------------------------------------------------------------
+def submit(ws: Workspace, kind: str, args: list[str], device: str = "auto") -> int | None:
+    """Queue a job and report it on the page; returns its id (None after a refused request)."""
+    from synthct import jobs
+    from synthct.errors import SynthctError
+
+    try:
+        job_id = jobs.submit(ws, kind, args, device=device)
+    except SynthctError as e:
+        st.error(str(e))
+        return None
+    st.session_state["jobs-selected"] = job_id
+    st.success(f"Job {job_id} submitted: `synthct {' '.join(args)}`")
+    return job_id
+
+
+@st.fragment(run_every=2)
+def job_monitor(ws: Workspace) -> None:
+    """The live jobs table (reruns by itself every 2 s), with log tail and cancel."""
+    from synthct import jobs
+
+    try:
+        jobs.pump(ws)
+    except Exception as e:  # noqa: BLE001 - the table must still show when the scheduler fails
+        st.warning(f"Could not advance the job queue: {e}")
+    rows = jobs.list_jobs(ws, limit=50)
+    if not rows:
+        st.caption("No jobs yet.")
+        return
+    st.dataframe(
+        jobs_frame(rows).drop(columns=["result"]),
+        hide_index=True,
+        column_config={
+            "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0),
+            "created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss"),
+            "finished": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss"),
+        },
+        key="jobs-table",
+    )
+    ids = [j.id for j in rows]
+    selected = st.session_state.get("jobs-selected")
+    index = ids.index(selected) if selected in ids else 0
+    job_id = st.selectbox("Job", ids, index=index, key="jobs-pick")
+    st.session_state["jobs-selected"] = job_id
+    job = next(j for j in rows if j.id == job_id)
+    c1, c2 = st.columns([3, 1])
+    c1.caption(f"Job {job.id} · {job.status} · {job.message or ''}")
+    if job.status in ("queued", "running") and c2.button("Cancel job", key=f"cancel-{job.id}"):
+        from synthct.errors import SynthctError
+
+        try:
+            jobs.cancel(ws, job.id, grace_s=2.0)
+        except SynthctError as e:
+            st.error(str(e))
+        else:
+            st.rerun()  # redraw the table with the new status
+    if job.result:
+        st.caption(f"Result: `{job.result}`")
+    st.code(jobs.tail_log(job, 30) or "(no output yet)", language="text")

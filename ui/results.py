@@ -1,0 +1,261 @@
+"""Reading the workspace's results for the dashboard: runs, evaluations, segmentation experiments.
+
+No Streamlit here: every function takes a `Workspace` (or a parsed result) and returns plain
+data or DataFrames, so the dashboard's content is testable without a running app. The files read
+are the ones the library writes (synthct.train RunLog, synthct.metrics.evaluate,
+synthct.segment); nothing here computes a metric, it only arranges stored values for display.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from synthct.workspace import Workspace, read_json
+
+LOSS_META_COLUMNS = ("step", "wall_s")
+METRIC_KEYS = ("fid", "kid", "precision", "recall", "density", "coverage")
+STAT_LABELS = {
+    "tumour_ml": "Tumour volume (mL)",
+    "n_components": "Tumour components",
+    "centroid_x": "Tumour centroid x (fraction)",
+    "centroid_y": "Tumour centroid y (fraction)",
+    "centroid_z": "Tumour centroid z (fraction)",
+    "body_mean_hu": "Mean body HU",
+}
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    """A CSV as a DataFrame; an absent or empty file gives an empty frame."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return pd.DataFrame()
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+
+
+# -- training runs --------------------------------------------------------------------------------
+@dataclass
+class RunView:
+    """What the dashboard shows of one run (WS/runs/<name>/)."""
+
+    name: str
+    config: dict[str, Any]
+    status: dict[str, Any]
+    losses: pd.DataFrame  # step, wall_s, one column per loss
+    collapse: pd.DataFrame  # step, sample_similarity, real_similarity, flagged
+    samples: list[tuple[int, Path]] = field(default_factory=list)  # (step, PNG), oldest first
+    checkpoints: list[tuple[int, Path]] = field(default_factory=list)
+
+    @property
+    def loss_columns(self) -> list[str]:
+        return [c for c in self.losses.columns if c not in LOSS_META_COLUMNS]
+
+    @property
+    def collapse_flagged(self) -> bool:
+        """True when the training loop's mode-collapse alarm fired (collapse.csv or status)."""
+        flags = self.collapse.get("flagged")
+        if flags is not None and bool((flags.astype(int) > 0).any()):
+            return True
+        return any("mode collapse" in w for w in self.status.get("warnings", []))
+
+
+def list_runs(ws: Workspace) -> list[str]:
+    """Run names (folders of WS/runs with a config.yaml), sorted."""
+    if not ws.runs.is_dir():
+        return []
+    return sorted(p.name for p in ws.runs.iterdir() if (p / "config.yaml").is_file())
+
+
+def load_run(ws: Workspace, name: str) -> RunView:
+    from synthct.checkpoint import list_checkpoints
+    from synthct.config import load_yaml
+
+    run_dir = ws.run_dir(name)
+    status = {}
+    if (run_dir / "status.json").is_file():
+        status = read_json(run_dir / "status.json")
+    samples = []
+    for p in sorted((run_dir / "samples").glob("step-*.png")):
+        digits = p.stem.removeprefix("step-")
+        if digits.isdigit():
+            samples.append((int(digits), p))
+    return RunView(
+        name=name,
+        config=load_yaml(run_dir / "config.yaml"),
+        status=status,
+        losses=_read_csv(run_dir / "losses.csv"),
+        collapse=_read_csv(run_dir / "collapse.csv"),
+        samples=samples,
+        checkpoints=list_checkpoints(run_dir),
+    )
+
+
+# -- evaluations ----------------------------------------------------------------------------------
+@dataclass
+class EvalView:
+    """One evaluation folder (WS/evals/<id>/): metrics.json and its per-sample tables."""
+
+    id: str
+    result: dict[str, Any]
+    embedding: pd.DataFrame
+    privacy: pd.DataFrame
+    case_stats: pd.DataFrame
+    hu_histogram: pd.DataFrame
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.result.get("metrics", {})
+
+
+def list_evals(ws: Workspace) -> list[str]:
+    """Evaluation ids (folders of WS/evals with a metrics.json), newest first."""
+    if not ws.evals.is_dir():
+        return []
+    found = [p for p in ws.evals.iterdir() if (p / "metrics.json").is_file()]
+    return [p.name for p in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)]
+
+
+def load_eval(ws: Workspace, eval_id: str) -> EvalView:
+    from synthct.workspace import check_name
+
+    folder = ws.evals / check_name(eval_id, "evaluation id")
+    return EvalView(
+        id=eval_id,
+        result=read_json(folder / "metrics.json"),
+        embedding=_read_csv(folder / "embedding.csv"),
+        privacy=_read_csv(folder / "privacy.csv"),
+        case_stats=_read_csv(folder / "case_stats.csv"),
+        hu_histogram=_read_csv(folder / "hu_histogram.csv"),
+    )
+
+
+def _fmt(v: Any, digits: int = 4) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.{digits}g}"
+    return str(v)
+
+
+def metric_table(result: dict[str, Any]) -> pd.DataFrame:
+    """One row per distance metric: value, 95 % CI, real-vs-real baseline, n, m, d, extractor.
+
+    The baseline columns are the mean (± SD) of the same metric between two disjoint real halves
+    and between synthetic and real at that same smaller size, so the value can be read against
+    the small-sample bias (design §7).
+    """
+    rows = []
+    for key in METRIC_KEYS:
+        m = result.get("metrics", {}).get(key)
+        if not m:
+            continue
+        ci = m.get("ci") or {}
+        base = m.get("baseline") or {}
+        rr, sr = base.get("real_vs_real"), base.get("synthetic_vs_real")
+        ex = m.get("extractor") or {}
+        rows.append(
+            {
+                "metric": key.upper() if key in ("fid", "kid") else key,
+                "value": m.get("value"),
+                "ci_low": ci.get("low"),
+                "ci_high": ci.get("high"),
+                "real_vs_real": _baseline_text(rr),
+                "synthetic_vs_real_at_baseline_size": _baseline_text(sr),
+                "baseline_size": base.get("size"),
+                "n": m.get("n"),
+                "m": m.get("m"),
+                "d": m.get("d"),
+                "extractor": f"{ex.get('name')} {ex.get('version') or ''}".strip(),
+                "weights_sha256": (ex.get("weights_sha256") or "")[:12],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _baseline_text(entry: Any) -> str:
+    if entry is None:
+        return "—"
+    if isinstance(entry, dict):
+        mean, sd = entry.get("mean"), entry.get("std")
+        return f"{_fmt(mean)} ± {_fmt(sd, 2)}" if sd is not None else _fmt(mean)
+    return _fmt(entry)
+
+
+def statistics_table(result: dict[str, Any]) -> pd.DataFrame:
+    """HU/tumour statistics: real mean, synthetic mean and the Wasserstein-1 distance per quantity."""
+    stats = result.get("metrics", {}).get("statistics", {})
+    rows = []
+    for key, label in STAT_LABELS.items():
+        e = stats.get(key)
+        if not e:
+            continue
+        rows.append(
+            {
+                "quantity": label,
+                "real_mean": e.get("real_mean"),
+                "synthetic_mean": e.get("synthetic_mean"),
+                "wasserstein": e.get("wasserstein"),
+                "n_real": e.get("n_real"),
+                "n_synthetic": e.get("n_synthetic"),
+            }
+        )
+    hu = stats.get("hu_body", {})
+    if "wasserstein_hu" in hu:
+        rows.append(
+            {
+                "quantity": "Body HU histogram",
+                "real_mean": None,
+                "synthetic_mean": None,
+                "wasserstein": hu["wasserstein_hu"],
+                "n_real": None,
+                "n_synthetic": None,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def gallery_volumes(
+    ws: Workspace, result: dict[str, Any], synthetic_id: str, train_id: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(synthetic image HU, nearest training image HU, synthetic mask), each (S, S, S/2).
+
+    Both come on the packed grid the evaluation compared them on: the synthetic case from its
+    set's NIfTI files, the training case from the packed arrays of the GAN's training split.
+    """
+    from synthct.config import DataConfig, from_dict
+    from synthct.generate import load_datacard, load_synthetic_pair
+    from synthct.preprocess import load_packed, unpack
+
+    cfg = from_dict(DataConfig, result["data_config"], "metrics.json data_config")
+    set_dir = ws.synthetic_dir(result["synthetic"]["set"])
+    image, mask = load_synthetic_pair(set_dir, synthetic_id)
+    split = (load_datacard(set_dir).get("training_cases") or {}).get("split") or "train"
+    packed = load_packed(ws, cfg, split=split)
+    if train_id not in packed.case_ids:
+        from synthct.errors import WorkspaceError
+
+        raise WorkspaceError(f"training case {train_id!r} is not in the packed {split} split")
+    train_hu, _ = unpack(np.asarray(packed.arrays[packed.case_ids.index(train_id)]), cfg)
+    return image.array.astype(np.float32), train_hu.astype(np.float32), mask.array
+
+
+# -- segmentation ---------------------------------------------------------------------------------
+def fold_curves(ws: Workspace, experiment: str) -> pd.DataFrame:
+    """Per-fold training curves of an experiment: experiment, fold, epoch, train_loss, val_dice."""
+    from synthct.workspace import check_name
+
+    folds_dir = ws.segmentation / check_name(experiment, "experiment name") / "folds"
+    frames = []
+    for d in sorted(folds_dir.glob("fold-*")):
+        df = _read_csv(d / "curve.csv")
+        if df.empty:
+            continue
+        frames.append(df.assign(experiment=experiment, fold=d.name.removeprefix("fold-")))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
