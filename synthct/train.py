@@ -5,14 +5,19 @@ collapse check/checkpoint); the pieces it needs are small pure helpers below it.
 its losses and update order (`GANSystem.train_step`); the loop owns data order, precision, EMA,
 gradient averaging across ranks, the NaN guard, logs and checkpoints (see models/base.py).
 
+Data views: a system with `data_view == "slices"` is fed (B, 2, R, R) image+mask slice pairs
+drawn from `synthct.slices.SliceDataset` (weighted, tumour over-sampling) instead of packed
+volumes; everything else (EMA, logs, checkpoints, resume, DDP, alarm) is shared.
+
 Exact resume: the data order is a pure function of (seed, step) — epoch permutations come from
-(seed, epoch) — and every RNG the loop or the model touches is checkpointed, so a run killed with
+(seed, epoch), slice draws from (seed, step) — and every RNG the loop or the model touches is checkpointed, so a run killed with
 SIGKILL and resumed reproduces on CPU the loss values of an uninterrupted run.
 
 Mode-collapse alarm (rule): every `collapse_every` steps the loop generates a fixed-seed batch of
 8 EMA samples, takes their image halves (average-pooled to <= 16^3 voxels), subtracts the mean
 real train volume, and computes the mean pairwise cosine similarity; the same number is computed
-once for a fixed batch of real train cases. The run is flagged when sample similarity exceeds
+once for a fixed batch of real train cases. 2D systems (FastGAN, StyleGAN2) use the same rule on
+their CT slices against a fixed draw of real train slices (`synthct.train_slices`). The run is flagged when sample similarity exceeds
 the real similarity by more than `COLLAPSE_MARGIN` (0.5) at two consecutive checks after step 0:
 identical samples score 1.0, real cases about -1/(n-1).
 
@@ -90,12 +95,13 @@ def train(
     device = pick_device()
     run_dir = ws.run_dir(check_name(run, "run name"))
     check_new_run(run_dir, resume)
-    data = load_train_data(ws, run_cfg, allow_split)
     seed_everything(cfg.seed)  # same initial weights for a seed (and on every rank)
     system = (system_factory or _build_system)(run_cfg).to(device)
+    slices = is_slice_system(system)
+    data = load_train_data(ws, run_cfg, allow_split, system if slices else None)
     channels_last = cfg.channels_last and device.type == "cuda"
     if channels_last:
-        system.to(memory_format=torch.channels_last_3d)
+        system.to(memory_format=torch.channels_last if slices else torch.channels_last_3d)
     opts = system.configure_optimizers(fused=device.type == "cuda")
     ema = {n: copy.deepcopy(getattr(system, n)).requires_grad_(False) for n in system.ema_modules}
     seed_everything(cfg.seed + rank)
@@ -115,12 +121,12 @@ def train(
     log = RunLog(run_dir, rank == 0, start, cfg.steps)
     barrier(world)
     autocast = autocast_for(cfg.precision, device)
-    probe = CollapseProbe(data.arrays, run_cfg, device)
+    probe = make_probe(data, run_cfg, device)
     wall0 = time.perf_counter() - elapsed
     bar = _tqdm(start, cfg.steps, run, rank)
     try:
         if start == 0 and rank == 0:
-            log.snapshot(0, *probe.snapshot(system, ema))
+            log.snapshot(0, probe.snapshot(system, ema))
         for step in range(start, cfg.steps):
             # 1. data: this rank's shard of the global batch, a pure function of (seed, step)
             real, centre = next_batch(data, run_cfg, step, rank, world, gen, device, channels_last)
@@ -139,7 +145,7 @@ def train(
                 if progress:
                     progress(done / cfg.steps, f"step {done}/{cfg.steps}")
             if rank == 0 and due(done, cfg.snapshot_every, cfg.steps):
-                log.snapshot(done, *probe.snapshot(system, ema))
+                log.snapshot(done, probe.snapshot(system, ema))
             if rank == 0 and due(done, cfg.collapse_every, cfg.steps):
                 log.collapse(done, probe.check(system, ema, alarm))
             if due(done, cfg.checkpoint_every, cfg.steps):
@@ -328,6 +334,11 @@ def barrier(world: int) -> None:
         dist.barrier()
 
 
+def is_slice_system(system: nn.Module) -> bool:
+    """True for 2D systems fed (B, 2, R, R) slice pairs (`data_view == "slices"`)."""
+    return getattr(system, "data_view", "volumes") == "slices"
+
+
 def _build_system(run_cfg: RunConfig) -> GANSystem:
     from synthct.models import build_system
 
@@ -346,9 +357,21 @@ class TrainData:
         self.split = split
 
 
-def load_train_data(ws: Workspace, run_cfg: RunConfig, allow_split: bool) -> TrainData:
-    """The packed split named in the config; refuses anything but "train" unless allowed."""
+def load_train_data(
+    ws: Workspace, run_cfg: RunConfig, allow_split: bool, slice_system: GANSystem | None = None
+):
+    """The packed split named in the config; refuses anything but "train" unless allowed.
+
+    With a 2D `slice_system` the split is returned as its slice view (`SliceTrainData`, pairs
+    at the system's resolution); `train.augment` (3D MONAI sets) is refused for it.
+    """
     split = run_cfg.train.split
+    if slice_system is not None and run_cfg.train.augment != "none":
+        raise ConfigError(
+            f"train.augment is {run_cfg.train.augment!r}, but {run_cfg.model.kind} trains on 2D "
+            "slices: the affine/elastic sets are 3D MONAI transforms of packed volumes; set "
+            "train.augment: none (DiffAugment, model.diffaug, is applied inside the model)"
+        )
     if split != "train" and not allow_split:
         raise LeakageError(
             f"train.split is {split!r}: GAN training reads only the 'train' split (design §5) so "
@@ -360,12 +383,30 @@ def load_train_data(ws: Workspace, run_cfg: RunConfig, allow_split: bool) -> Tra
     packed = load_packed(ws, run_cfg.data, split=split)
     if len(packed.case_ids) == 0:
         raise WorkspaceError(f"no packed cases in split {split!r}; run `synthct preprocess`")
+    if slice_system is not None:
+        from synthct.train_slices import SliceTrainData
+
+        return SliceTrainData(packed, split, run_cfg.data, slice_system.resolution)
     return TrainData(packed, split)
 
 
+def make_probe(data, run_cfg: RunConfig, device: torch.device) -> CollapseProbe:
+    """The collapse probe for the data view (volumes, or 2D slice pairs)."""
+    if getattr(data, "view", "volumes") == "slices":
+        from synthct.train_slices import SliceCollapseProbe
+
+        return SliceCollapseProbe(data.dataset, run_cfg, device)
+    return CollapseProbe(data.arrays, run_cfg, device)
+
+
 def next_batch(data, run_cfg, step, rank, world, gen, device, channels_last):
-    """(real (B, 1, S, S, S) on device, centre indices (B,) or None) for this rank and step."""
+    """(real (B, 1, S, S, S) on device, centre indices (B,) or None) for this rank and step;
+    for slice data (real (B, 2, R, R), None) (`train_slices.next_slice_batch`)."""
     cfg = run_cfg.train
+    if getattr(data, "view", "volumes") == "slices":
+        from synthct.train_slices import next_slice_batch
+
+        return next_slice_batch(data, cfg, step, rank, world, device, channels_last), None
     idx = batch_indices(cfg.seed, step, cfg.batch_size, len(data.case_ids), rank, world)
     real = data.arrays[idx].unsqueeze(1)
     if cfg.augment != "none":
@@ -410,6 +451,7 @@ def prepare_run_dir(run_dir: Path, run_cfg: RunConfig, data: TrainData, allow_sp
             "allow_split": bool(allow_split),
             "centres": data.centre_names,
             "spacing": list(data.spacing),
+            **getattr(data, "record", {}),
         },
     )
 
@@ -468,9 +510,12 @@ class CollapseProbe:
         self.seed = run_cfg.train.seed
         self.device = device
         feats = torch.cat([self.features(c.unsqueeze(1)) for c in arrays.split(16)])
-        self.real_mean = feats.mean(0)
         pick = torch.randperm(len(arrays), generator=torch.Generator().manual_seed(self.seed))
-        ref = feats[pick[:N_COLLAPSE]]
+        self.set_reference(feats, feats[pick[:N_COLLAPSE]])
+
+    def set_reference(self, feats: torch.Tensor, ref: torch.Tensor) -> None:
+        """Real mean from `feats` (n, d); real similarity of the reference rows `ref` (k, d)."""
+        self.real_mean = feats.mean(0)
         self.real_sim = mean_pairwise_cosine(ref - self.real_mean) if len(ref) > 1 else 0.0
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -488,8 +533,9 @@ class CollapseProbe:
                 centre = torch.arange(n, device=self.device) % system.n_centres
             return system.generate(z, centre).float()
 
-    def snapshot(self, system, ema) -> tuple[np.ndarray, np.ndarray]:
-        return slice_png(self.samples(system, ema, N_SNAPSHOT), self.packing)
+    def snapshot(self, system, ema) -> np.ndarray:
+        """uint8 (2S, n*S): mid axial image slices over mask slices of fixed-latent samples."""
+        return np.concatenate(slice_png(self.samples(system, ema, N_SNAPSHOT), self.packing))
 
     def check(self, system, ema, alarm: dict) -> tuple[float, float, bool]:
         """(sample similarity, real similarity, flagged) and update the alarm's strike count."""
@@ -544,10 +590,10 @@ class RunLog:
             for k, v in losses.items():
                 self.tb.add_scalar(f"loss/{k}", v, step)
 
-    def snapshot(self, step: int, img: np.ndarray, msk: np.ndarray) -> None:
+    def snapshot(self, step: int, picture: np.ndarray) -> None:
         from synthct.io import save_png
 
-        save_png(np.concatenate([img, msk], axis=0), self.dir / "samples" / f"step-{step:08d}.png")
+        save_png(picture, self.dir / "samples" / f"step-{step:08d}.png")
 
     def collapse(self, step: int, result: tuple[float, float, bool]) -> None:
         fake_sim, real_sim, flagged = result

@@ -4,7 +4,9 @@ One iteration is exactly what the loop runs: `system.train_step` with the loop's
 (zero grad, backward, optimiser step) and its autocast. FLOPs are counted with PyTorch's
 `FlopCounterMode` over one eager iteration (matmul/conv forward + backward; optimiser arithmetic
 is not counted), so the model-FLOP utilisation (MFU) is achieved FLOP/s over the device's dense
-peak. Input is a random packed pair batch: the content does not change the cost.
+peak. Input is a random packed pair batch (B, 1, S, S, S), or for the 2D systems (FastGAN,
+StyleGAN2: `data_view == "slices"`) a random slice-pair batch (B, 2, S, S): the content does not
+change the cost.
 
 Recipes: `reference` = fp32, eager, no channels_last, unfused Adam (the official HA-GAN code);
 `fast` = bf16 autocast + channels_last_3d + torch.compile + fused Adam. Neither changes whether
@@ -85,6 +87,14 @@ def random_pairs(batch: int, size: int, device: torch.device) -> torch.Tensor:
     return x.to(device)
 
 
+def random_slice_pairs(batch: int, side: int, device: torch.device) -> torch.Tensor:
+    """(B, 2, R, R) in [-1, 1]: uniform CT channel, {-1, 1} mask channel (2D systems)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(batch, 2, side, side, generator=g) * 2 - 1
+    x[:, 1] = torch.sign(x[:, 1])
+    return x.to(device)
+
+
 def bench_train(spec: BenchSpec, system_factory: Callable | None = None) -> dict:
     """Time `spec.steps` training iterations after warm-up; returns a dict of figures.
 
@@ -104,10 +114,15 @@ def bench_train(spec: BenchSpec, system_factory: Callable | None = None) -> dict
     else:
         system = system_factory(cfg, spec.size)
     system = system.to(device).train()
-    real = random_pairs(spec.batch, spec.size, device)
+    slices = getattr(system, "data_view", "volumes") == "slices"
+    if slices:
+        real = random_slice_pairs(spec.batch, system.resolution, device)
+    else:
+        real = random_pairs(spec.batch, spec.size, device)
     if spec.channels_last and device.type == "cuda":
-        system.to(memory_format=torch.channels_last_3d)
-        real = real.contiguous(memory_format=torch.channels_last_3d)
+        fmt = torch.channels_last if slices else torch.channels_last_3d
+        system.to(memory_format=fmt)
+        real = real.contiguous(memory_format=fmt)
     opts = system.configure_optimizers(fused=spec.fused)
     gen = torch.Generator().manual_seed(0)
     autocast = autocast_for(spec.precision, device)
@@ -116,20 +131,28 @@ def bench_train(spec: BenchSpec, system_factory: Callable | None = None) -> dict
         ctx = StepContext(i, device, gen, make_update(opts, i, 1), autocast, spec.train_encoder)
         system.train_step(real, ctx)
 
-    with FlopCounterMode(display=False) as counter:
-        iteration(0)
+    flops_note = "one eager iteration (step 0)"
+    try:
+        with FlopCounterMode(display=False) as counter:
+            iteration(0)
+    except RuntimeError as e:  # autograd.grad(create_graph) (R1 / path length) defeats the counter
+        if "_will_engine_execute_node" not in str(e):
+            raise
+        with FlopCounterMode(display=False) as counter:
+            iteration(1)  # StyleGAN2's lazy regularisers run on steps 0 mod 4 / 16 only
+        flops_note = "step 1 (without lazy regularisation: double backward is not countable)"
     flops = float(counter.get_total_flops())
     if spec.compile:
         for m in system.children():
             m.compile()
     for i in range(spec.warmup):
-        iteration(1 + i)
+        iteration(2 + i)
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     for i in range(spec.steps):
-        iteration(1 + spec.warmup + i)
+        iteration(2 + spec.warmup + i)
     if device.type == "cuda":
         torch.cuda.synchronize()
     s_per_it = (time.perf_counter() - t0) / spec.steps
@@ -156,6 +179,7 @@ def bench_train(spec: BenchSpec, system_factory: Callable | None = None) -> dict
         "s_per_it": s_per_it,
         "it_per_s": 1.0 / s_per_it,
         "tflop_per_it": flops / 1e12,
+        "flops_counted_on": flops_note,
         "tflops": tflops,
         "mfu": tflops / top if top else None,
         "peak_mem_gb": peak,

@@ -41,6 +41,9 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     ) -> None:
         """Train a GAN on the packed train split (one device, or DDP under torchrun).
 
+        3D systems read packed volumes; the 2D systems (fastgan, stylegan2) read image + mask
+        slice pairs of the same split.
+
         Multi-GPU: `torchrun --nproc_per_node=N -m synthct train --config F --run-name R`;
         train.batch_size is per process (global batch = N x batch_size).
         """
@@ -101,8 +104,12 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
 
     @bench_app.command("train")
     def bench_train_cmd(
-        model: Annotated[str, typer.Option(help="hagan | vanilla | wgan")] = "hagan",
-        size: Annotated[int, typer.Option(help="Volume size S.")] = 32,
+        model: Annotated[
+            str, typer.Option(help="hagan | vanilla | wgan | fastgan | stylegan2")
+        ] = "hagan",
+        size: Annotated[
+            int, typer.Option(help="Volume size S (2D systems: slice side R = S).")
+        ] = 32,
         batch: Annotated[int, typer.Option(help="Batch size.")] = 2,
         steps: Annotated[int, typer.Option(help="Timed iterations.")] = 5,
         precision: Annotated[str, typer.Option(help="fp32 | bf16")] = "fp32",
