@@ -17,6 +17,13 @@ Postprocessing follows design §2/§5: the packed (S, S, S) output is unpacked b
 components (scipy.ndimage.label), and empty masks handled by a stated policy (keep, drop or
 resample with bounded redraws). The set folder appears only when complete (`atomic_dir`).
 
+2D systems (FastGAN, StyleGAN2: `data_view == "slices"`) generate (B, 2, R, R) slice pairs:
+channel 0 -> HU (`unit_to_hu`, int16), channel 1 > 0 -> mask (uint8); each pair is written as a
+one-slice NIfTI (R, R, 1) whose in-plane spacing is the packed grid's scaled by S / R (same field
+of view) and whose slice thickness is the packed grid's. A model trained on thesis mosaics is
+cut back into its (tile, tile, rows * cols) volume with `synthct.slices.unmosaic` (the grid is
+recorded in the datacard). Seeds, empty-mask policies and atomicity are those of the 3D sets.
+
 The sampling loop is hand-written because it is specific to this product: per-case seeds,
 out-of-memory batch halving and a bounded thread pool for gzip-compressed NIfTI writing (zlib
 releases the GIL, so a few threads overlap compression with sampling).
@@ -39,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from synthct.errors import ConfigError, SynthctError, WorkspaceError
-from synthct.io import Volume, load_volume, save_volume, spacing_affine
+from synthct.io import Volume, load_volume, save_png, save_volume, spacing_affine
 from synthct.workspace import Workspace, atomic_dir, atomic_write_json, check_name, read_json
 
 if TYPE_CHECKING:
@@ -53,6 +60,9 @@ Progress = Callable[[float, str], None]
 DATACARD = "datacard.json"
 IMAGES = "imagesTr"
 LABELS = "labelsTr"
+PNG_IMAGES = "imagesPng"  # optional previews of 2D sets (--format png)
+PNG_LABELS = "labelsPng"
+FORMATS = ("nifti", "png")
 EMPTY_POLICIES = ("keep", "drop", "resample")
 
 
@@ -79,6 +89,7 @@ class GenerateOptions:
     max_redraws: int = 10
     centre: str | None = None
     write_workers: int = 3
+    format: str = "nifti"  # "png": also imagesPng/<id>.png + labelsPng/<id>.png (2D sets)
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -91,6 +102,8 @@ class GenerateOptions:
             raise ConfigError(
                 f"empty-mask policy {self.empty_masks!r} is not valid; expected one of {EMPTY_POLICIES}"
             )
+        if self.format not in FORMATS:
+            raise ConfigError(f"format {self.format!r} is not valid; expected one of {FORMATS}")
         if self.max_redraws < 0:
             raise ConfigError(f"max_redraws must be >= 0, got {self.max_redraws}")
         parse_mask_postprocess(self.mask_postprocess)
@@ -192,14 +205,54 @@ def _centre_for(seed: int, n_centres: int, fixed: int | None) -> int | None:
     return int(np.random.default_rng(seed).integers(n_centres))
 
 
+def is_slice_system(system) -> bool:
+    """True for 2D systems whose `generate` returns (B, 2, R, R) slice pairs."""
+    return getattr(system, "data_view", "volumes") == "slices"
+
+
+def slice_spacing(
+    spacing: tuple[float, float, float], size: int, resolution: int
+) -> tuple[float, float, float]:
+    """Voxel size (mm) of an R x R slice covering the S x S field of view of the packed grid:
+    (sx * S / R, sy * S / R, sz)."""
+    f = size / resolution
+    return (float(spacing[0]) * f, float(spacing[1]) * f, float(spacing[2]))
+
+
+def slices_to_volumes(
+    out: np.ndarray, hu_window: tuple[float, float], grid: tuple[int, int] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """2D generator output (B, 2, R, R) in [-1, 1] -> (image_hu (B, X, Y, Z) float32, mask uint8).
+
+    grid None: each pair is one axial slice, Z = 1. grid (rows, cols): each pair is a mosaic of
+    rows * cols axial tiles (`synthct.slices.mosaic`), cut back into (R/rows, R/cols, rows*cols).
+    """
+    import torch
+
+    from synthct.preprocess import unit_to_hu
+
+    x = np.clip(np.asarray(out, dtype=np.float32), -1.0, 1.0)
+    if grid is None:
+        vol = x[..., None]  # (B, 2, X, Y, 1)
+    else:
+        from synthct.slices import unmosaic
+
+        tiles = unmosaic(torch.from_numpy(x), int(grid[0]), int(grid[1])).numpy()
+        vol = np.moveaxis(tiles, 2, -1)  # (B, 2, Z, X, Y) -> (B, 2, X, Y, Z)
+    image_hu = unit_to_hu(vol[:, 0], hu_window).astype(np.float32)
+    return image_hu, (vol[:, 1] > 0).astype(np.uint8)
+
+
 def sample_pairs(
     system: GANSystem,
     seeds: list[int],
     data_cfg: DataConfig,
     device: torch.device | str = "cpu",
     centres: list[int | None] | None = None,
+    mosaic_grid: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Generate and unpack one batch: (image_hu (B, S, S, S/2) float32, mask (B, S, S, S/2) uint8)."""
+    """Generate and unpack one batch: (image_hu (B, S, S, S/2) float32, mask (B, S, S, S/2) uint8);
+    for a 2D system (image_hu (B, R, R, 1), mask (B, R, R, 1)) (see `slices_to_volumes`)."""
     import torch
 
     from synthct.preprocess import unpack
@@ -210,6 +263,10 @@ def sample_pairs(
     if centres is not None and any(c is not None for c in centres):
         centre = torch.tensor([int(c) for c in centres], dtype=torch.long, device=device)
     out = system.generate(z, centre) if centre is not None else system.generate(z)
+    if is_slice_system(system):
+        return slices_to_volumes(
+            out.detach().float().cpu().numpy(), data_cfg.hu_window, mosaic_grid
+        )
     packed = out.detach().float().cpu().numpy()[:, 0]  # (B, S, S, S)
     image_hu, mask = unpack(packed, data_cfg)
     return image_hu.astype(np.float32, copy=False), mask.astype(np.uint8, copy=False)
@@ -222,10 +279,12 @@ def generate_case(
     device: torch.device | str = "cpu",
     mask_postprocess: str = "binary",
     centre: int | None = None,
+    mosaic_grid: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Regenerate one case from its recorded seed: (image int16 HU (S, S, S/2), mask uint8)."""
+    """Regenerate one case from its recorded seed: (image int16 HU (S, S, S/2), mask uint8);
+    2D systems: (R, R, 1) (or the mosaic's volume with `mosaic_grid`)."""
     centre = _centre_for(seed, int(getattr(system, "n_centres", 0)), centre)
-    image_hu, mask = sample_pairs(system, [seed], data_cfg, device, [centre])
+    image_hu, mask = sample_pairs(system, [seed], data_cfg, device, [centre], mosaic_grid)
     m, _ = postprocess_mask(mask[0], mask_postprocess)
     return to_hu_int16(image_hu[0], data_cfg.hu_window), m
 
@@ -249,11 +308,13 @@ def write_set(
     provenance: dict[str, Any] | None = None,
     overwrite: bool = False,
     progress: Progress | None = None,
+    mosaic_grid: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """Sample `options.n` pairs from `system` into `out_dir` (atomically); returns the datacard.
 
-    `spacing` (mm, x y z) is the voxel size of the packed grid's image half; it goes into every
-    affine. `provenance` holds the run-level datacard fields (run, checkpoint, run_config,
+    `spacing` (mm, x y z) is the voxel size of the written volumes (3D: the packed grid's image
+    half; 2D: `slice_spacing` of it); it goes into every affine. 2D systems write (R, R, 1)
+    pairs, or with `mosaic_grid` (rows, cols) the mosaic's (R/rows, R/cols, rows*cols) volume. `provenance` holds the run-level datacard fields (run, checkpoint, run_config,
     training_cases, …). A CUDA out-of-memory error halves the batch (down to 1) and retries.
     """
     import torch
@@ -265,6 +326,14 @@ def write_set(
     affine = spacing_affine(spacing)  # type: ignore[arg-type]
     device = torch.device(device)
     n_centres = int(getattr(system, "n_centres", 0))
+    slices = is_slice_system(system)
+    if options.format == "png" and not (slices and mosaic_grid is None):
+        raise ConfigError(
+            "--format png writes one PNG per slice pair: it is for 2D slice models (fastgan, "
+            f"stylegan2 on slices), not {getattr(system, 'kind', 'this model')!r} volumes"
+        )
+    png = options.format == "png"
+    png_window = tuple(data_cfg.hu_window) if png else None
     width = max(4, len(str(options.n)))
     system.eval()
 
@@ -287,6 +356,9 @@ def write_set(
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         (tmp / IMAGES).mkdir()
         (tmp / LABELS).mkdir()
+        if png:
+            (tmp / PNG_IMAGES).mkdir()
+            (tmp / PNG_LABELS).mkdir()
         workers = max(1, options.write_workers)
         pool = ThreadPoolExecutor(max_workers=workers)
         pending: set[Future] = set()
@@ -305,15 +377,18 @@ def write_set(
                 centres = [_centre_for(s, n_centres, centre_index) for s in seeds]
                 try:
                     with torch.no_grad():
-                        images, masks = sample_pairs(system, seeds, data_cfg, device, centres)
+                        images, masks = sample_pairs(
+                            system, seeds, data_cfg, device, centres, mosaic_grid
+                        )
                 except Exception as e:
                     if not _is_oom(e):
                         raise
                     if device.type == "cuda":
                         torch.cuda.empty_cache()
                     if batch == 1:
+                        what = "slice pair" if slices else f"{data_cfg.size}^3 pair"
                         raise GenerationError(
-                            f"out of GPU memory generating one {data_cfg.size}^3 pair on {device}; "
+                            f"out of GPU memory generating one {what} on {device}; "
                             "free the GPU or use --device cpu"
                         ) from None
                     batch = max(1, batch // 2)
@@ -345,7 +420,9 @@ def write_set(
                         "mask_voxels": int(np.count_nonzero(mask)),
                         "_name": name,
                     }
-                    pending.add(pool.submit(_write_pair, tmp, name, image, mask, affine))
+                    pending.add(
+                        pool.submit(_write_pair, tmp, name, image, mask, affine, png_window)
+                    )
                     drain(2 * workers + batch)
                 done_cases = len(final) + counts["dropped"]
                 report(
@@ -356,8 +433,24 @@ def write_set(
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
-        cases = _renumber(tmp, [final[i] for i in sorted(final)], width)
+        cases = _renumber(tmp, [final[i] for i in sorted(final)], width, png)
         counts["written"] = len(cases)
+        shape = [int(data_cfg.size), int(data_cfg.size), int(data_cfg.size) // 2]
+        view: dict[str, Any] = {}
+        if slices:
+            r = int(system.resolution)
+            if mosaic_grid is None:
+                shape = [r, r, 1]
+            else:
+                rows, cols = (int(v) for v in mosaic_grid)
+                shape = [r // rows, r // cols, rows * cols]
+            view = {
+                "size": r,
+                "data_view": "slices",
+                "data_size": int(data_cfg.size),
+                "layout": "slices" if mosaic_grid is None else "mosaic",
+                "grid": None if mosaic_grid is None else [int(v) for v in mosaic_grid],
+            }
         card = {
             "name": out_dir.name,
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -368,6 +461,7 @@ def write_set(
                 "size": int(data_cfg.size),
                 "latent_dim": int(getattr(system, "latent_dim", 0)),
                 **(provenance or {}).get("model", {}),
+                **view,
             },
             "seeds": [c["seed"] for c in cases],
             "base_seed": options.seed,
@@ -387,7 +481,7 @@ def write_set(
             "device": str(device),
             "batch_size_used": batch,
             "spacing": list(spacing),
-            "shape": [int(data_cfg.size), int(data_cfg.size), int(data_cfg.size) // 2],
+            "shape": shape,
             "metrics": {},
         }
         atomic_write_json(tmp / DATACARD, card)
@@ -395,14 +489,37 @@ def write_set(
     return card
 
 
+def slice_pngs(
+    image: np.ndarray, mask: np.ndarray, hu_window: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """One-slice pair (X, Y, 1) -> (CT grey uint8 (Y, X): the HU window as 0..255, mask 0/255),
+    radiologically oriented (anterior up, patient left on the right)."""
+    from synthct.display import Window, extract_slice, window_to_uint8
+
+    lo, hi = hu_window
+    grey = window_to_uint8(extract_slice(image, "axial", 0), Window((lo + hi) / 2, hi - lo))
+    return grey, np.where(extract_slice(mask, "axial", 0) > 0, 255, 0).astype(np.uint8)
+
+
 def _write_pair(
-    folder: Path, name: str, image: np.ndarray, mask: np.ndarray, affine: np.ndarray
+    folder: Path,
+    name: str,
+    image: np.ndarray,
+    mask: np.ndarray,
+    affine: np.ndarray,
+    png_window: tuple[float, float] | None = None,
 ) -> None:
     save_volume(Volume(image, affine), folder / IMAGES / f"{name}__CT.nii.gz", dtype=np.int16)
     save_volume(Volume(mask, affine), folder / LABELS / f"{name}.nii.gz", dtype=np.uint8)
+    if png_window is not None:
+        grey, label = slice_pngs(image, mask, png_window)
+        save_png(grey, folder / PNG_IMAGES / f"{name}.png")
+        save_png(label, folder / PNG_LABELS / f"{name}.png")
 
 
-def _renumber(folder: Path, cases: list[dict[str, Any]], width: int) -> list[dict[str, Any]]:
+def _renumber(
+    folder: Path, cases: list[dict[str, Any]], width: int, png: bool = False
+) -> list[dict[str, Any]]:
     """Give the written cases contiguous ids SYN-0001… in case order (gaps appear after drops)."""
     out = []
     for k, c in enumerate(cases):
@@ -410,6 +527,9 @@ def _renumber(folder: Path, cases: list[dict[str, Any]], width: int) -> list[dic
         if old != new:
             os.replace(folder / IMAGES / f"{old}__CT.nii.gz", folder / IMAGES / f"{new}__CT.nii.gz")
             os.replace(folder / LABELS / f"{old}.nii.gz", folder / LABELS / f"{new}.nii.gz")
+            if png:
+                for sub in (PNG_IMAGES, PNG_LABELS):
+                    os.replace(folder / sub / f"{old}.png", folder / sub / f"{new}.png")
         out.append({"case_id": new, **c})
     return out
 
@@ -495,6 +615,13 @@ def generate_from_run(
     dev = resolve_device(device)
     system, run_cfg, meta = load_generator(run_dir, checkpoint, ema=ema, device=dev)
     spacing = packed_spacing(ws, run_cfg, meta, recorded)
+    grid = None
+    if is_slice_system(system):
+        if recorded.get("layout") == "mosaic":
+            grid = tuple(int(v) for v in recorded["grid"])
+            spacing = slice_spacing(spacing, run_cfg.data.size, system.resolution // grid[1])
+        else:
+            spacing = slice_spacing(spacing, run_cfg.data.size, system.resolution)
     centres = meta.get("centres") or recorded.get("centres")
     centre_index = _centre_index(options.centre, centres, int(getattr(system, "n_centres", 0)))
     provenance = {
@@ -521,6 +648,7 @@ def generate_from_run(
         provenance=provenance,
         overwrite=overwrite,
         progress=progress,
+        mosaic_grid=grid,  # type: ignore[arg-type]
     )
     return out_dir
 

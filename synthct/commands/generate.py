@@ -57,9 +57,19 @@ def generate(
         str | None, typer.Option(help="Centre label for a conditional model.")
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing set of this name.")] = False,
+    format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="nifti | png (2D models: also imagesPng/ + labelsPng/ PNGs beside the NIfTI).",
+        ),
+    ] = "nifti",
     workspace_path: WorkspaceOpt = None,
 ) -> None:
-    """Sample a synthetic set (HECKTOR layout + datacard.json) from a trained run."""
+    """Sample a synthetic set (HECKTOR layout + datacard.json) from a trained run.
+
+    3D models write (S, S, S/2) pairs; 2D slice models (fastgan, stylegan2) write one-slice
+    (R, R, 1) pairs with the in-plane spacing scaled to the same field of view."""
     from synthct.generate import GenerateOptions, generate_from_run
     from synthct.jobs import set_job_result
 
@@ -73,6 +83,7 @@ def generate(
         empty_masks=empty_masks,
         max_redraws=max_redraws,
         centre=centre,
+        format=format,
     )
     progress = _BarProgress(n, f"generate {out}")
     try:
