@@ -1,0 +1,148 @@
+"""Real-browser test setup: a tiny demo workspace (synthct.demo, tiny settings), `streamlit run`
+servers on free ports, and Debian chromium driven by Playwright (no browser download).
+
+Screenshots go to test-artifacts/ (gitignored).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+]
+
+if not Path(CHROMIUM).exists():  # pragma: no cover - CI installs it (.ci/run)
+    pytest.skip(f"{CHROMIUM} not found (apt-get install chromium)", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "tests/e2e/" in str(item.fspath).replace(os.sep, "/"):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory):
+    """(Workspace, {rater name: invite link}) of a tiny demo workspace."""
+    import torch
+
+    from synthct.demo import DemoSettings, build_demo
+    from synthct.workspace import Workspace
+
+    torch.set_num_threads(1)
+    ws = Workspace.resolve(tmp_path_factory.mktemp("e2e") / "ws")
+    result = build_demo(ws, DemoSettings.tiny())
+    return ws, dict(result.invite_links)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`streamlit run streamlit_app.py` on a free port; `url` is its root."""
+
+    def __init__(self, ws, password_hash: str | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = dict(os.environ, SYNTHCT_WORKSPACE=str(ws.root), OMP_NUM_THREADS="1")
+        env.pop("SYNTHCT_DATABASE_URL", None)
+        env.pop("SYNTHCT_RESEARCHER_PASSWORD_HASH", None)
+        if password_hash:
+            env["SYNTHCT_RESEARCHER_PASSWORD_HASH"] = password_hash
+        self.log = ARTIFACTS / f"server-{self.port}.log"
+        ARTIFACTS.mkdir(exist_ok=True)
+        self._log = open(self.log, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
+                f"--server.port={self.port}", "--server.address=127.0.0.1",
+                "--server.headless=true", "--browser.gatherUsageStats=false",
+                "--server.fileWatcherType=none", "--server.runOnSave=false",
+            ],
+            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"streamlit exited; see {self.log}")
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=1) as r,
+            ):
+                if r.status == 200:
+                    return
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"streamlit did not answer on {self.url} within 60 s; see {self.log}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    pg = context.new_page()
+    pg.set_default_timeout(30_000)
+    yield pg
+    context.close()
+
+
+def wait_idle(page, timeout: float = 60.0) -> None:
+    """Wait until the app has rendered and no script run is in progress (the status widget,
+    which shows "Running…"/"Stop" during a run, stays absent for 0.5 s)."""
+    page.wait_for_selector('[data-testid="stApp"]', timeout=timeout * 1000)
+    deadline = time.monotonic() + timeout
+    quiet_since = None
+    while time.monotonic() < deadline:
+        running = page.locator('[data-testid="stStatusWidget"]').count() > 0
+        if running:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since >= 0.5:
+            return
+        time.sleep(0.1)
+    raise TimeoutError("the app was still running after {timeout} s")
+
+
+def shot(page, name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
