@@ -4,6 +4,7 @@ and the model comparison table. Uses the phantom workspace of test_train_slices 
 from __future__ import annotations
 
 import hashlib
+import json
 
 import nibabel as nib
 import numpy as np
@@ -107,3 +108,140 @@ def test_png_format_is_refused_for_3d_models(tmp_path):
     with pytest.raises(ConfigError, match="format"):
         gen.GenerateOptions(n=1, format="jpeg")
     assert not (tmp_path / "x").exists()
+
+
+# -- slice-level evaluation ---------------------------------------------------------------------
+def _body_slices(image_unit: np.ndarray, window=(-1024.0, 600.0)) -> int:
+    """Independent count: axial slices (last axis) with any voxel above -500 HU."""
+    lo, hi = window
+    level = (-500.0 - lo) / (hi - lo) * 2 - 1
+    return int((image_unit > level).any(axis=(-3, -2)).sum())
+
+
+@pytest.fixture(scope="module")
+def slice_evals(packed_ws, fastgan_run):  # noqa: F811
+    """A 2D set (6 FastGAN pairs) and a 3D set (3 random-weight HA-GAN pairs), both evaluated
+    at slice level: the 2D set with the random extractor, the 3D set with the default one."""
+    from synthct.config import ModelConfig, RunConfig, to_dict
+    from synthct.metrics.evaluate import EvalOptions, run_evaluation
+    from synthct.models import build_system
+
+    gen.generate_from_run(packed_ws, "g2d", "set2d", gen.GenerateOptions(n=6), device="cpu")
+    torch.manual_seed(0)
+    hagan = build_system(ModelConfig(kind="hagan", latent_dim=8, width=1 / 16), S)
+    train_ids = json.loads((fastgan_run / "train_cases.json").read_text())["case_ids"]
+    prov = {
+        "run_config": to_dict(RunConfig(data=DataConfig(size=S))),
+        "training_cases": {"split": "train", "case_ids": train_ids},
+    }
+    gen.write_set(packed_ws.synthetic_dir("set3d"), hagan, DataConfig(size=S), (1.5, 1.5, 3.0),
+                  gen.GenerateOptions(n=3), provenance=prov)  # fmt: skip
+    common = dict(real="test", n_boot=5, baseline_repeats=2, kid_subsets=10, seed=0)
+    r2 = run_evaluation(packed_ws, EvalOptions("set2d", extractor="random", **common), False)
+    r3 = run_evaluation(packed_ws, EvalOptions("set3d", extractor="default", level="slice",
+                                               encoder_epochs=1, **common), False)  # fmt: skip
+    return r2, r3
+
+
+def test_slice_evaluation_of_a_2d_set_is_labelled_and_counted(packed_ws, slice_evals):  # noqa: F811
+    from synthct.metrics.features import build_random_slice_extractor
+    from synthct.preprocess import load_packed
+
+    (folder, result), _ = slice_evals
+    saved = json.loads((folder / "metrics.json").read_text())
+    assert saved["level"] == "slice" and saved["options"]["level"] == "slice"  # forced for 2D
+    assert saved["model"] == {"kind": "fastgan", "data_view": "slices"}
+    test = load_packed(packed_ws, DataConfig(size=S), "test")
+    n_real = sum(_body_slices(a[..., : S // 2]) for a in test.arrays)
+    assert saved["real"]["n"] == n_real and saved["real"]["n_cases"] == len(test.case_ids)
+    assert saved["synthetic"]["m"] == 6 and saved["synthetic"]["m_cases"] == 6
+    assert saved["slices"]["resolution"] == S
+    fx = build_random_slice_extractor()
+    for key in ("fid", "kid", "precision", "recall", "density", "coverage"):
+        m = saved["metrics"][key]
+        assert (m["n"], m["m"], m["d"]) == (n_real, 6, 128)
+        assert m["extractor"]["weights_sha256"] == fx.weights_sha256
+    assert saved["metrics"]["classifier_is"] is None  # random extractor: no classifier head
+    emb = __import__("pandas").read_csv(folder / "embedding.csv")
+    assert sorted(emb["group"].unique()) == ["real-test", "synthetic"] and len(emb) == n_real + 6
+    card = gen.load_datacard(packed_ws.synthetic_dir("set2d"))
+    assert card["metrics"][result["id"]]["level"] == "slice"
+
+
+def test_slice_evaluation_of_a_3d_set_with_the_default_2d_encoder(packed_ws, slice_evals):  # noqa: F811
+    import nibabel as nib
+
+    from synthct.metrics.sets import to_packed
+
+    _, (folder, saved) = slice_evals
+    set_dir = packed_ws.synthetic_dir("set3d")
+    m_slices = 0
+    for p in sorted((set_dir / "imagesTr").glob("*.nii.gz")):
+        hu = np.asarray(nib.load(p).dataobj, dtype=np.float32)
+        m_slices += _body_slices(
+            to_packed(hu, np.zeros_like(hu), DataConfig(size=S))[..., : S // 2]
+        )
+    assert saved["level"] == "slice" and saved["model"]["data_view"] == "volumes"
+    assert saved["synthetic"]["m"] == m_slices and saved["synthetic"]["m_cases"] == 3
+    assert saved["extractor"]["name"] == "default" and saved["extractor"]["level"] == "slice"
+    cis = saved["metrics"]["classifier_is"]
+    train_centres = sorted({c.split("-")[0] for c in saved_ids(packed_ws)})
+    assert saved["extractor"]["classes"] == train_centres
+    assert cis["synthetic"]["n"] == m_slices and 1.0 <= cis["synthetic"]["value"] <= len(
+        train_centres
+    )
+    assert list((packed_ws.evals / "encoders").glob("slices-*-e1-s0.pt"))
+
+
+def saved_ids(ws) -> list[str]:
+    from synthct.preprocess import load_packed
+
+    return list(load_packed(ws, DataConfig(size=S), "train").case_ids)
+
+
+def test_identical_real_slices_give_fid_zero_and_max_slices_caps(packed_ws):  # noqa: F811
+    from synthct.metrics.evaluate import EvalOptions, distance_metrics
+    from synthct.metrics.features import build_random_slice_extractor
+    from synthct.metrics.sets import load_real_set
+    from synthct.metrics.slice_eval import volume_slices
+
+    cfg = DataConfig(size=S)
+    real = load_real_set(packed_ws, cfg, "train")
+    a, b = volume_slices(real, cfg, S), volume_slices(real, cfg, S)
+    assert len(a.pairs) == sum(_body_slices(x[..., : S // 2]) for x in real.arrays)
+    fx = build_random_slice_extractor()
+    fa, fb = fx.extract(a.pairs), fx.extract(b.pairs)
+    opts = EvalOptions("x", n_boot=3, baseline_repeats=2, kid_subsets=5)
+    out = distance_metrics(fa, fb, fx.describe(), opts)
+    assert out["fid"]["value"] == 0.0 and out["precision"]["value"] == 1.0
+    capped = volume_slices(real, cfg, 16, max_slices=10, seed=1)
+    assert capped.pairs.shape == (10, 2, 16, 16) and capped.n_cases <= len(real.ids)
+    assert set(capped.case_ids) <= set(real.ids)
+
+
+def test_level_volume_is_refused_for_2d_sets_and_medicalnet_at_slice_level(packed_ws, slice_evals):  # noqa: F811
+    from synthct.errors import ConfigError
+    from synthct.metrics.evaluate import EvalOptions, run_evaluation
+
+    with pytest.raises(ConfigError, match="only be evaluated with --level slice"):
+        run_evaluation(packed_ws, EvalOptions("set2d", extractor="random", level="volume"), False)
+    with pytest.raises(ConfigError, match="3D network"):
+        EvalOptions("set2d", extractor="medicalnet", weights="w.pth", level="slice")
+
+
+def test_compare_models_lists_2d_and_3d_side_by_side(packed_ws, slice_evals):  # noqa: F811
+    from synthct.metrics.compare import COLUMNS, compare_models
+
+    df = compare_models(packed_ws, "slice")
+    assert list(df.columns) == COLUMNS and len(df) == 2
+    by_set = df.set_index("set")
+    assert by_set.loc["set2d", "dims"] == "2D" and by_set.loc["set2d", "model_kind"] == "fastgan"
+    assert by_set.loc["set3d", "dims"] == "3D" and by_set.loc["set3d", "model_kind"] == "hagan"
+    for _folder, saved in slice_evals:
+        row = df[df["eval"] == saved["id"]].iloc[0]
+        m = saved["metrics"]
+        assert row["fid"] == m["fid"]["value"] and row["kid"] == m["kid"]["value"]
+        assert row["fid_low"] == m["fid"]["ci"]["low"] and row["n"] == saved["real"]["n"]
+        assert row["coverage"] == m["coverage"]["value"] and row["level"] == "slice"
+    assert list(df["fid"]) == sorted(df["fid"])
+    assert compare_models(packed_ws, "volume").empty

@@ -37,11 +37,28 @@ def evaluate(
         int | None,
         typer.Option(help="Default encoder epochs (unset: reuse a cached one, else train 10)."),
     ] = None,
+    level: Annotated[
+        str | None,
+        typer.Option(
+            help="volume (3D sets) | slice (axial slice pairs, 2D features); "
+            "default: slice for 2D sets, volume otherwise."
+        ),
+    ] = None,
+    slice_size: Annotated[
+        int | None,
+        typer.Option(help="Slice level: resize slices to R x R (default: the 2D set's R, or S)."),
+    ] = None,
+    max_slices: Annotated[
+        int, typer.Option(help="Slice level: at most this many slices a side (seeded sample).")
+    ] = 2000,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full metrics.json.")] = False,
     workspace_path: WorkspaceOpt = None,
 ) -> None:
     """Measure a synthetic set against real data: FID/KID/PRDC, classifier-IS, MS-SSIM diversity,
-    memorisation (DCR), HU/tumour statistics and a joint t-SNE; writes WS/evals/<id>/."""
+    memorisation (DCR), HU/tumour statistics and a joint t-SNE; writes WS/evals/<id>/.
+
+    --level slice (forced for 2D sets): FID/KID/PRDC, classifier-IS and t-SNE on axial slice
+    pairs with a 2D feature extractor, for 2D and 3D sets alike."""
     from synthct.metrics.evaluate import EvalOptions, run_evaluation, summarise
 
     opts = EvalOptions(
@@ -54,6 +71,9 @@ def evaluate(
         seed=seed,
         n_boot=n_boot,
         encoder_epochs=encoder_epochs,
+        level=level,
+        slice_size=slice_size,
+        max_slices=max_slices,
     )
     folder, result = run_evaluation(workspace(workspace_path), opts)
     if as_json:

@@ -226,3 +226,108 @@ def load_encoder(path: str | Path, device=None, batch_size: int = 4) -> FeatureE
         batch_size=batch_size,
         device=device,
     )
+
+
+# -- the 2D twin (slice-level evaluation) -------------------------------------------------------
+SLICE_DESCRIPTORS = ("log_tumour_fraction", "tumour_cx", "tumour_cy", "body_fraction", "body_mean")
+
+
+def slice_descriptors(
+    pairs: np.ndarray, hu_window: tuple[float, float] = (-1024.0, 600.0)
+) -> np.ndarray:
+    """Per-slice targets (N, 5) from slice pairs (N, 2, R, R) in [-1, 1] (`SLICE_DESCRIPTORS`)."""
+    x = np.asarray(pairs, dtype=np.float64)
+    img, msk = x[:, 0], x[:, 1] > 0
+    lo, hi = hu_window
+    body = img > 2.0 * (-500.0 - lo) / (hi - lo) - 1.0
+    gx = np.linspace(0, 1, x.shape[2])[None, :, None]
+    gy = np.linspace(0, 1, x.shape[3])[None, None, :]
+    area = msk.sum((1, 2))
+    safe = np.maximum(area, 1)
+    cx = np.where(area > 0, (msk * gx).sum((1, 2)) / safe, 0.5)
+    cy = np.where(area > 0, (msk * gy).sum((1, 2)) / safe, 0.5)
+    n_body = body.sum((1, 2))
+    body_mean = np.where(n_body > 0, (img * body).sum((1, 2)) / np.maximum(n_body, 1), -1.0)
+    return np.stack([np.log(msk.mean((1, 2)) + 1e-5), cx, cy, body.mean((1, 2)), body_mean], 1)
+
+
+def slice_encoder_key(resolution: int, part: str, cfg_hash: str, train_sha: str) -> str:
+    """Hash of what the 2D encoder depends on: slice side, part, preprocessing, training cases."""
+    blob = json.dumps(["small2d-v1", resolution, part, cfg_hash, train_sha])
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def slice_encoder_path(ws: Workspace, key: str, epochs: int, seed: int) -> Path:
+    """WS/evals/encoders/slices-<key>-e<epochs>-s<seed>.pt"""
+    return ws.evals / "encoders" / f"slices-{key}-e{epochs}-s{seed}.pt"
+
+
+def find_slice_encoder(ws: Workspace, key: str) -> Path | None:
+    found = sorted(
+        (ws.evals / "encoders").glob(f"slices-{key}-e*-s*.pt"), key=lambda p: p.stat().st_mtime
+    )
+    return found[-1] if found else None
+
+
+def train_slice_encoder(
+    pairs: np.ndarray,
+    centres: Sequence[str],
+    *,
+    part: str = "pair",
+    hu_window: tuple[float, float] = (-1024.0, 600.0),
+    epochs: int = DEFAULT_EPOCHS,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    seed: int = 0,
+    device=None,
+    progress=None,
+) -> tuple[dict, dict]:
+    """Train `SmallEncoder2D` on real slice pairs (N, 2, R, R) with the centre of each slice's
+    case as label, plus the `SLICE_DESCRIPTORS` regression; returns (state_dict, meta)."""
+    from synthct.metrics.features import SLICE_ENCODER_VERSION, SLICE_PART_CHANNELS, SmallEncoder2D
+
+    if len(pairs) < 2:
+        raise WorkspaceError(f"slice encoder training needs >= 2 slices, got {len(pairs)}")
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    classes = sorted(set(centres))
+    y = torch.tensor([classes.index(c) for c in centres])
+    desc = slice_descriptors(pairs, hu_window)
+    mu, sd = desc.mean(0), desc.std(0) + 1e-6
+    target = torch.tensor((desc - mu) / sd, dtype=torch.float32)
+    chans = SLICE_PART_CHANNELS[part]
+    x_all = torch.as_tensor(np.ascontiguousarray(pairs), dtype=torch.float32)[:, chans]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = SmallEncoder2D(len(chans), len(classes), len(SLICE_DESCRIPTORS)).to(dev)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    losses: list[float] = []
+    epochs_iter = range(epochs)
+    for _ in progress(epochs_iter) if progress else epochs_iter:
+        net.train()
+        perm = torch.randperm(len(x_all), generator=gen)
+        total = 0.0
+        for i in range(0, len(perm), batch_size):
+            b = perm[i : i + batch_size]
+            logits, aux = net(x_all[b].to(dev))
+            loss = F.cross_entropy(logits, y[b].to(dev)) + F.mse_loss(aux, target[b].to(dev))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(b)
+        losses.append(total / len(perm))
+    meta = {
+        "version": SLICE_ENCODER_VERSION,
+        "part": part,
+        "resolution": int(pairs.shape[-1]),
+        "hu_window": list(hu_window),
+        "classes": classes,
+        "descriptors": list(SLICE_DESCRIPTORS),
+        "descriptor_mean": mu.tolist(),
+        "descriptor_std": sd.tolist(),
+        "epochs": epochs,
+        "seed": seed,
+        "n_train": len(pairs),
+        "losses": losses,
+    }
+    return {k: v.detach().cpu() for k, v in net.state_dict().items()}, meta

@@ -11,6 +11,10 @@ d, the extractor's name/version/weights SHA-256, a bootstrap CI and the real-vs-
 embedding.csv, privacy.csv, case_stats.csv, hu_histogram.csv. A summary goes into the set's
 datacard under metrics[<eval id>].
 
+Level: "volume" compares packed 3D pairs (3D sets only); "slice" compares axial slice pairs
+with 2D feature extractors (`slice_eval.py`) and is the only level for 2D sets (FastGAN,
+StyleGAN2). `compare.compare_models` tabulates the evaluations of one level across models.
+
 `fid_for_run` is the hook for HPO ranking: FID of a run's checkpoint against a real split.
 """
 
@@ -50,6 +54,7 @@ from synthct.workspace import (
 )
 
 EXTRACTORS = ("default", "medicalnet", "random")
+SLICE_OPTIONS = ("level", "slice_size", "max_slices")
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,9 @@ class EvalOptions:
     msssim_pairs: int = 100
     encoder_epochs: int | None = None  # None: any cached encoder, else train 10 epochs
     dcr_quantile: float = 0.05
+    level: str | None = None  # "volume" | "slice"; None: slice for 2D sets, else volume
+    slice_size: int | None = None  # slice level: R (default: the 2D set's R, or S)
+    max_slices: int | None = 2000  # slice level: at most this many slices a side (seeded)
 
     def __post_init__(self) -> None:
         if self.extractor not in EXTRACTORS:
@@ -84,6 +92,14 @@ class EvalOptions:
             )
         if self.n is not None and self.n < 2:
             raise ConfigError(f"--n must be >= 2, got {self.n}")
+        if self.level not in (None, "volume", "slice"):
+            raise ConfigError(f"level must be volume or slice, got {self.level!r}")
+        if self.level == "slice" and self.extractor == "medicalnet":
+            raise ConfigError(
+                "--extractor medicalnet is a 3D network; at --level slice use default or random"
+            )
+        if self.max_slices is not None and self.max_slices < 4:
+            raise ConfigError(f"--max-slices must be >= 4, got {self.max_slices}")
 
 
 # -- extractors -----------------------------------------------------------------------------------
@@ -276,6 +292,16 @@ def run_evaluation(
         raise WorkspaceError(f"synthetic set {opts.synthetic!r} not found in {ws.synthetic}")
     card = load_datacard(set_dir)
     cfg = data_config_of(card, str(set_dir / "datacard.json"))
+    is_2d = card.get("model", {}).get("data_view") == "slices"
+    if is_2d and opts.level == "volume":
+        raise ConfigError(
+            f"synthetic set {opts.synthetic!r} holds 2D slices ({card['model'].get('kind')}): "
+            "it can only be evaluated with --level slice"
+        )
+    if opts.level == "slice" or (opts.level is None and is_2d):
+        from synthct.metrics.slice_eval import run_slice_evaluation
+
+        return run_slice_evaluation(ws, opts, set_dir, card, cfg, load_real, progress)
 
     syn, syn_hu, syn_masks = load_synthetic_set(set_dir, cfg, opts.n, opts.seed, progress)
     real = load_real(ws, cfg, opts.real)
@@ -364,8 +390,9 @@ def run_evaluation(
         seed=opts.seed,
     )
 
+    volume_opts = {k: v for k, v in asdict(opts).items() if k not in SLICE_OPTIONS}
     settings = {
-        **asdict(opts),
+        **volume_opts,  # same ids as before the slice-level options existed
         "extractor_sha256": info["weights_sha256"],
         "real_ids": ids_sha256(real.ids),
     }
@@ -377,14 +404,26 @@ def run_evaluation(
 
     result = {
         "id": eval_id,
+        "level": "volume",
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "synthct_version": __version__,
         "convention": "n = real samples, m = synthetic samples, d = feature dimension",
-        "options": asdict(opts),
+        "options": {**asdict(opts), "level": "volume"},
         "data_config": to_dict(cfg),
         "extractor": info,
-        "synthetic": {"set": opts.synthetic, "m": len(syn.ids), "ids_sha256": ids_sha256(syn.ids)},
-        "real": {"split": opts.real, "n": len(real.ids), "ids_sha256": ids_sha256(real.ids)},
+        "model": {"kind": card.get("model", {}).get("kind"), "data_view": "volumes"},
+        "synthetic": {
+            "set": opts.synthetic,
+            "m": len(syn.ids),
+            "m_cases": len(syn.ids),
+            "ids_sha256": ids_sha256(syn.ids),
+        },
+        "real": {
+            "split": opts.real,
+            "n": len(real.ids),
+            "n_cases": len(real.ids),
+            "ids_sha256": ids_sha256(real.ids),
+        },
         "train": {"n": len(train.ids), "ids_sha256": ids_sha256(train.ids)},
         "holdout": {"n": len(holdout.ids)},
         "metrics": metrics,
@@ -415,11 +454,14 @@ def summarise(result: dict) -> dict:
     m = result["metrics"]
     out: dict[str, Any] = {
         "eval": result["id"],
+        "level": result.get("level", "volume"),
         "created": result["created"],
         "part": result["options"]["part"],
         "real_split": result["real"]["split"],
         "n": result["real"]["n"],
         "m": result["synthetic"]["m"],
+        "n_cases": result["real"].get("n_cases", result["real"]["n"]),
+        "m_cases": result["synthetic"].get("m_cases", result["synthetic"]["m"]),
         "extractor": {
             k: result["extractor"][k] for k in ("name", "version", "weights_sha256", "dim")
         },
@@ -435,11 +477,12 @@ def summarise(result: dict) -> dict:
             "name": m["classifier_is"]["name"],
             "value": m["classifier_is"]["synthetic"]["value"],
         }
-    out["msssim"] = {
-        "synthetic": m["msssim"]["synthetic"]["mean"],
-        "real": m["msssim"]["real"]["mean"],
-    }
-    if "feature" in m["privacy"]:
+    if "msssim" in m:
+        out["msssim"] = {
+            "synthetic": m["msssim"]["synthetic"]["mean"],
+            "real": m["msssim"]["real"]["mean"],
+        }
+    if "feature" in m.get("privacy", {}):
         out["privacy_flagged_fraction"] = {
             s: m["privacy"][s]["flagged_fraction"] for s in ("feature", "voxel")
         }

@@ -18,6 +18,10 @@ Feature spaces:
   (`synthct.metrics.encoder`).
 * ``random``: the same small CNN with fixed-seed random weights, a sanity baseline.
 
+Slice level (2D models, and 3D sets compared slice by slice): `SliceFeatureExtractor` maps
+slice pairs (N, 2, R, R) to (N, d); ``default`` is `SmallEncoder2D` trained on the real train
+slices with a centre head (`encoder.train_slice_encoder`), ``random`` its fixed-seed twin.
+
 `select_part` cuts the packed pair (image half, mask half or both) out of packed arrays.
 """
 
@@ -300,5 +304,132 @@ def build_random_extractor(seed: int = RANDOM_SEED, device=None) -> FeatureExtra
         dim=net.dim,
         input_note="packed part in [-1, 1], random weights (no training)",
         features_fn=lambda m, x: m.features(x),
+        device=device,
+    )
+
+
+# -- 2D (slice-level) feature spaces ------------------------------------------------------------
+SLICE_ENCODER_VERSION = "small2d-v1"
+SLICE_EMBED_DIM = 128
+SLICE_PART_CHANNELS = {"image": [0], "mask": [1], "pair": [0, 1]}
+
+
+class SmallEncoder2D(nn.Module):
+    """Slices (B, C, R, R) -> features (B, 128); heads: centre logits (B, K), descriptors (B, A).
+
+    The 2D twin of `encoder.SmallEncoder3D`: four stride-2 conv blocks with GroupNorm (features
+    independent of batch composition), global average pool, a 128-d SiLU embedding.
+    """
+
+    dim = SLICE_EMBED_DIM
+
+    def __init__(self, in_channels: int = 2, n_classes: int = 1, n_aux: int = 5, width: int = 16):
+        super().__init__()
+
+        def block(cin: int, cout: int) -> nn.Sequential:
+            return nn.Sequential(
+                nn.Conv2d(cin, cout, 3, stride=2, padding=1),
+                nn.GroupNorm(min(8, cout), cout),
+                nn.LeakyReLU(0.2),
+                nn.Conv2d(cout, cout, 3, padding=1),
+                nn.GroupNorm(min(8, cout), cout),
+                nn.LeakyReLU(0.2),
+            )
+
+        w = width
+        self.in_channels = in_channels
+        self.body = nn.Sequential(
+            block(in_channels, w), block(w, 2 * w), block(2 * w, 4 * w), block(4 * w, 8 * w)
+        )
+        self.embed = nn.Linear(8 * w, SLICE_EMBED_DIM)
+        self.centre_head = nn.Linear(SLICE_EMBED_DIM, n_classes)
+        self.aux_head = nn.Linear(SLICE_EMBED_DIM, n_aux)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.silu(self.embed(self.body(x).mean(dim=(2, 3))))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f = self.features(x)
+        return self.centre_head(f), self.aux_head(f)
+
+
+class SliceFeatureExtractor(FeatureExtractor):
+    """A `FeatureExtractor` over slice pairs: `extract((N, 2, R, R) in [-1, 1]) -> (N, d)`.
+
+    `part` picks the channels the network reads (image = CT channel, mask, pair = both).
+    """
+
+    def __init__(self, module: nn.Module, *, part: str = "pair", **kwargs) -> None:
+        if part not in SLICE_PART_CHANNELS:
+            raise ConfigError(f"part must be one of {PARTS}, got {part!r}")
+        super().__init__(module, **kwargs)
+        self.part = part
+        self.channels = SLICE_PART_CHANNELS[part]
+
+    def describe(self) -> dict:
+        return {**super().describe(), "level": "slice", "part": self.part}
+
+    def _batches(self, volumes, progress: Callable | None):
+        x_all = volumes
+        if x_all.ndim != 4 or x_all.shape[1] != 2:
+            raise ValueError(f"slice pairs must be (N, 2, R, R), got shape {tuple(x_all.shape)}")
+        idx = range(0, len(x_all), self.batch_size)
+        for i in progress(idx) if progress else idx:
+            x = torch.as_tensor(np.asarray(x_all[i : i + self.batch_size]), dtype=torch.float32)
+            lo, hi = float(x.min()), float(x.max())
+            if lo < -1.001 or hi > 1.001:
+                raise ValueError(f"extractor input must lie in [-1, 1], got [{lo:.3f}, {hi:.3f}]")
+            yield x[:, self.channels].to(self.device)
+
+
+def build_random_slice_extractor(
+    part: str = "pair", seed: int = RANDOM_SEED, device=None
+) -> SliceFeatureExtractor:
+    """`SmallEncoder2D` with fixed-seed random weights over slice pairs (sanity baseline)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = SmallEncoder2D(len(SLICE_PART_CHANNELS.get(part, [0, 1])), n_classes=1, n_aux=1)
+    return SliceFeatureExtractor(
+        net,
+        part=part,
+        name="random",
+        version=f"{SLICE_ENCODER_VERSION}-seed{seed}",
+        weights_sha256=state_dict_sha256(net.state_dict()),
+        dim=net.dim,
+        input_note=f"axial slice pairs, {part}, in [-1, 1], random weights (no training)",
+        features_fn=lambda m, x: m.features(x),
+        batch_size=64,
+        device=device,
+    )
+
+
+def load_slice_encoder(path: str | os.PathLike, device=None) -> SliceFeatureExtractor:
+    """A trained 2D encoder file (`encoder.train_slice_encoder`) -> `SliceFeatureExtractor`."""
+    from synthct.errors import WorkspaceError
+
+    path = Path(path)
+    if not path.is_file():
+        raise WorkspaceError(f"slice encoder file {path} not found")
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    meta = obj["meta"]
+    net = SmallEncoder2D(
+        len(SLICE_PART_CHANNELS[meta["part"]]), len(meta["classes"]), len(meta["descriptors"])
+    )
+    net.load_state_dict(obj["state_dict"])
+    return SliceFeatureExtractor(
+        net,
+        part=meta["part"],
+        name="default",
+        version=f"{meta['version']}-{meta['part']}-r{meta['resolution']}-{path.stem}",
+        weights_sha256=file_sha256(path),
+        dim=SLICE_EMBED_DIM,
+        input_note=(
+            f"axial slice pairs {meta['resolution']}^2, {meta['part']}, in [-1, 1]; encoder "
+            f"trained on {meta['n_train']} slices of {meta['n_cases']} real train cases"
+        ),
+        features_fn=lambda m, x: m.features(x),
+        probs_fn=lambda m, x: torch.softmax(m(x)[0], dim=1),
+        class_names=list(meta["classes"]),
+        batch_size=64,
         device=device,
     )
