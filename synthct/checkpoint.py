@@ -148,7 +148,8 @@ def load_generator(
 
     With `ema=True` the networks the loop kept an EMA of (`system.ema_modules`, usually the
     generator) get the EMA weights. The system is returned in eval mode on `device`; call
-    `system.generate(system.sample_latent(n, gen, device))` for (n, 1, S, S, S) volumes in [-1, 1].
+    `system.generate(system.sample_latent(n, gen, device))` for (n, 1, S, S, S) volumes in [-1, 1]
+    (2D systems, `data_view == "slices"`: (n, 2, R, R) image + mask slice pairs).
 
     Returns (system, run_cfg, meta) with meta = {path, step, sha256, spacing, centres}.
     """
