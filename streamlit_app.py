@@ -30,13 +30,26 @@ else:
                 st.Page("pages/browse.py", title="Browse", icon="🩻", default=True),
             ],
             "Results": [
-                st.Page("pages/dashboard.py", title="Dashboard", icon="📈", url_path="dashboard"),
+                st.Page(
+                    "pages/dashboard.py",
+                    title="Dashboard",
+                    icon=":material/monitoring:",
+                    url_path="dashboard",
+                ),
             ],
             "Work": [
                 st.Page(
-                    "pages/generate.py", title="Generate & jobs", icon="⚙️", url_path="generate"
+                    "pages/generate.py",
+                    title="Generate & jobs",
+                    icon=":material/play_circle:",
+                    url_path="generate",
                 ),
-                st.Page("pages/studies.py", title="Studies", icon="🧑‍⚕️", url_path="studies"),
+                st.Page(
+                    "pages/studies.py",
+                    title="Studies",
+                    icon=":material/groups:",
+                    url_path="studies",
+                ),
             ],
         }
     )

@@ -126,7 +126,7 @@ with tab_raters:
         )
         active = [r["rater"] for r in progress if not r["revoked"]]
         if active:
-            c1, c2 = st.columns([3, 1])
+            c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
             who = c1.selectbox("Revoke the link of", active, key="st-revoke-who")
             if c2.button("Revoke", key="st-revoke"):
                 try:

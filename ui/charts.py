@@ -101,8 +101,9 @@ def loss_figure(losses: pd.DataFrame, columns: Sequence[str], weight: float) -> 
                 opacity=0.25, name=f"{col} (raw)", showlegend=False,
             )  # fmt: skip
         fig.add_scatter(
-            x=losses["step"], y=ema_smooth(y, weight), mode="lines", line={"color": c}, name=col
-        )
+            x=losses["step"], y=ema_smooth(y, weight), line={"color": c}, name=col,
+            mode="lines" if len(y) > 30 else "lines+markers",  # a short log stays visible
+        )  # fmt: skip
     return _layout(fig, "Losses", "step", "loss")
 
 
@@ -114,11 +115,11 @@ def collapse_figure(collapse: pd.DataFrame, margin: float) -> go.Figure:
         name="samples", line={"color": SYNTHETIC},
     )  # fmt: skip
     fig.add_scatter(
-        x=collapse["step"], y=collapse["real_similarity"], mode="lines", name="real cases",
+        x=collapse["step"], y=collapse["real_similarity"], mode="lines+markers", name="real cases",
         line={"color": REAL, "dash": "dot"},
     )  # fmt: skip
     fig.add_scatter(
-        x=collapse["step"], y=collapse["real_similarity"] + margin, mode="lines",
+        x=collapse["step"], y=collapse["real_similarity"] + margin, mode="lines+markers",
         name=f"alarm level (real + {margin})", line={"color": "grey", "dash": "dash"},
     )  # fmt: skip
     flagged = collapse[collapse["flagged"].astype(int) > 0]
