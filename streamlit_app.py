@@ -27,7 +27,13 @@ else:
     nav = st.navigation(
         {
             "Data": [
-                st.Page("pages/browse.py", title="Browse", icon="🩻", default=True),
+                st.Page(
+                    "pages/browse.py",
+                    title="Browse",
+                    icon=":material/view_in_ar:",
+                    url_path="browse",
+                    default=True,
+                ),
             ],
             "Results": [
                 st.Page(
@@ -51,6 +57,7 @@ else:
                     url_path="studies",
                 ),
             ],
-        }
+        },
+        position="top",  # .streamlit/config.toml hides the sidebar page list (see there)
     )
 nav.run()

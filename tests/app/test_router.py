@@ -9,6 +9,10 @@ from tests.app.helpers import APP
 
 
 def test_researcher_without_data_gets_browse_with_hint(workspace):
+    from synthct.workspace import atomic_write_json
+
+    # An ingested-but-empty workspace (no demo is built: the case index exists).
+    atomic_write_json(workspace.case_index, {"cases": []})
     at = AppTest.from_file(APP, default_timeout=60).run()
     assert not at.exception
     assert at.title[0].value == "Browse"
@@ -16,6 +20,9 @@ def test_researcher_without_data_gets_browse_with_hint(workspace):
 
 
 def test_password_gate(workspace, monkeypatch):
+    from synthct.workspace import atomic_write_json
+
+    atomic_write_json(workspace.case_index, {"cases": []})  # no demo build behind the gate
     monkeypatch.setenv("SYNTHCT_RESEARCHER_PASSWORD_HASH", hash_password("open sesame"))
     at = AppTest.from_file(APP, default_timeout=60).run()
     assert at.title[0].value == "synthct — sign in"
