@@ -52,7 +52,9 @@ def _gallery_pngs(root: str, eval_id: str, syn_id: str, train_id: str) -> tuple[
     )
 
 
-tab_runs, tab_evals, tab_seg = st.tabs(["Training runs", "Evaluations", "Segmentation"])
+tab_runs, tab_evals, tab_cmp, tab_seg = st.tabs(
+    ["Training runs", "Evaluations", "Model comparison", "Segmentation"]
+)
 
 # -- training runs --------------------------------------------------------------------------------
 with tab_runs:
@@ -217,6 +219,28 @@ with tab_evals:
                 charts.stat_figure(view.case_stats, stat, results.STAT_LABELS[stat]),
                 key="dash-statfig",
             )
+
+# -- 2D and 3D models side by side -----------------------------------------------------------
+with tab_cmp:
+    from synthct.metrics.compare import compare_models
+
+    level = st.radio(
+        "Level", ["slice", "volume"], horizontal=True, key="dash-cmplevel",
+        format_func={"slice": "axial slices (2D and 3D models)", "volume": "volumes (3D)"}.get,
+    )  # fmt: skip
+    table = compare_models(ws, level=level)
+    if table.empty:
+        st.info(
+            f"No {level}-level evaluations yet: run `synthct evaluate --synthetic SET "
+            f"--level {level}` (2D sets are always evaluated on slices)."
+        )
+    else:
+        st.dataframe(table, hide_index=True)
+        st.caption(
+            "One row per evaluation, best FID first. Compare rows only when extractor hash, real "
+            "split and resolution match; fid_real_vs_real is the real-vs-real baseline at the "
+            "same sample size."
+        )
 
 # -- segmentation ---------------------------------------------------------------------------------
 with tab_seg:

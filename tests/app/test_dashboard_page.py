@@ -107,3 +107,15 @@ def test_page_scripts_refuse_a_session_without_role(workspace, page):
     at = AppTest.from_file(str(ROOT / "pages" / page), default_timeout=60).run()
     assert "not available" in at.error[0].value
     assert len(at.title) == 0 and len(at.button) == 0
+
+
+def test_dashboard_compares_models_at_volume_level(tiny_ws):
+    from synthct.metrics.compare import compare_models
+
+    at = _dashboard()
+    at.radio(key="dash-cmplevel").set_value("volume").run()
+    expected = compare_models(tiny_ws, level="volume")
+    assert not expected.empty
+    shown = next(d.value for d in at.dataframe if "model_kind" in getattr(d.value, "columns", []))
+    assert list(shown["set"]) == list(expected["set"])
+    np.testing.assert_allclose(shown["fid"].to_numpy(), expected["fid"].to_numpy())
