@@ -75,6 +75,21 @@ def save_checkpoint(state: dict[str, Any], run_dir: str | os.PathLike, keep: int
     return path
 
 
+SAMPLING_KEYS = ("format", "step", "config", "model", "ema", "data", "elapsed_s")
+
+
+def export_for_sampling(src: str | os.PathLike, dst_run_dir: str | os.PathLike) -> Path:
+    """Write a sampling-only copy of checkpoint `src` into `dst_run_dir`/checkpoints/.
+
+    Keeps the config, model and EMA weights and data metadata; drops optimiser and RNG states
+    (about a third of the size). `load_generator` reads it; resuming training from it is refused.
+    """
+    state = load_checkpoint(src)
+    slim = {k: state[k] for k in SAMPLING_KEYS if k in state}
+    slim["sampling_only"] = True
+    return save_checkpoint(slim, dst_run_dir)
+
+
 def remove_stale_temps(run_dir: str | os.PathLike) -> None:
     """Delete temp files left by a checkpoint write that was killed."""
     d = checkpoint_dir(run_dir)

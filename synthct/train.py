@@ -109,6 +109,11 @@ def train(
     start, elapsed, alarm = 0, 0.0, {"strikes": 0, "flagged": False}
     if resume and ckpt.list_checkpoints(run_dir):
         state = ckpt.load_checkpoint(ckpt.resolve_checkpoint(run_dir), map_location=device)
+        if state.get("sampling_only"):
+            raise ConfigError(
+                f"cannot resume run {run_dir}: its latest checkpoint is a sampling-only export "
+                "(no optimiser or RNG state); start a new run instead"
+            )
         check_resumable(state["config"], run_cfg, run_dir)
         ckpt.restore_state(state, system, opts, ema, gen, rank, world)
         start, elapsed, alarm = int(state["step"]), float(state["elapsed_s"]), state["collapse"]

@@ -82,3 +82,34 @@ def test_load_generator_with_and_without_ema(workspace, monkeypatch):
     assert out.shape == (2, 1, 32, 32, 32) and out.abs().max() <= 1
     with pytest.raises(WorkspaceError, match="no checkpoint at step 7"):
         load_generator(run_dir, checkpoint=7)
+
+
+def test_sampling_export_samples_identically_and_refuses_resume(workspace, monkeypatch):
+    import dataclasses
+
+    from test_train import install_packed
+
+    from synthct.checkpoint import export_for_sampling, load_generator, resolve_checkpoint
+    from synthct.config import load_run_config
+    from synthct.errors import ConfigError
+    from synthct.train import train
+
+    install_packed(monkeypatch, 32, n=3)
+    cfg = load_run_config(REPO / "configs" / "hagan-tiny.yaml")
+    cfg = dataclasses.replace(
+        cfg, train=dataclasses.replace(cfg.train, steps=2, checkpoint_every=2, snapshot_every=0,
+                                       collapse_every=0, log_every=1)
+    )  # fmt: skip
+    run_dir = train(cfg, workspace, "full")
+    slim_dir = workspace.run_dir("slim")
+    slim = export_for_sampling(resolve_checkpoint(run_dir), slim_dir)
+    assert slim.stat().st_size < 0.6 * resolve_checkpoint(run_dir).stat().st_size
+    outs = []
+    for d in (run_dir, slim_dir):
+        system, cfg_back, meta = load_generator(d)
+        assert cfg_back == cfg and meta["step"] == 2
+        g = torch.Generator().manual_seed(3)
+        outs.append(system.generate(system.sample_latent(2, generator=g)))
+    torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)
+    with pytest.raises(ConfigError, match="sampling-only"):
+        train(cfg, workspace, "slim", resume=True)
