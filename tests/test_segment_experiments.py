@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from synthct.datasets import case_ids_hash
 from synthct.errors import LeakageError, WorkspaceError
 from synthct.io import Volume, save_volume, spacing_affine
 from synthct.segment import data as segdata
 from synthct.segment.data import make_case
 from synthct.segment.experiments import ExperimentConfig, run_experiment, run_experiment_cases
-from synthct.segment.folds import ids_hash
 from synthct.segment.recipe import SegConfig
 from synthct.segment.train import train_fold
 
@@ -98,7 +98,7 @@ def test_worker_processes_are_seeded_reproducibly(tmp_path):
 def _card(ids):
     return {
         "run": "gan-run",
-        "training_cases": {"split": "all", "case_ids": ids, "sha256": ids_hash(ids)},
+        "training_cases": {"split": "all", "case_ids": ids, "sha256": case_ids_hash(ids)},
     }
 
 
@@ -293,7 +293,7 @@ def test_real_experiment_on_preprocessed_phantoms(workspace, tmp_path):
     trainval = cases_in_split(workspace, "train") + cases_in_split(workspace, "val")
     assert [r["case_id"] for r in res["per_case"]] == test_ids
     assert res["n_train_val"] == len(trainval)
-    assert res["test_case_ids_sha256"] == ids_hash(test_ids)
+    assert res["test_case_ids_sha256"] == case_ids_hash(test_ids)
     folds = json.loads((workspace.segmentation / "real-phantoms" / "folds.json").read_text())
     validated = sorted(i for f in folds for i in f["val"])
     assert validated == sorted(c.case_id for c in trainval)

@@ -9,13 +9,13 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from synthct.datasets import case_ids_hash
 from synthct.errors import ConfigError, LeakageError
 from synthct.segment.folds import (
     FoldPlan,
     assign_folds,
     check_leakage,
     check_plans,
-    ids_hash,
     plan_folds,
 )
 
@@ -99,7 +99,7 @@ def _card(case_ids, split="train", sha=None):
         "training_cases": {
             "split": split,
             "case_ids": case_ids,
-            "sha256": sha if sha is not None else ids_hash(case_ids),
+            "sha256": sha if sha is not None else case_ids_hash(case_ids),
         },
     }
 
@@ -114,7 +114,7 @@ def cohort():
 
 def test_ids_hash_matches_the_contract():
     ids = ["b", "a", "c"]
-    assert ids_hash(ids) == hashlib.sha256(b"a\nb\nc").hexdigest()
+    assert case_ids_hash(ids) == hashlib.sha256(b"a\nb\nc").hexdigest()
 
 
 def test_guard_refuses_generator_trained_on_test_cases(cohort):

@@ -9,7 +9,6 @@ feature extractors identically.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from synthct.config import DataConfig, from_dict
+from synthct.datasets import case_ids_hash
 from synthct.errors import WorkspaceError
 from synthct.metrics.features import select_part
 from synthct.workspace import Workspace
@@ -43,8 +43,8 @@ class VolumeSet:
 
 
 def ids_sha256(ids: Sequence[str]) -> str:
-    """SHA-256 of the sorted ids joined by newlines (same formula as `case_ids_hash`)."""
-    return hashlib.sha256("\n".join(sorted(map(str, ids))).encode()).hexdigest()
+    """SHA-256 of the sorted ids joined by newlines (`synthct.datasets.case_ids_hash`)."""
+    return case_ids_hash(map(str, ids))
 
 
 # -- loading ------------------------------------------------------------------------------------

@@ -30,10 +30,11 @@ from typing import Any
 import numpy as np
 
 from synthct.config import from_dict, to_dict
+from synthct.datasets import case_ids_hash
 from synthct.errors import ConfigError, WorkspaceError
 from synthct.segment.data import SegCase
 from synthct.segment.evaluate import RESULTS_FILE, evaluate_cases
-from synthct.segment.folds import check_leakage, ids_hash, plan_folds
+from synthct.segment.folds import check_leakage, plan_folds
 from synthct.segment.recipe import SegConfig
 from synthct.segment.train import load_fold_model, load_torch, train_fold
 from synthct.workspace import Workspace, atomic_write_json, atomic_write_text, check_name
@@ -202,7 +203,7 @@ def run_experiment_cases(
         "synthct_version": __version__,
         "config": to_dict(cfg),
         "n_train_val": len(trainval),
-        "test_case_ids_sha256": ids_hash(test_ids),
+        "test_case_ids_sha256": case_ids_hash(test_ids),
         "synthetic": None
         if cfg.experiment == "real"
         else {

@@ -11,7 +11,6 @@ which case the returned record (written into the results) says so.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import warnings
 from collections import Counter
 from collections.abc import Sequence
@@ -19,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from synthct.datasets import case_ids_hash
 from synthct.errors import ConfigError, LeakageError
 
 
@@ -104,11 +104,6 @@ def _ids(ids, limit: int = 10) -> str:
     return ", ".join(ids[:limit]) + more
 
 
-def ids_hash(ids: Sequence[str]) -> str:
-    """SHA-256 of the sorted ids joined by newlines (the case-index contract's case_ids_hash)."""
-    return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()
-
-
 # -- leakage guard ------------------------------------------------------------------------------
 def check_leakage(
     datacard: dict[str, Any],
@@ -142,7 +137,7 @@ def check_leakage(
     if gan_ids is None:
         problems.append("its datacard has no training_cases.case_ids, so leakage cannot be checked")
     else:
-        if tc.get("sha256") and tc["sha256"] != ids_hash(gan_ids):
+        if tc.get("sha256") and tc["sha256"] != case_ids_hash(gan_ids):
             problems.append("its datacard's training_cases.sha256 does not match its case_ids")
         gan = set(gan_ids)
         record["test_overlap"] = sorted(gan & set(test_ids))
