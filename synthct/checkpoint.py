@@ -20,7 +20,6 @@ import hashlib
 import os
 import random
 import re
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ import torch.distributed as dist
 
 from synthct.config import RunConfig, from_dict, to_dict
 from synthct.errors import WorkspaceError
+from synthct.workspace import atomic_write
 
 CHECKPOINT_FORMAT = 1
 _NAME = re.compile(r"^step-(\d{8})\.pt$")
@@ -55,19 +55,9 @@ def list_checkpoints(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
 
 def save_checkpoint(state: dict[str, Any], run_dir: str | os.PathLike, keep: int = 0) -> Path:
     """Write `state` (must contain "step") atomically; keep only the newest `keep` (0 = all)."""
-    path = checkpoint_path(run_dir, int(state["step"]))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    path = atomic_write(
+        checkpoint_path(run_dir, int(state["step"])), lambda f: torch.save(state, f)
+    )
     if keep > 0:
         for _, old in list_checkpoints(run_dir)[:-keep]:
             with contextlib.suppress(FileNotFoundError):
