@@ -87,9 +87,9 @@ with tab_runs:
             )
             st.plotly_chart(charts.loss_figure(run.losses, cols, weight), key="dash-loss")
         if not run.collapse.empty:
-            from synthct.train import COLLAPSE_MARGIN
+            from synthct.train import COLLAPSE_RATIO
 
-            st.plotly_chart(charts.collapse_figure(run.collapse, COLLAPSE_MARGIN), key="dash-col")
+            st.plotly_chart(charts.collapse_figure(run.collapse, COLLAPSE_RATIO), key="dash-col")
         if run.samples:
             steps = [step for step, _ in run.samples]
             pick = st.select_slider(

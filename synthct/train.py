@@ -14,12 +14,13 @@ Exact resume: the data order is a pure function of (seed, step) — epoch permut
 SIGKILL and resumed reproduces on CPU the loss values of an uninterrupted run.
 
 Mode-collapse alarm (rule): every `collapse_every` steps the loop generates a fixed-seed batch of
-8 EMA samples, takes their image halves (average-pooled to <= 16^3 voxels), subtracts the mean
-real train volume, and computes the mean pairwise cosine similarity; the same number is computed
-once for a fixed batch of real train cases. 2D systems (FastGAN, StyleGAN2) use the same rule on
-their CT slices against a fixed draw of real train slices (`synthct.train_slices`). The run is flagged when sample similarity exceeds
-the real similarity by more than `COLLAPSE_MARGIN` (0.5) at two consecutive checks after step 0:
-identical samples score 1.0, real cases about -1/(n-1).
+8 EMA samples, takes their image halves (average-pooled to <= 16x16x8 voxels) and computes their
+diversity: the mean pairwise RMS distance between samples (in [-1, 1] units). The same number is
+computed once for a fixed batch of real train cases. 2D systems (FastGAN, StyleGAN2) use the same
+rule on their CT slices against a fixed draw of real train slices (`synthct.train_slices`). The
+run is flagged when the samples' diversity falls below `COLLAPSE_RATIO` (0.25) of the real
+diversity at two consecutive checks: identical samples score 0. A distance, unlike a cosine
+around the real mean, is not fooled by a common offset of all samples (e.g. all too bright).
 
 Hand-written because no library offers a loop with this contract (GANSystem interface, exact
 resume, explicit flattened gradient all-reduce that allows any call pattern of the networks).
@@ -50,7 +51,7 @@ from synthct.errors import ConfigError, LeakageError, SynthctError, WorkspaceErr
 from synthct.models.base import GANSystem, StepContext
 from synthct.workspace import Workspace, atomic_write_json, atomic_write_text, check_name
 
-COLLAPSE_MARGIN = 0.5
+COLLAPSE_RATIO = 0.25  # flag when sample diversity < this fraction of the real diversity
 N_SNAPSHOT, N_COLLAPSE = 4, 8
 # Settings that may change when a run is resumed (length, bookkeeping, numerics/speed).
 RESUMABLE_KEYS = {
@@ -284,12 +285,12 @@ def mask_half(x: torch.Tensor, packing: str) -> torch.Tensor:
     return x[..., 1::2] if packing == "interleave" else x[..., x.shape[-1] // 2 :]
 
 
-def mean_pairwise_cosine(v: torch.Tensor) -> float:
-    """Mean cosine similarity over distinct pairs of rows of v (n, d)."""
-    u = F.normalize(v.double().flatten(1), dim=1)
-    sim = u @ u.T
-    n = u.shape[0]
-    return float((sim.sum() - sim.diagonal().sum()) / (n * (n - 1)))
+def mean_pairwise_distance(v: torch.Tensor) -> float:
+    """Mean RMS distance over distinct pairs of rows of v (n, d): ||a - b|| / sqrt(d)."""
+    u = v.double().flatten(1)
+    n, d = u.shape
+    dist = torch.cdist(u, u) / d**0.5
+    return float(dist.sum() / (n * (n - 1)))
 
 
 def slice_png(batch: torch.Tensor, packing: str) -> tuple[np.ndarray, np.ndarray]:
@@ -514,14 +515,12 @@ class CollapseProbe:
         self.packing = run_cfg.data.packing
         self.seed = run_cfg.train.seed
         self.device = device
-        feats = torch.cat([self.features(c.unsqueeze(1)) for c in arrays.split(16)])
         pick = torch.randperm(len(arrays), generator=torch.Generator().manual_seed(self.seed))
-        self.set_reference(feats, feats[pick[:N_COLLAPSE]])
+        self.set_reference(self.features(arrays[pick[:N_COLLAPSE]].unsqueeze(1)))
 
-    def set_reference(self, feats: torch.Tensor, ref: torch.Tensor) -> None:
-        """Real mean from `feats` (n, d); real similarity of the reference rows `ref` (k, d)."""
-        self.real_mean = feats.mean(0)
-        self.real_sim = mean_pairwise_cosine(ref - self.real_mean) if len(ref) > 1 else 0.0
+    def set_reference(self, ref: torch.Tensor) -> None:
+        """Real diversity of the reference feature rows `ref` (k, d)."""
+        self.real_div = mean_pairwise_distance(ref) if len(ref) > 1 else 0.0
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(n, 1, S, S, S) -> image halves average-pooled to at most 16x16x8, as (n, d) float32."""
@@ -543,14 +542,12 @@ class CollapseProbe:
         return np.concatenate(slice_png(self.samples(system, ema, N_SNAPSHOT), self.packing))
 
     def check(self, system, ema, alarm: dict) -> tuple[float, float, bool]:
-        """(sample similarity, real similarity, flagged) and update the alarm's strike count."""
-        fake_sim = mean_pairwise_cosine(
-            self.features(self.samples(system, ema, N_COLLAPSE)) - self.real_mean
-        )
-        alike = fake_sim - self.real_sim > COLLAPSE_MARGIN
+        """(sample diversity, real diversity, flagged) and update the alarm's strike count."""
+        fake_div = mean_pairwise_distance(self.features(self.samples(system, ema, N_COLLAPSE)))
+        alike = fake_div < COLLAPSE_RATIO * self.real_div
         alarm["strikes"] = alarm["strikes"] + 1 if alike else 0
         alarm["flagged"] = bool(alarm["flagged"] or alarm["strikes"] >= 2)
-        return fake_sim, self.real_sim, alarm["strikes"] >= 2
+        return fake_div, self.real_div, alarm["strikes"] >= 2
 
 
 class RunLog:
@@ -601,20 +598,21 @@ class RunLog:
         save_png(picture, self.dir / "samples" / f"step-{step:08d}.png")
 
     def collapse(self, step: int, result: tuple[float, float, bool]) -> None:
-        fake_sim, real_sim, flagged = result
+        fake_div, real_div, flagged = result
         self._append(
             "collapse.csv",
             {
                 "step": step,
-                "sample_similarity": f"{fake_sim:.6f}",
-                "real_similarity": f"{real_sim:.6f}",
+                "sample_diversity": f"{fake_div:.6f}",
+                "real_diversity": f"{real_div:.6f}",
                 "flagged": int(flagged),
             },
         )
         if flagged:
             self.warnings.append(
-                f"possible mode collapse at step {step}: samples' mean pairwise cosine "
-                f"{fake_sim:.2f} vs {real_sim:.2f} among real cases (margin {COLLAPSE_MARGIN})"
+                f"possible mode collapse at step {step}: samples' mean pairwise distance "
+                f"{fake_div:.3f} vs {real_div:.3f} among real cases "
+                f"(alarm below {COLLAPSE_RATIO:g} x real)"
             )
             self.status("running", step)
 

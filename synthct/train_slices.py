@@ -11,8 +11,8 @@ in `synthct.train` stays one loop; it calls the pieces here when the system asks
   pure function of (seed, step): a resumed run sees the same batches without any RNG state, and
   the ranks of a DDP run share one global draw.
 - `SliceCollapseProbe`: the loop's mode-collapse rule on 2D samples: features = CT channel
-  average-pooled to <= 32 x 32, centred by the mean of a fixed weighted draw of real slices; the
-  real similarity is that of 8 distinct real slices drawn without replacement.
+  average-pooled to <= 32 x 32; the real diversity is that of 8 distinct real slices drawn
+  without replacement.
 - `pairs_png`: snapshots of (n, 2, R, R) samples: the CT row (radiological orientation, the
   data's HU window as grey levels) over the same slices with the mask overlaid
   (`synthct.display.overlay_mask`), as one RGB image.
@@ -29,7 +29,6 @@ import torch.nn.functional as F
 from synthct.config import DataConfig, RunConfig, TrainConfig
 from synthct.train import N_COLLAPSE, N_SNAPSHOT, CollapseProbe
 
-N_REAL_MEAN = 256  # real slices drawn for the probe's centring mean
 PROBE_SIDE = 32  # collapse features: CT channel pooled to at most this side
 
 
@@ -119,11 +118,9 @@ class SliceCollapseProbe(CollapseProbe):
         self.seed = run_cfg.train.seed
         self.device = device
         g = torch.Generator().manual_seed(self.seed + 4242)
-        mean_idx = dataset.draw_indices(N_REAL_MEAN, g)
         k = min(N_COLLAPSE, int((dataset.weights > 0).sum()))
         ref_idx = torch.multinomial(dataset.weights, k, replacement=False, generator=g)
-        pairs = lambda idx: torch.stack([dataset[int(i)] for i in idx])  # noqa: E731
-        self.set_reference(self.features(pairs(mean_idx)), self.features(pairs(ref_idx)))
+        self.set_reference(self.features(torch.stack([dataset[int(i)] for i in ref_idx])))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(n, 2, R, R) -> CT channel average-pooled to <= 32 x 32, as (n, d) float32."""

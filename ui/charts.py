@@ -107,28 +107,28 @@ def loss_figure(losses: pd.DataFrame, columns: Sequence[str], weight: float) -> 
     return _layout(fig, "Losses", "step", "loss")
 
 
-def collapse_figure(collapse: pd.DataFrame, margin: float) -> go.Figure:
-    """Mean pairwise cosine of EMA samples vs real cases; flagged checks marked."""
+def collapse_figure(collapse: pd.DataFrame, ratio: float) -> go.Figure:
+    """Mean pairwise distance among EMA samples vs real cases; alarm level and flags marked."""
     fig = go.Figure()
     fig.add_scatter(
-        x=collapse["step"], y=collapse["sample_similarity"], mode="lines+markers",
+        x=collapse["step"], y=collapse["sample_diversity"], mode="lines+markers",
         name="samples", line={"color": SYNTHETIC},
     )  # fmt: skip
     fig.add_scatter(
-        x=collapse["step"], y=collapse["real_similarity"], mode="lines+markers", name="real cases",
+        x=collapse["step"], y=collapse["real_diversity"], mode="lines+markers", name="real cases",
         line={"color": REAL, "dash": "dot"},
     )  # fmt: skip
     fig.add_scatter(
-        x=collapse["step"], y=collapse["real_similarity"] + margin, mode="lines+markers",
-        name=f"alarm level (real + {margin})", line={"color": "grey", "dash": "dash"},
+        x=collapse["step"], y=collapse["real_diversity"] * ratio, mode="lines+markers",
+        name=f"alarm level ({ratio:g} x real)", line={"color": "grey", "dash": "dash"},
     )  # fmt: skip
     flagged = collapse[collapse["flagged"].astype(int) > 0]
     if not flagged.empty:
         fig.add_scatter(
-            x=flagged["step"], y=flagged["sample_similarity"], mode="markers", name="flagged",
+            x=flagged["step"], y=flagged["sample_diversity"], mode="markers", name="flagged",
             marker={"color": "black", "symbol": "x", "size": 11},
         )  # fmt: skip
-    return _layout(fig, "Mode-collapse check", "step", "mean pairwise cosine")
+    return _layout(fig, "Mode-collapse check", "step", "mean pairwise distance (diversity)")
 
 
 # -- evaluations ----------------------------------------------------------------------------------

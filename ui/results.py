@@ -49,7 +49,7 @@ class RunView:
     config: dict[str, Any]
     status: dict[str, Any]
     losses: pd.DataFrame  # step, wall_s, one column per loss
-    collapse: pd.DataFrame  # step, sample_similarity, real_similarity, flagged
+    collapse: pd.DataFrame  # step, sample_diversity, real_diversity, flagged
     samples: list[tuple[int, Path]] = field(default_factory=list)  # (step, PNG), oldest first
     checkpoints: list[tuple[int, Path]] = field(default_factory=list)
 
