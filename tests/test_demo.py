@@ -69,3 +69,32 @@ def test_tiny_demo_builds_every_artefact(workspace):
     again = build_demo(workspace, DemoSettings.tiny())
     assert again.invite_links == {}
     assert load_datacard(set_dir)["created"] == card["created"]
+
+
+def test_shipped_checkpoint_installs_only_for_its_training_split(workspace):
+    """The shipped demo generator goes in only when the train split's hash matches its own."""
+    from synthct.checkpoint import load_checkpoint, load_generator
+    from synthct.datasets import case_ids_hash, cases_in_split, ingest
+    from synthct.demo import install_shipped_run, shipped_checkpoint
+    from synthct.phantom import write_phantom_set
+    from synthct.workspace import read_json
+
+    ckpt = shipped_checkpoint()
+    assert ckpt is not None and ckpt.stat().st_size <= 25 * 2**20
+    assert load_checkpoint(ckpt)["sampling_only"]
+    s = DemoSettings()
+    src = workspace.root / "sources" / "phantom"
+    write_phantom_set(src, n=s.n_cases, seed=s.seed, scale=s.scale)
+    ingest(src, workspace, test_fraction=0.5, seed=s.seed)  # a different split: refused
+    assert not install_shipped_run(workspace, workspace.run_dir("a"))
+    ingest(src, workspace, test_fraction=s.test_fraction, seed=s.seed)  # the demo's split
+    run_dir = workspace.run_dir(DEMO_RUN)
+    assert install_shipped_run(workspace, run_dir)
+    train_ids = [r.case_id for r in cases_in_split(workspace, "train")]
+    assert read_json(run_dir / "train_cases.json")["sha256"] == case_ids_hash(train_ids)
+    system, cfg, meta = load_generator(run_dir)
+    assert cfg.data.size == 64 and meta["step"] == 6000
+    import torch
+
+    out = system.generate(system.sample_latent(1, generator=torch.Generator().manual_seed(0)))
+    assert out.shape == (1, 1, 64, 64, 64)
