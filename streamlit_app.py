@@ -24,40 +24,35 @@ else:
     from ui.demo import ensure_workspace
 
     ensure_workspace()
+    auth.open_access_note()
     nav = st.navigation(
-        {
-            "Data": [
-                st.Page(
-                    "pages/browse.py",
-                    title="Browse",
-                    icon=":material/view_in_ar:",
-                    url_path="browse",
-                    default=True,
-                ),
-            ],
-            "Results": [
-                st.Page(
-                    "pages/dashboard.py",
-                    title="Dashboard",
-                    icon=":material/monitoring:",
-                    url_path="dashboard",
-                ),
-            ],
-            "Work": [
-                st.Page(
-                    "pages/generate.py",
-                    title="Generate & jobs",
-                    icon=":material/play_circle:",
-                    url_path="generate",
-                ),
-                st.Page(
-                    "pages/studies.py",
-                    title="Studies",
-                    icon=":material/groups:",
-                    url_path="studies",
-                ),
-            ],
-        },
+        [
+            st.Page(
+                "pages/browse.py",
+                title="Browse",
+                icon=":material/view_in_ar:",
+                url_path="browse",
+                default=True,
+            ),
+            st.Page(
+                "pages/dashboard.py",
+                title="Dashboard",
+                icon=":material/monitoring:",
+                url_path="dashboard",
+            ),
+            st.Page(
+                "pages/generate.py",
+                title="Generate & jobs",
+                icon=":material/play_circle:",
+                url_path="generate",
+            ),
+            st.Page(
+                "pages/studies.py",
+                title="Studies",
+                icon=":material/groups:",
+                url_path="studies",
+            ),
+        ],
         position="top",  # .streamlit/config.toml hides the sidebar page list (see there)
     )
 nav.run()

@@ -18,19 +18,18 @@ if not sources:
     )
     st.stop()
 
-if ws.root.name == "workspace" or "demo" in ws.root.name:
-    st.caption(f"Workspace: `{ws.root}`")
-
 side_by_side = st.toggle("Side by side", value=len(sources) > 1)
 columns = st.columns(2) if side_by_side else [st.container()]
-real_first = [s for s in sources if s.kind == "real"] + [s for s in sources if s.kind != "real"]
+# Left starts on real cases on the preprocessed grid (the GAN's view), right on a synthetic set.
+first_synthetic = next((j for j, s in enumerate(sources) if s.kind == "synthetic"), 0)
 for i, col in enumerate(columns):
     with col:
-        default = 0
-        if i == 1:  # second column starts on the first synthetic set, if any
-            default = next((j for j, s in enumerate(real_first) if s.kind == "synthetic"), 0)
         source = st.selectbox(
-            "Data set", real_first, index=default, format_func=lambda s: s.label, key=f"src{i}"
+            "Data set",
+            sources,
+            index=first_synthetic if i == 1 else 0,
+            format_func=lambda s: s.label,
+            key=f"src{i}",
         )
         ids = data.case_ids(ws, source)
         if not ids:
@@ -39,6 +38,8 @@ for i, col in enumerate(columns):
         case_id = st.selectbox("Case", ids, key=f"case{i}-{source.label}")
         case = data.load_case(str(ws.root), source.kind, source.key, case_id)
         width = 460 if side_by_side else 640
-        slice_viewer(f"v{i}", case.image_hu, case.mask, width=width, spacing=case.spacing)
+        # One viewer state per case: a new case opens on its own tumour slice.
+        key = f"v{i}-{source.kind}-{source.key}-{case_id}"
+        slice_viewer(key, case.image_hu, case.mask, width=width, spacing=case.spacing)
         with st.expander("Case details"):
             st.table({k: [str(v)] for k, v in case.meta.items()})

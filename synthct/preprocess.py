@@ -698,3 +698,30 @@ def load_packed(ws, cfg: DataConfig, split: str = "train") -> PackedSet:
         spacing=tuple(float(v) for v in spacing),  # type: ignore[arg-type]
         manifest=manifest,
     )
+
+
+def list_packed(ws) -> list[tuple[Path, DataConfig]]:
+    """Every packed folder of the workspace with its preprocessing config, smallest S first."""
+    from synthct.config import from_dict
+
+    found = []
+    for folder in sorted(ws.packed.glob("s*-*")) if ws.packed.is_dir() else []:
+        if (folder / MANIFEST).is_file():
+            cfg = from_dict(DataConfig, read_manifest(folder)["config"], str(folder / MANIFEST))
+            found.append((folder, cfg))
+    return sorted(found, key=lambda fc: fc[1].size)
+
+
+def load_packed_case(ws, cfg: DataConfig, case_id: str) -> tuple[np.ndarray, np.ndarray, tuple]:
+    """One packed case unpacked: (image_hu (S, S, S/2), mask, spacing in mm of that grid)."""
+    folder = packed_dir(ws, cfg)
+    entry = read_manifest(folder)["cases"].get(case_id)
+    if entry is None:
+        raise WorkspaceError(f"case {case_id!r} is not packed in {folder}")
+    path = folder / entry["file"]
+    try:
+        arr = np.load(path, allow_pickle=False).astype(np.float32)
+    except (OSError, ValueError) as e:
+        raise WorkspaceError(f"{path}: unreadable packed array ({e})") from None
+    image_hu, mask = unpack(arr, cfg)
+    return image_hu, mask, tuple(float(v) for v in entry["spacing"])

@@ -343,3 +343,30 @@ def test_preprocess_command_rejects_bad_options(workspace):
         _cli("preprocess", "--size", "12", "--workspace", ws)
     with pytest.raises(ConfigError, match="hu_window"):
         _cli("preprocess", "--size", "16", "--hu-window", "600", "-1024", "--workspace", ws)
+
+
+def test_list_and_load_one_packed_case_match_load_packed(tmp_path):
+    from synthct.config import DataConfig
+    from synthct.datasets import ingest
+    from synthct.phantom import write_phantom_set
+    from synthct.preprocess import (
+        list_packed,
+        load_packed,
+        load_packed_case,
+        preprocess_workspace,
+        unpack,
+    )
+    from synthct.workspace import Workspace
+
+    ws = Workspace.resolve(tmp_path / "ws").ensure()
+    write_phantom_set(tmp_path / "src", n=4, seed=3, scale=0.1)
+    ingest(tmp_path / "src", ws, test_fraction=0.25, seed=0)
+    cfg = DataConfig(size=16)
+    preprocess_workspace(ws, cfg, workers=1, progress=False)
+    assert [c for _, c in list_packed(ws)] == [cfg]
+    packed = load_packed(ws, cfg, split="train")
+    image_hu, mask, spacing = load_packed_case(ws, cfg, packed.case_ids[0])
+    ref_img, ref_mask = unpack(packed.arrays[0], cfg)
+    np.testing.assert_array_equal(image_hu, ref_img)
+    np.testing.assert_array_equal(mask, ref_mask)
+    assert len(spacing) == 3 and min(spacing) > 0

@@ -54,6 +54,19 @@ def rater_id_for(token: str) -> int | None:
         return None if rater is None else rater.id
 
 
+def open_access_note() -> None:
+    """The visible note on an open (password-less) researcher app."""
+    from synthct.access import configured_password_hash
+    from ui.state import workspace
+
+    if not configured_password_hash(_secrets()):
+        st.caption(
+            f":material/lock_open: Open access: no researcher password is set, so anyone who can "
+            f"reach this address sees every page (`synthct password-hash` sets one). "
+            f"Workspace `{workspace().root}`."
+        )
+
+
 def require_researcher() -> None:
     """Stop the page unless this session was admitted as a researcher by the router."""
     if st.session_state.get("role") != RESEARCHER:

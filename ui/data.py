@@ -17,8 +17,8 @@ class Source:
     """A data set the Browse page can show: real cases of a split, or a synthetic set."""
 
     label: str
-    kind: str  # "real" | "synthetic"
-    key: str  # split name or set name
+    kind: str  # "real" (original files) | "packed" (real, preprocessed grid) | "synthetic"
+    key: str  # split name, "<split>@<size>" for packed, or set name
 
 
 @dataclass(frozen=True)
@@ -35,18 +35,24 @@ def sources(ws: Workspace) -> list[Source]:
     out: list[Source] = []
     if ws.splits.exists():
         from synthct.datasets import load_splits
+        from synthct.preprocess import list_packed
 
-        present = set(load_splits(ws).values())
-        out += [Source(f"Real · {s}", "real", s) for s in SPLITS if s in present]
+        present = [s for s in SPLITS if s in set(load_splits(ws).values())]
+        for _, cfg in list_packed(ws):  # the real cases on the grid the GAN learns from
+            out += [
+                Source(f"Real · {s} · preprocessed S={cfg.size}", "packed", f"{s}@{cfg.size}")
+                for s in present
+            ]
+        out += [Source(f"Real · {s} · original", "real", s) for s in present]
     out += [Source(f"Synthetic · {name}", "synthetic", name) for name in list_sets(ws)]
     return out
 
 
 def case_ids(ws: Workspace, source: Source) -> list[str]:
-    if source.kind == "real":
+    if source.kind in ("real", "packed"):
         from synthct.datasets import cases_in_split
 
-        return [r.case_id for r in cases_in_split(ws, source.key)]
+        return [r.case_id for r in cases_in_split(ws, source.key.split("@")[0])]
     from synthct.generate import load_datacard
 
     card = load_datacard(ws.synthetic_dir(source.key))
@@ -57,6 +63,14 @@ def case_ids(ws: Workspace, source: Source) -> list[str]:
 def load_case(root: str, kind: str, key: str, case_id: str) -> Case:
     """One case as arrays (cached per process; at most 8 volumes are kept)."""
     ws = Workspace.resolve(root)
+    if kind == "packed":
+        from synthct.preprocess import list_packed, load_packed_case
+
+        split, size = key.split("@")
+        cfg = next(c for _, c in list_packed(ws) if c.size == int(size))
+        image_hu, mask, spacing = load_packed_case(ws, cfg, case_id)
+        meta = {"case id": case_id, "split": split, "grid": f"preprocessed S={size}"}
+        return _with_volume_meta(Case(image_hu, mask, spacing, meta))
     if kind == "real":
         from synthct.datasets import cases_in_split
         from synthct.io import load_volume
@@ -85,9 +99,12 @@ def load_case(root: str, kind: str, key: str, case_id: str) -> Case:
             **{k: v for k, v in entry.items() if k != "case_id"},
         }
         meta["model"] = f"{card.get('model', {}).get('kind')} S={card.get('model', {}).get('size')}"
-    spacing = image.spacing
-    voxel_ml = float(np.prod(spacing)) / 1000.0
-    meta["shape"] = "×".join(map(str, image.shape))
-    meta["spacing (mm)"] = " × ".join(f"{s:.2f}" for s in spacing)
-    meta["tumour volume (mL)"] = round(float(np.count_nonzero(mask.array)) * voxel_ml, 2)
-    return Case(image.array, mask.array, spacing, meta)
+    return _with_volume_meta(Case(image.array, mask.array, image.spacing, meta))
+
+
+def _with_volume_meta(case: Case) -> Case:
+    voxel_ml = float(np.prod(case.spacing)) / 1000.0
+    case.meta["shape"] = "×".join(map(str, case.image_hu.shape))
+    case.meta["spacing (mm)"] = " × ".join(f"{s:.2f}" for s in case.spacing)
+    case.meta["tumour volume (mL)"] = round(float(np.count_nonzero(case.mask)) * voxel_ml, 2)
+    return case

@@ -56,8 +56,10 @@ def slice_viewer(
         window = window_picker(key)
     n = n_slices(image_hu.shape, plane)
     idx_key = f"{key}-{plane}-idx"
-    if idx_key not in st.session_state:
-        st.session_state[idx_key] = n // 2
+    if idx_key not in st.session_state:  # open on the tumour when there is one
+        st.session_state[idx_key] = (
+            slice_with_most_mask(mask, plane) if mask is not None else n // 2
+        )
     c3, c4, c5 = st.columns([2, 1, 1])
     show_mask = c4.toggle("Mask", value=mask is not None, key=f"{key}-mask", disabled=mask is None)
     alpha = c5.slider("Opacity", 0.0, 1.0, 0.4, 0.05, key=f"{key}-alpha", disabled=mask is None)

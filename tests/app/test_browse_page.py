@@ -25,7 +25,8 @@ def test_browse_side_by_side_real_and_synthetic_with_overlay(tiny_ws, monkeypatc
     at = AppTest.from_file(APP, default_timeout=120).run()
     assert not at.exception, at.exception
     labels = at.selectbox(key="src0").options
-    assert "Real · train" in labels and f"Synthetic · {SET}" in labels
+    assert "Real · train · original" in labels and f"Synthetic · {SET}" in labels
+    assert any(lb.startswith("Real · train · preprocessed S=") for lb in labels)
     assert at.selectbox(key="src1").value.label == f"Synthetic · {SET}"
     assert len(at.image) == 2
 
@@ -33,8 +34,9 @@ def test_browse_side_by_side_real_and_synthetic_with_overlay(tiny_ws, monkeypatc
     card = load_datacard(tiny_ws.synthetic_dir(SET))
     first = card["cases"][0]["case_id"]
     image, mask = load_synthetic_pair(tiny_ws.synthetic_dir(SET), first)
-    at.button(key="v1-most").click().run()
-    idx = at.slider(key="v1-axial-idx").value
+    key = f"v1-synthetic-{SET}-{first}"
+    at.button(key=f"{key}-most").click().run()
+    idx = at.slider(key=f"{key}-axial-idx").value
     expected = render_slice(
         image.array, mask.array, "axial", idx, WINDOWS["soft-tissue"], 0.4, True, image.spacing
     )
@@ -43,6 +45,6 @@ def test_browse_side_by_side_real_and_synthetic_with_overlay(tiny_ws, monkeypatc
     np.testing.assert_array_equal(shown, expected)
 
     # Mask off: no overlay colour left.
-    at.toggle(key="v1-mask").set_value(False).run()
+    at.toggle(key=f"{key}-mask").set_value(False).run()
     plain = shown_rgb[-1]
     assert (plain == plain[..., :1]).all()

@@ -41,3 +41,17 @@ def test_page_script_refuses_a_session_without_role(workspace):
     at = AppTest.from_file(str(ROOT / "pages" / "browse.py"), default_timeout=60).run()
     assert "not available" in at.error[0].value
     assert len(at.title) == 0
+
+
+def test_open_access_is_announced_and_password_removes_the_note(workspace, monkeypatch):
+    from synthct.workspace import atomic_write_json
+
+    atomic_write_json(workspace.case_index, {"cases": []})
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert any("Open access" in c.value for c in at.caption)
+    monkeypatch.setenv("SYNTHCT_RESEARCHER_PASSWORD_HASH", hash_password("pw"))
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.text_input[0].input("pw")
+    at.button[0].click().run()
+    assert at.title[0].value == "Browse"
+    assert not any("Open access" in c.value for c in at.caption)
