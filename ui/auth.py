@@ -68,10 +68,31 @@ def open_access_note() -> None:
 
 
 def require_researcher() -> None:
-    """Stop the page unless this session was admitted as a researcher by the router."""
-    if st.session_state.get("role") != RESEARCHER:
-        st.error("This page is not available.")
-        st.stop()
+    """Stop the page unless this session was admitted as a researcher by the router.
+
+    A page reached without the router (Streamlit's pages/ discovery on a freshly started server)
+    hands the session over to the router once: the pages/ discovery is switched off and the run
+    restarts through streamlit_app.py, which resolves the role and routes the same URL. Anything
+    else without the researcher role sees only a refusal.
+    """
+    role = st.session_state.get("role")
+    if role == RESEARCHER:
+        return
+    if role is None:
+        _hand_over_to_router()
+    st.error("This page is not available.")
+    st.stop()
+
+
+def _hand_over_to_router() -> None:
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:  # a Streamlit without the v1 pages/ discovery
+        return
+    if PagesManager.uses_pages_directory:
+        # What st.navigation itself does on its first call: the router owns routing from now on.
+        PagesManager.uses_pages_directory = False
+        st.rerun()
 
 
 def invalid_token_page() -> None:

@@ -85,3 +85,20 @@ def test_fresh_server_first_request_to_a_researcher_page(demo, page, first):
         _no_researcher_content(page)
     finally:
         server.stop()
+
+
+def test_fresh_server_researcher_bookmark_reaches_the_page(demo, page):
+    """Open access, fresh server, first request /dashboard: the page guard hands the session to
+    the router, which routes the same URL (no refusal for a legitimate researcher)."""
+    ws, _ = demo
+    server = Server(ws)
+    try:
+        page.goto(f"{server.url}/dashboard")
+        wait_idle(page)
+        page.get_by_role("heading", name="Dashboard").wait_for()
+        assert "This page is not available." not in page.inner_text("body")
+        page.goto(f"{server.url}/studies")
+        wait_idle(page)
+        page.get_by_role("heading", name="Studies").wait_for()
+    finally:
+        server.stop()
