@@ -47,12 +47,22 @@ def _worker(rank: int, world: int, port: int, ws_root: str, out: str, allreduce:
 
 
 def _run(tmp_path: Path, allreduce: bool) -> tuple[dict, dict, Path]:
-    ws_root = tmp_path / "ws"
-    mp.start_processes(
-        _worker, args=(2, _free_port(), str(ws_root), str(tmp_path), allreduce), nprocs=2,
-        join=True, start_method="spawn",
-    )  # fmt: skip
-    a, b = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    # The free port is only free when chosen: another process on the machine can take it before
+    # rank 0 binds it, and the rendezvous then fails. Such a start is retried on a new port and
+    # in a fresh folder; a failure of the training itself fails every attempt.
+    for attempt in range(3):
+        out = tmp_path / f"attempt{attempt}"
+        ws_root = out / "ws"
+        try:
+            mp.start_processes(
+                _worker, args=(2, _free_port(), str(ws_root), str(out), allreduce), nprocs=2,
+                join=True, start_method="spawn",
+            )  # fmt: skip
+            break
+        except (mp.ProcessRaisedException, mp.ProcessExitedException):
+            if attempt == 2:
+                raise
+    a, b = (torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     return a, b, ws_root / "runs" / "ddp"
 
 
