@@ -63,7 +63,7 @@ def extract_slice(volume: np.ndarray, plane: str, index: int) -> np.ndarray:
     n = volume.shape[axis]
     if not 0 <= index < n:
         raise IndexError(f"{plane} slice {index} is outside 0..{n - 1}")
-    sl = np.take(volume, index, axis=axis)
+    sl = volume[(slice(None),) * axis + (index,)]  # a view in any memory order (np.take copies)
     if plane == "axial":  # sl[x, y] -> rows = y (anterior at top), cols = x (patient left on right)
         return sl.T[::-1, :]
     if plane == "coronal":  # sl[x, z] -> rows = z (superior at top), cols = x

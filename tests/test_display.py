@@ -83,3 +83,12 @@ def test_square_pixels_stretches_rows_by_spacing_ratio():
         6,
         3,
     )
+
+
+def test_extract_slice_is_a_view_in_any_memory_order():
+    """NIfTI volumes are Fortran-ordered: a slice must not copy the whole volume."""
+    for order in ("C", "F"):
+        vol = np.zeros((6, 5, 4), np.float32, order=order)
+        for plane, n in (("axial", 4), ("coronal", 5), ("sagittal", 6)):
+            for k in (0, n - 1):
+                assert np.shares_memory(extract_slice(vol, plane, k), vol)
