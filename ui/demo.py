@@ -16,11 +16,19 @@ def ensure_workspace() -> None:
         from synthct.demo import build_demo
     except ImportError:
         return
+    import fcntl
+
     with st.status("First start: building the demo workspace…", expanded=True) as status:
         bar = st.progress(0.0)
 
         def progress(fraction: float, message: str) -> None:
             bar.progress(min(max(fraction, 0.0), 1.0), text=message)
 
-        build_demo(ws, progress=progress)
+        # One builder at a time: a second visitor waits, then finds every stage done.
+        with open(ws.root / ".demo.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                build_demo(ws, progress=progress)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
         status.update(label="Demo workspace ready", state="complete", expanded=False)
