@@ -170,6 +170,7 @@ class ModelConfig:
     recon_weight: float = 1.0  # FastGAN: weight of D's self-supervised reconstruction loss
     r1_gamma: float | None = None  # R1 weight; None = kind default (FastGAN 0, StyleGAN2 auto)
     pl_weight: float = 2.0  # StyleGAN2: path-length regularisation weight (0 = off)
+    slice_layout: str = "slices"  # 2D data: "slices" (axial pairs) | "mosaic" (thesis layout)
 
     def __post_init__(self) -> None:
         if self.kind not in ("hagan", "vanilla", "wgan", "fastgan", "stylegan2"):
@@ -184,6 +185,10 @@ class ModelConfig:
             raise ValueError(f"wgan_mode must be 'clip' or 'gp', got {self.wgan_mode!r}")
         if self.resolution < 0:
             raise ValueError(f"resolution must be >= 0 (0 = data size), got {self.resolution}")
+        if self.slice_layout not in ("slices", "mosaic"):
+            raise ValueError(
+                f"slice_layout must be 'slices' or 'mosaic', got {self.slice_layout!r}"
+            )
         bad = sorted(set(filter(None, self.diffaug.split(","))) - set(DIFFAUG_POLICIES))
         if bad:
             raise ValueError(

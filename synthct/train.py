@@ -392,7 +392,9 @@ def load_train_data(
     if slice_system is not None:
         from synthct.train_slices import SliceTrainData
 
-        return SliceTrainData(packed, split, run_cfg.data, slice_system.resolution)
+        return SliceTrainData(
+            packed, split, run_cfg.data, slice_system.resolution, run_cfg.model.slice_layout
+        )
     return TrainData(packed, split)
 
 

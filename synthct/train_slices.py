@@ -37,11 +37,13 @@ class SliceTrainData:
 
     view = "slices"
 
-    def __init__(self, packed, split: str, cfg: DataConfig, resolution: int) -> None:
+    def __init__(
+        self, packed, split: str, cfg: DataConfig, resolution: int, layout: str = "slices"
+    ) -> None:
         from synthct.slices import SliceDataset
 
         self.dataset = SliceDataset.from_packed(
-            packed.arrays, cfg, resolution, case_ids=list(packed.case_ids)
+            packed.arrays, cfg, resolution, case_ids=list(packed.case_ids), layout=layout
         )
         self.case_ids = list(packed.case_ids)
         self.centre_names = sorted(set(packed.centres))
