@@ -162,6 +162,26 @@ def train_encoder(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = SmallEncoder3D(len(classes)).to(dev)
+    losses = _fit(net, x_all, y, target, dev, epochs, batch_size, lr, seed, progress)
+    meta = {
+        "version": ENCODER_VERSION,
+        "part": part,
+        "packing": packing,
+        "hu_window": list(hu_window),
+        "classes": classes,
+        "descriptors": list(DESCRIPTORS),
+        "descriptor_mean": mu.tolist(),
+        "descriptor_std": sd.tolist(),
+        "epochs": epochs,
+        "seed": seed,
+        "n_train": len(packed),
+        "losses": losses,
+    }
+    return {k: v.detach().cpu() for k, v in net.state_dict().items()}, meta
+
+
+def _fit(net, x_all, y, target, dev, epochs, batch_size, lr, seed, progress) -> list[float]:
+    """Adam on centre cross-entropy + descriptor MSE, seeded shuffles; mean loss per epoch."""
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     losses: list[float] = []
@@ -179,21 +199,7 @@ def train_encoder(
             opt.step()
             total += float(loss.detach()) * len(b)
         losses.append(total / len(perm))
-    meta = {
-        "version": ENCODER_VERSION,
-        "part": part,
-        "packing": packing,
-        "hu_window": list(hu_window),
-        "classes": classes,
-        "descriptors": list(DESCRIPTORS),
-        "descriptor_mean": mu.tolist(),
-        "descriptor_std": sd.tolist(),
-        "epochs": epochs,
-        "seed": seed,
-        "n_train": len(packed),
-        "losses": losses,
-    }
-    return {k: v.detach().cpu() for k, v in net.state_dict().items()}, meta
+    return losses
 
 
 def save_encoder(path: Path, state: dict, meta: dict) -> str:
@@ -299,23 +305,7 @@ def train_slice_encoder(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = SmallEncoder2D(len(chans), len(classes), len(SLICE_DESCRIPTORS)).to(dev)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    gen = torch.Generator().manual_seed(seed)
-    losses: list[float] = []
-    epochs_iter = range(epochs)
-    for _ in progress(epochs_iter) if progress else epochs_iter:
-        net.train()
-        perm = torch.randperm(len(x_all), generator=gen)
-        total = 0.0
-        for i in range(0, len(perm), batch_size):
-            b = perm[i : i + batch_size]
-            logits, aux = net(x_all[b].to(dev))
-            loss = F.cross_entropy(logits, y[b].to(dev)) + F.mse_loss(aux, target[b].to(dev))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(b)
-        losses.append(total / len(perm))
+    losses = _fit(net, x_all, y, target, dev, epochs, batch_size, lr, seed, progress)
     meta = {
         "version": SLICE_ENCODER_VERSION,
         "part": part,
