@@ -49,10 +49,10 @@ def halves_to_unit(
     image_hu, mask, window: tuple[float, float]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`unpack` output -> (image in [-1, 1] float32, mask in {-1, +1} float32), same shapes."""
-    lo, hi = window
-    image = torch.as_tensor(np.asarray(image_hu), dtype=torch.float32)
-    image = ((image - lo) / (hi - lo) * 2 - 1).clamp(-1, 1)
-    mask = torch.as_tensor(np.asarray(mask) > 0).float() * 2 - 1
+    from synthct.preprocess import hu_to_unit, mask_to_unit
+
+    image = hu_to_unit(torch.as_tensor(np.asarray(image_hu), dtype=torch.float32), window)
+    mask = mask_to_unit(torch.as_tensor(np.asarray(mask)), "binary").float()
     return image, mask
 
 

@@ -89,8 +89,7 @@ def compute_descriptors(
     """Per-case targets (N, 6) from packed pairs (N, S, S, S) in [-1, 1] (see `DESCRIPTORS`)."""
     img = select_part(packed, "image", packing)[:, 0]
     msk = select_part(packed, "mask", packing)[:, 0] > 0
-    lo, hi = hu_window
-    body_level = 2.0 * (-500.0 - lo) / (hi - lo) - 1.0  # HU -500 in [-1, 1] units
+    body_level = _body_level(hu_window)
     out = np.zeros((len(img), len(DESCRIPTORS)))
     grid = [
         np.linspace(0, 1, s)[(slice(None),) + (None,) * (2 - i)]
@@ -180,6 +179,13 @@ def train_encoder(
     return {k: v.detach().cpu() for k, v in net.state_dict().items()}, meta
 
 
+def _body_level(hu_window: tuple[float, float]) -> float:
+    """HU -500 (the body threshold) in the packed [-1, 1] units of `hu_window`."""
+    from synthct.preprocess import hu_to_unit
+
+    return float(hu_to_unit(np.float64(-500.0), hu_window))
+
+
 def _fit(net, x_all, y, target, dev, epochs, batch_size, lr, seed, progress) -> list[float]:
     """Adam on centre cross-entropy + descriptor MSE, seeded shuffles; mean loss per epoch."""
     opt = torch.optim.Adam(net.parameters(), lr=lr)
@@ -244,8 +250,7 @@ def slice_descriptors(
     """Per-slice targets (N, 5) from slice pairs (N, 2, R, R) in [-1, 1] (`SLICE_DESCRIPTORS`)."""
     x = np.asarray(pairs, dtype=np.float64)
     img, msk = x[:, 0], x[:, 1] > 0
-    lo, hi = hu_window
-    body = img > 2.0 * (-500.0 - lo) / (hi - lo) - 1.0
+    body = img > _body_level(hu_window)
     gx = np.linspace(0, 1, x.shape[2])[None, :, None]
     gy = np.linspace(0, 1, x.shape[3])[None, None, :]
     area = msk.sum((1, 2))

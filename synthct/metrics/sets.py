@@ -80,15 +80,11 @@ def to_packed(image_hu: np.ndarray, mask: np.ndarray, cfg: DataConfig) -> np.nda
     Same mapping as preprocessing real data: HU clipped to the window and scaled to [-1, 1];
     labels binary {0, >0} -> {-1, 1} or multiclass {0, 1, 2} -> {-1, 0, 1}.
     """
-    lo, hi = cfg.hu_window
-    img = (np.clip(image_hu.astype(np.float32), lo, hi) - lo) * (2.0 / (hi - lo)) - 1.0
-    if cfg.mask == "binary":
-        msk = (mask > 0).astype(np.float32) * 2.0 - 1.0
-    else:
-        msk = np.clip(mask.astype(np.float32), 0, 2) - 1.0
-    if cfg.packing == "z":
-        return np.concatenate([img, msk], axis=-1)
-    return np.stack([img, msk], axis=-1).reshape(*img.shape[:-1], -1)
+    from synthct.preprocess import hu_to_unit, mask_to_unit, pack
+
+    img = hu_to_unit(image_hu.astype(np.float32), cfg.hu_window)
+    msk = mask_to_unit(mask.astype(np.float32), cfg.mask)
+    return pack(img.astype(np.float32), msk.astype(np.float32), cfg.packing)
 
 
 def load_synthetic_set(

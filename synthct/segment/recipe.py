@@ -123,9 +123,9 @@ def save_seg_config(cfg: SegConfig, path) -> None:
 # -- data normalisation -------------------------------------------------------------------------
 def normalise_hu(hu: np.ndarray, window: tuple[float, float]) -> np.ndarray:
     """HU (any shape) -> float32 in [-1, 1]: clip to `window`, map linearly (as the packing does)."""
-    lo, hi = window
-    out = (np.clip(np.asarray(hu, dtype=np.float32), lo, hi) - lo) / (hi - lo) * 2.0 - 1.0
-    return out.astype(np.float32, copy=False)
+    from synthct.preprocess import hu_to_unit
+
+    return hu_to_unit(np.asarray(hu, dtype=np.float32), window).astype(np.float32, copy=False)
 
 
 # -- device and precision -----------------------------------------------------------------------
