@@ -131,17 +131,23 @@ class FeatureExtractor:
             "classes": list(self.class_names),
         }
 
-    def _batches(self, volumes, progress: Callable | None):
-        vols = volumes
-        if vols.ndim != 5 or vols.shape[1] != 1:
-            raise ValueError(f"volumes must be (N, 1, X, Y, Z), got shape {tuple(vols.shape)}")
-        idx = range(0, len(vols), self.batch_size)
+    def _check_shape(self, inputs) -> None:
+        if inputs.ndim != 5 or inputs.shape[1] != 1:
+            raise ValueError(f"volumes must be (N, 1, X, Y, Z), got shape {tuple(inputs.shape)}")
+
+    def _select(self, x: torch.Tensor) -> torch.Tensor:
+        """The part of a checked batch the network reads (all of it here)."""
+        return x
+
+    def _batches(self, inputs, progress: Callable | None):
+        self._check_shape(inputs)
+        idx = range(0, len(inputs), self.batch_size)
         for i in progress(idx) if progress else idx:
-            x = torch.as_tensor(np.asarray(vols[i : i + self.batch_size]), dtype=torch.float32)
+            x = torch.as_tensor(np.asarray(inputs[i : i + self.batch_size]), dtype=torch.float32)
             lo, hi = float(x.min()), float(x.max())
             if lo < -1.001 or hi > 1.001:
                 raise ValueError(f"extractor input must lie in [-1, 1], got [{lo:.3f}, {hi:.3f}]")
-            yield x.to(self.device)
+            yield self._select(x).to(self.device)
 
     @torch.no_grad()
     def extract(self, volumes, progress: Callable | None = None) -> np.ndarray:
@@ -369,17 +375,12 @@ class SliceFeatureExtractor(FeatureExtractor):
     def describe(self) -> dict:
         return {**super().describe(), "level": "slice", "part": self.part}
 
-    def _batches(self, volumes, progress: Callable | None):
-        x_all = volumes
-        if x_all.ndim != 4 or x_all.shape[1] != 2:
-            raise ValueError(f"slice pairs must be (N, 2, R, R), got shape {tuple(x_all.shape)}")
-        idx = range(0, len(x_all), self.batch_size)
-        for i in progress(idx) if progress else idx:
-            x = torch.as_tensor(np.asarray(x_all[i : i + self.batch_size]), dtype=torch.float32)
-            lo, hi = float(x.min()), float(x.max())
-            if lo < -1.001 or hi > 1.001:
-                raise ValueError(f"extractor input must lie in [-1, 1], got [{lo:.3f}, {hi:.3f}]")
-            yield x[:, self.channels].to(self.device)
+    def _check_shape(self, inputs) -> None:
+        if inputs.ndim != 4 or inputs.shape[1] != 2:
+            raise ValueError(f"slice pairs must be (N, 2, R, R), got shape {tuple(inputs.shape)}")
+
+    def _select(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, self.channels]
 
 
 def build_random_slice_extractor(
