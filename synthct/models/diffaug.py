@@ -24,9 +24,9 @@ import time
 
 import torch
 
-from synthct.config import DIFFAUG_POLICIES
+from synthct.config import DIFFAUG_POLICIES, ModelConfig
 from synthct.errors import ConfigError
-from synthct.models.base import StepContext
+from synthct.models.base import GANSystem, StepContext
 
 TRANSLATION_RATIO = 1 / 8
 CUTOUT_RATIO = 1 / 2
@@ -104,6 +104,23 @@ def device_generator(ctx: StepContext) -> torch.Generator:
     latents, noise and augmentations are drawn on the device yet stay reproducible."""
     seed = int(torch.randint(0, 2**62, (1,), generator=ctx.generator))
     return torch.Generator(device=ctx.device).manual_seed(seed)
+
+
+class SliceGANSystem(GANSystem):
+    """What FastGAN and StyleGAN2 share: the slice data view, resolution, DiffAugment policy."""
+
+    data_view = "slices"  # the loop feeds (B, 2, R, R) pairs from synthct.slices, not volumes
+
+    def __init__(self, cfg: ModelConfig, size: int):
+        super().__init__()
+        if cfg.n_centres:
+            raise ConfigError(
+                f"centre conditioning (n_centres={cfg.n_centres}) is only available for kind 'hagan'"
+            )
+        self.cfg, self.size = cfg, size
+        self.resolution = resolve_resolution(cfg.resolution, size, self.kind)
+        self.latent_dim = cfg.latent_dim
+        self.policy = parse_policy(cfg.diffaug)
 
 
 def resolve_resolution(resolution: int, size: int, kind: str) -> int:

@@ -35,14 +35,12 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from synthct.config import ModelConfig
-from synthct.errors import ConfigError
-from synthct.models.base import GANSystem, StepContext
+from synthct.models.base import StepContext
 from synthct.models.diffaug import (
+    SliceGANSystem,
     check_pair_batch,
     device_generator,
     diff_augment,
-    parse_policy,
-    resolve_resolution,
     time_train_steps,
 )
 from synthct.models.layers import trainable
@@ -320,22 +318,13 @@ def _down(x: torch.Tensor, side: int) -> torch.Tensor:
     return x if x.shape[-1] == side else F.interpolate(x, size=(side, side), mode="area")
 
 
-class FastGAN(GANSystem):
+class FastGAN(SliceGANSystem):
     """FastGAN on (B, 2, R, R) image + mask slice pairs in [-1, 1] (see module docstring)."""
 
     kind = "fastgan"
-    data_view = "slices"  # the loop feeds (B, 2, R, R) pairs from synthct.slices, not volumes
 
     def __init__(self, cfg: ModelConfig, size: int):
-        super().__init__()
-        if cfg.n_centres:
-            raise ConfigError(
-                f"centre conditioning (n_centres={cfg.n_centres}) is only available for kind 'hagan'"
-            )
-        self.cfg, self.size = cfg, size
-        self.resolution = resolve_resolution(cfg.resolution, size, self.kind)
-        self.latent_dim = cfg.latent_dim
-        self.policy = parse_policy(cfg.diffaug)
+        super().__init__(cfg, size)
         self.r1_gamma = cfg.r1_gamma or 0.0
         self.G = FastGANGenerator(self.resolution, cfg.latent_dim, cfg.width)
         self.D = FastGANDiscriminator(self.resolution, cfg.width)

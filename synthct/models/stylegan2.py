@@ -37,14 +37,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from synthct.config import ModelConfig
-from synthct.errors import ConfigError
-from synthct.models.base import GANSystem, StepContext
+from synthct.models.base import StepContext
 from synthct.models.diffaug import (
+    SliceGANSystem,
     check_pair_batch,
     device_generator,
     diff_augment,
-    parse_policy,
-    resolve_resolution,
 )
 from synthct.models.layers import trainable
 
@@ -283,22 +281,13 @@ class StyleGAN2Discriminator(nn.Module):
         return self.out(self.fc(x.flatten(1)))
 
 
-class StyleGAN2(GANSystem):
+class StyleGAN2(SliceGANSystem):
     """StyleGAN2 on (B, 2, R, R) image + mask slice pairs in [-1, 1] (see module docstring)."""
 
     kind = "stylegan2"
-    data_view = "slices"  # the loop feeds (B, 2, R, R) pairs from synthct.slices, not volumes
 
     def __init__(self, cfg: ModelConfig, size: int):
-        super().__init__()
-        if cfg.n_centres:
-            raise ConfigError(
-                f"centre conditioning (n_centres={cfg.n_centres}) is only available for kind 'hagan'"
-            )
-        self.cfg, self.size = cfg, size
-        self.resolution = resolve_resolution(cfg.resolution, size, self.kind)
-        self.latent_dim = cfg.latent_dim
-        self.policy = parse_policy(cfg.diffaug)
+        super().__init__(cfg, size)
         self.r1_gamma = auto_r1_gamma(self.resolution) if cfg.r1_gamma is None else cfg.r1_gamma
         self.G = StyleGAN2Generator(self.resolution, cfg.latent_dim, cfg.width)
         self.D = StyleGAN2Discriminator(self.resolution, cfg.width)
