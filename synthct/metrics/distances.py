@@ -64,10 +64,13 @@ def _check_pair(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def trace_sqrt_product(x: np.ndarray, y: np.ndarray) -> float:
     """Tr((S_x S_y)^1/2) for the sample covariances of x (n, d) and y (m, d), float64."""
     x, y = _check_pair(x, y)
-    n, d = x.shape
-    m = y.shape[0]
-    a = x - x.mean(axis=0)
-    b = y - y.mean(axis=0)
+    return _trace_sqrt_centred(x - x.mean(axis=0), y - y.mean(axis=0))
+
+
+def _trace_sqrt_centred(a: np.ndarray, b: np.ndarray) -> float:
+    """`trace_sqrt_product` on already centred features a (n, d), b (m, d)."""
+    n, d = a.shape
+    m = b.shape[0]
     if min(n, m) <= d:
         sv = np.linalg.svd(a @ b.T, compute_uv=False)
         return float(sv.sum() / np.sqrt((n - 1) * (m - 1)))
@@ -95,7 +98,7 @@ def compute_fid(x: np.ndarray, y: np.ndarray) -> float:
     mean_term = float(np.sum((x.mean(axis=0) - y.mean(axis=0)) ** 2))
     tr1 = float(np.sum(a * a) / (n - 1))
     tr2 = float(np.sum(b * b) / (m - 1))
-    fid = mean_term + tr1 + tr2 - 2.0 * trace_sqrt_product(x, y)
+    fid = mean_term + tr1 + tr2 - 2.0 * _trace_sqrt_centred(a, b)
     if fid < 0:
         warnings.warn(
             f"FID is slightly negative ({fid:.3e}) from round-off; report max(FID, 0)",
