@@ -36,7 +36,9 @@ from tqdm import tqdm
 from synthct.config import DataConfig, to_dict
 from synthct.errors import ConfigError, WorkspaceError
 from synthct.metrics import distances as dist
+from synthct.metrics.diversity import find_msssim
 from synthct.metrics.features import PARTS, FeatureExtractor, select_part
+from synthct.metrics.resampling import as_cases, round_mean
 from synthct.metrics.sets import (  # re-exported: callers and tests use evaluate.*
     VolumeSet,
     data_config_of,
@@ -54,7 +56,7 @@ from synthct.workspace import (
 )
 
 EXTRACTORS = ("default", "medicalnet", "random")
-SLICE_OPTIONS = ("level", "slice_size", "max_slices")
+SLICE_OPTIONS = ("level", "slice_size", "slices_per_case", "tumour_mix")
 
 
 @dataclass(frozen=True)
@@ -65,11 +67,11 @@ class EvalOptions:
     real: str = "test"
     extractor: str = "default"
     weights: str | None = None
-    n: int | None = None  # at most this many synthetic cases (seeded sample)
+    n: int | None = None  # at most this many synthetic cases (seeded); slice level: None = n_real
     part: str = "pair"
     seed: int = 0
     n_boot: int = 100
-    baseline_repeats: int = 5
+    baseline_repeats: int = 20
     kid_subset: int = 1000
     kid_subsets: int = 100
     msssim_pairs: int = 100
@@ -77,7 +79,8 @@ class EvalOptions:
     dcr_quantile: float = 0.05
     level: str | None = None  # "volume" | "slice"; None: slice for 2D sets, else volume
     slice_size: int | None = None  # slice level: R (default: the 2D set's R, or S)
-    max_slices: int | None = 2000  # slice level: at most this many slices a side (seeded)
+    slices_per_case: int = 8  # slice level: k slices drawn from every case (real and synthetic)
+    tumour_mix: str = "auto"  # slice level: auto | natural | a tumour-slice fraction in [0, 1]
 
     def __post_init__(self) -> None:
         if self.extractor not in EXTRACTORS:
@@ -98,8 +101,14 @@ class EvalOptions:
             raise ConfigError(
                 "--extractor medicalnet is a 3D network; at --level slice use default or random"
             )
-        if self.max_slices is not None and self.max_slices < 4:
-            raise ConfigError(f"--max-slices must be >= 4, got {self.max_slices}")
+        if self.slices_per_case < 1:
+            raise ConfigError(f"--slices-per-case must be >= 1, got {self.slices_per_case}")
+        from synthct.slices import parse_tumour_mix
+
+        try:
+            parse_tumour_mix(self.tumour_mix)
+        except ValueError as e:
+            raise ConfigError(f"--tumour-mix: {e}") from None
 
 
 # -- extractors -----------------------------------------------------------------------------------
@@ -184,84 +193,161 @@ def _extract(
 
 
 # -- metrics block ---------------------------------------------------------------------------------
+PRDC_K = {"precision": 3, "recall": 3, "density": 5, "coverage": 5}
+PRDC_BOUNDS = {"precision": (0.0, 1.0), "recall": (0.0, 1.0), "density": (0.0, np.inf),
+               "coverage": (0.0, 1.0)}  # fmt: skip
+# k-NN radii (k = 5) need 6 distinct cases; a case-bootstrap replicate holds ~63 % distinct
+# cases, so PRDC is computed from 12 cases a side; its baseline needs two halves of >= 6 cases
+MIN_PRDC_CASES = 12
+MIN_PRDC_BASELINE_CASES = 12
+
+
+def _fid_clipped(a: np.ndarray, b: np.ndarray) -> float:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return max(dist.compute_fid(a, b), 0.0)
+
+
+def _prdc_grouped(a, b, ga, gb) -> dict[str, float]:
+    return dist.compute_prdc(a, b, real_groups=ga, fake_groups=gb)
+
+
+def _with_check(base: dict, key: str | None = None) -> dict:
+    """A metric's baseline entry, with whether the matched synthetic median lies in the
+    real-vs-real interval (what a generator indistinguishable from real data does)."""
+    rr = base["real_vs_real"] if key is None else base["real_vs_real"][key]
+    sr = base["synthetic_vs_real"] if key is None else base["synthetic_vs_real"][key]
+    return {
+        **{k: base[k] for k in ("size", "repeats", "level", "unit")},
+        "real_vs_real": rr,
+        "synthetic_vs_real": sr,
+        "synthetic_within_real_vs_real": bool(rr["low"] <= sr["median"] <= rr["high"]),
+    }
+
+
 def distance_metrics(
     real: np.ndarray, syn: np.ndarray, fx_info: dict, opts: EvalOptions
 ) -> dict[str, Any]:
-    """FID/KID/PRDC of features real (n, d) vs synthetic (m, d), each with CI and baseline."""
-    n, m, d = len(real), len(syn), real.shape[1]
-    ident = {k: fx_info[k] for k in ("name", "version", "weights_sha256")}
-    common = {"n": n, "m": m, "d": d, "extractor": ident}
+    """FID/KID/PRDC of real vs synthetic features, each with a case-bootstrap CI and baseline.
+
+    real (C, k, d) / syn (C', k, d): k slices per case, metrics averaged over the k rounds of
+    one slice per case (`resampling`); (N, d) / (M, d): one sample per case (volume level).
+    """
+    real, syn = as_cases(real, "real features"), as_cases(syn, "synthetic features")
+    n, m, k, d = real.shape[0], syn.shape[0], real.shape[1], real.shape[2]
+    ident = {k_: fx_info[k_] for k_ in ("name", "version", "weights_sha256")}
+    common = {"n": n * k, "m": m * k, "d": d, "n_cases": n, "m_cases": m, "unit": "case",
+              "extractor": ident}  # fmt: skip
+    if k > 1:
+        common.update(slices_per_case=k, rounds=k)
     seed = opts.seed
 
-    def fid_clipped(a, b):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            return max(dist.compute_fid(a, b), 0.0)
+    def fid_raw(a, b):
+        return dist.compute_fid(a, b)
 
-    def kid_fast(a, b):
-        return dist.compute_kid(a, b, opts.kid_subset, max(5, opts.kid_subsets // 10), seed)[0]
+    def kid_fast(a, b, ga, gb):
+        return dist.compute_kid(a, b, opts.kid_subset, max(5, opts.kid_subsets // 10), seed,
+                                ga, gb)[0]  # fmt: skip
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
-        raw = dist.compute_fid(real, syn)
+        raw = float(round_mean(fid_raw, real, syn))
+    value = float(round_mean(_fid_clipped, real, syn))
     out: dict[str, Any] = {
         "fid": {
-            "value": max(raw, 0.0),
+            "value": value,
             "raw": raw,
-            "clipped": raw < 0,
-            "warnings": [str(w.message) for w in caught],
+            "clipped": value != raw,
+            "warnings": sorted({str(w.message) for w in caught}),
             **common,
-            "ci": dist.bootstrap_ci(fid_clipped, real, syn, opts.n_boot, seed=seed).to_dict(),
-            "baseline": dist.real_baseline(fid_clipped, real, syn, opts.baseline_repeats, seed),
+            "ci": dist.bootstrap_ci(
+                _fid_clipped,
+                real,
+                syn,
+                opts.n_boot,
+                seed=seed,
+                estimate=value,
+                bounds=(0.0, np.inf),
+            ).to_dict(),  # fmt: skip
+            "baseline": _with_check(
+                dist.real_baseline(_fid_clipped, real, syn, opts.baseline_repeats, seed)
+            ),
         }
     }
-    kid_mean, kid_std = dist.compute_kid(real, syn, opts.kid_subset, opts.kid_subsets, seed)
+    kids = [dist.compute_kid(real[:, j], syn[:, j], opts.kid_subset, opts.kid_subsets, seed)
+            for j in range(k)]  # fmt: skip
+    kid_mean = float(np.mean([v[0] for v in kids]))
     out["kid"] = {
         "value": kid_mean,
-        "subset_std": kid_std,
+        "subset_std": float(np.mean([v[1] for v in kids])),
         "subset_size": min(opts.kid_subset, n, m),
         "n_subsets": opts.kid_subsets,
         "kernel": "(x.y/d + 1)^3",
         **common,
-        "ci": dist.bootstrap_ci(kid_fast, real, syn, opts.n_boot, seed=seed).to_dict(),
-        "baseline": dist.real_baseline(kid_fast, real, syn, opts.baseline_repeats, seed),
+        "ci": dist.bootstrap_ci(
+            kid_fast, real, syn, opts.n_boot, seed=seed, grouped=True, estimate=kid_mean
+        ).to_dict(),  # fmt: skip
+        "baseline": _with_check(
+            dist.real_baseline(kid_fast, real, syn, opts.baseline_repeats, seed, grouped=True)
+        ),
     }
-    if min(n, m) > 5:
-        prdc = dist.compute_prdc(real, syn)
-        cis = dist.bootstrap_ci(dist.compute_prdc, real, syn, opts.n_boot, seed=seed)
-        base = (
-            dist.real_baseline(dist.compute_prdc, real, syn, opts.baseline_repeats, seed)
-            if n >= 12
-            else None
-        )
+    if min(n, m) >= MIN_PRDC_CASES:
+        prdc = round_mean(_prdc_grouped, real, syn, grouped=True)
+        cis = dist.bootstrap_ci(_prdc_grouped, real, syn, opts.n_boot, seed=seed, grouped=True,
+                                estimate=prdc, bounds=PRDC_BOUNDS)  # fmt: skip
+        base = None
+        if n >= MIN_PRDC_BASELINE_CASES:
+            base = dist.real_baseline(_prdc_grouped, real, syn, opts.baseline_repeats, seed,
+                                      grouped=True)  # fmt: skip
         for key, val in prdc.items():
             out[key] = {
                 "value": val,
-                "k": 3 if key in ("precision", "recall") else 5,
+                "k": PRDC_K[key],
+                "neighbourhood": "strict < k-th nearest neighbour of another case",
                 **common,
                 "ci": cis[key].to_dict(),
-                "baseline": None
-                if base is None
-                else {
-                    "size": base["size"],
-                    "real_vs_real": base["real_vs_real"][key],
-                    "synthetic_vs_real": base["synthetic_vs_real"][key],
-                },
+                "baseline": None if base is None else _with_check(base, key),
             }
     return out
 
 
 def _classifier_is(
-    fx: FeatureExtractor, vols: dict[str, np.ndarray], progress: bool
+    fx: FeatureExtractor,
+    inputs: dict[str, np.ndarray],
+    progress: bool = False,
+    seed: int = 0,
+    per_case: int = 1,
+    n_splits: int = 10,
 ) -> dict | None:
+    """Classifier-IS of every set at one matched size (`distances.classifier_is_matched`).
+
+    inputs: {label: (C * per_case, ...) network inputs, case-major}; with per_case = k > 1 the
+    score is the mean over the k rounds of one slice per case.
+    """
     if not fx.has_classifier:
         return None
     c = len(fx.class_names)
-    out = {"name": f"classifier-IS ({fx.name} centre classifier, {c} classes)", "n_splits": 10}
-    for label, v in vols.items():
-        probs = fx.class_probs(v)
-        mean, std = dist.classifier_inception_score(probs, n_splits=10)
-        out[label] = {"value": mean, "std": std, "n": len(v)}
+    probs = {label: fx.class_probs(v) for label, v in inputs.items()}
+    probs = {label: p.reshape(-1, per_case, p.shape[-1]) for label, p in probs.items()}
+    rounds = [
+        dist.classifier_is_matched({lb: p[:, j] for lb, p in probs.items()}, n_splits, seed + j)
+        for j in range(per_case)
+    ]
+    out: dict[str, Any] = {
+        "name": f"classifier-IS ({fx.name} centre classifier, {c} classes)",
+        "n_splits": n_splits,
+        "rounds": per_case,
+        "matched": "every set scored on the same n cases (seeded subsample of the larger sets)",
+    }
+    for label in probs:
+        per = [r[label] for r in rounds]
+        out[label] = {
+            "value": float(np.mean([p["value"] for p in per])),
+            "std": float(np.mean([p["std"] for p in per])),
+            "n": per[0]["n"],
+            "n_total": per[0]["n_total"],
+        }
+    out["n"] = rounds[0][next(iter(probs))]["n"]
     return out
 
 
@@ -282,7 +368,7 @@ def run_evaluation(
     """
     load_real = real_loader or load_real_set
     from synthct.generate import load_datacard, update_datacard
-    from synthct.metrics.diversity import pairwise_msssim
+    from synthct.metrics.diversity import msssim_config, pairwise_msssim
     from synthct.metrics.embedding import compute_embedding
     from synthct.metrics.privacy import dcr_report, gallery, voxel_vectors
     from synthct.metrics.statistics import case_statistics, compare_sets, hu_histogram
@@ -335,11 +421,13 @@ def run_evaluation(
         "synthetic": select_part(syn.arrays, opts.part, cfg.packing),
         "real": select_part(real.arrays, opts.part, cfg.packing),
     }
-    metrics["classifier_is"] = _classifier_is(fx, part_vols, progress)
-    metrics["msssim"] = {
-        k: pairwise_msssim(v, opts.msssim_pairs, opts.seed) for k, v in part_vols.items()
+    metrics["classifier_is"] = _classifier_is(fx, part_vols, progress, opts.seed)
+    ms = msssim_config(part_vols["real"].shape[2:])
+    metrics[ms.pop("key")] = {
+        **ms,
+        **{k: pairwise_msssim(v, opts.msssim_pairs, opts.seed) for k, v in part_vols.items()},
+        "note": "mean pairwise MS-SSIM within each set; higher = less diverse",
     }
-    metrics["msssim"]["note"] = "mean pairwise 3D MS-SSIM within each set; higher = less diverse"
 
     # privacy: synthetic -> GAN training cases vs held-out real -> training cases
     privacy: dict[str, Any] = {"overlap_real_split_with_training": overlap}
@@ -472,16 +560,23 @@ def summarise(result: dict) -> dict:
             if m[key].get("baseline"):
                 entry["real_vs_real"] = m[key]["baseline"]["real_vs_real"]
             out[key] = entry
+    if result.get("level") == "slice":
+        out["slices_per_case"] = (result.get("slices") or {}).get("slices_per_case")
+        out["tumour_mix"] = (result.get("tumour_mix") or {}).get("value")
     if m.get("classifier_is"):
+        cis = m["classifier_is"]
         out["classifier_is"] = {
-            "name": m["classifier_is"]["name"],
-            "value": m["classifier_is"]["synthetic"]["value"],
+            "name": cis["name"],
+            "value": cis["synthetic"]["value"],
+            "real": (cis.get("real") or {}).get("value"),
+            "n": cis["synthetic"].get("n"),
+            "n_splits": cis.get("n_splits"),
         }
-    if "msssim" in m:
-        out["msssim"] = {
-            "synthetic": m["msssim"]["synthetic"]["mean"],
-            "real": m["msssim"]["real"]["mean"],
-        }
+    found = find_msssim(m)
+    if found:
+        key, ms = found
+        out[key] = {"name": ms.get("name", key), "synthetic": ms["synthetic"]["mean"],
+                    "real": ms["real"]["mean"]}  # fmt: skip
     if "feature" in m.get("privacy", {}):
         out["privacy_flagged_fraction"] = {
             s: m["privacy"][s]["flagged_fraction"] for s in ("feature", "voxel")
