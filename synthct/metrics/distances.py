@@ -18,8 +18,14 @@ Identical sets give exactly 0. A tiny negative result (round-off) is returned ra
 callers report the clipped value separately.
 
 KID follows Binkowski et al. 2018 (unbiased MMD^2, cubic polynomial kernel); precision/recall
-Kynkaanniemi et al. 2019 (k = 3); density/coverage Naeem et al. 2020 (k = 5). The Inception
-Score is only defined from class probabilities, never from pooled features.
+Kynkaanniemi et al. 2019 (k = 3); density/coverage Naeem et al. 2020 (k = 5), with the strict
+`<` of the reference `prdc` package (tested equal to it). KID and PRDC take optional case labels
+so that rows of one case (a case drawn twice by a case bootstrap) are never neighbours or
+within-set pairs. The Inception Score is only defined from class probabilities, never from
+pooled features, and compares sets only at one sample size (`classifier_is_matched`).
+
+Resampling (case bootstrap, real-vs-real baseline, rounds of one slice per case) lives in
+`resampling.py` and is re-exported here. docs/metrics.md defines every reported number.
 """
 
 from __future__ import annotations
