@@ -284,6 +284,14 @@ def test_tumour_mix_comes_from_the_run_or_the_option(packed_ws, slice_evals):  #
         training_tumour_mix(packed_ws, old_run, "auto")
     recorded = {**old_run, "training_cases": {**card["training_cases"], "tumour_fraction": 0.5}}
     assert training_tumour_mix(packed_ws, recorded, "auto") == (0.5, "datacard")
+    # real slices drawn on a 0.5 mix show tumour far more often than on the natural one
+    from synthct.metrics.sets import load_real_set
+    from synthct.metrics.slice_eval import volume_case_slices
+
+    real = load_real_set(packed_ws, DataConfig(size=S), "all")
+    natural = volume_case_slices(real, DataConfig(size=S), S, 4, None, 0).tumour_fraction
+    half = volume_case_slices(real, DataConfig(size=S), S, 4, 0.5, 0).tumour_fraction
+    assert natural < 0.3 and half > 2 * natural
 
 
 def test_compare_models_lists_2d_and_3d_side_by_side(packed_ws, slice_evals):  # noqa: F811

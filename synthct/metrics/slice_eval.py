@@ -182,8 +182,9 @@ def run_slice_evaluation(
     """`synthct evaluate --level slice`: see the module docstring; returns (folder, result)."""
     from synthct import __version__
     from synthct.generate import load_datacard, update_datacard
+    from synthct.metrics.distance_block import _classifier_is, distance_metrics
     from synthct.metrics.embedding import compute_embedding
-    from synthct.metrics.evaluate import _classifier_is, distance_metrics, summarise
+    from synthct.metrics.evaluate import summarise
     from synthct.slices import mix_label
 
     opts = replace(opts, level="slice")
