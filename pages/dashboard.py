@@ -110,13 +110,7 @@ with tab_evals:
         eval_id = st.selectbox("Evaluation", evals, key="dash-eval")
         view = _eval(str(ws.root), eval_id, _mtime(ws.evals / eval_id / "metrics.json"))
         r, m = view.result, view.metrics
-        ex = r.get("extractor", {})
-        st.caption(
-            f"Synthetic set **{r['synthetic']['set']}** (m = {r['synthetic']['m']}) vs real "
-            f"**{r['real']['split']}** (n = {r['real']['n']}) · part {r['options']['part']} · "
-            f"extractor {ex.get('name')} {ex.get('version', '')}, d = {ex.get('dim', '—')}, "
-            f"weights SHA-256 `{(ex.get('weights_sha256') or '')[:16]}` · {r.get('created')}"
-        )
+        st.caption(results.evaluation_caption(r))
         st.subheader("Distances")
         st.dataframe(
             results.metric_table(r),
@@ -127,17 +121,22 @@ with tab_evals:
                 "ci_high": st.column_config.NumberColumn("CI 95 % high", format="%.4g"),
                 "real_vs_real": "real vs real (baseline)",
                 "synthetic_vs_real_at_baseline_size": "synthetic vs real (same size)",
+                "within_real_vs_real": "within real-vs-real range",
             },
         )
         st.caption(
-            "n = real samples, m = synthetic samples, d = feature dimension. FID is strongly "
-            "biased at small n: read each value against the real-vs-real baseline."
+            "CIs resample cases (patients, synthetic volumes, or groups of generated slices), "
+            "never slices. n/m = real/synthetic samples (slices at slice level), d = feature "
+            "dimension. FID is strongly biased at small n: read each value against the "
+            "real-vs-real baseline (mean ± SD [95 % range] over case-disjoint splits). "
+            "Definitions: docs/metrics.md."
         )
         if m.get("classifier_is"):
             cis = m["classifier_is"]
             st.caption(
-                f"{cis['name']}: synthetic {cis['synthetic']['value']:.3f} "
-                f"(real {cis.get('real', {}).get('value', float('nan')):.3f})"
+                f"{cis['name']}: synthetic {cis['synthetic']['value']:.3f}, real "
+                f"{cis.get('real', {}).get('value', float('nan')):.3f}, both on n = "
+                f"{cis['synthetic'].get('n', '—')} in {cis.get('n_splits', 10)} splits"
             )
         method = st.radio(
             "Embedding", ["tsne", "pca"], horizontal=True, key="dash-emb",
@@ -149,8 +148,16 @@ with tab_evals:
         if "precision" in m:
             c1.plotly_chart(charts.prdc_figure(m), key="dash-prdc")
         else:
-            c1.info("Precision/recall/density/coverage need more than 5 cases per set.")
-        c2.plotly_chart(charts.msssim_figure(m.get("msssim", {})), key="dash-msssim")
+            c1.info("Precision/recall/density/coverage need at least 12 cases per set.")
+        from synthct.metrics.diversity import find_msssim
+
+        found = find_msssim(m)
+        if found:
+            c2.plotly_chart(charts.msssim_figure(found[1]), key="dash-msssim")
+            if not found[1].get("standard", False):
+                c2.caption(found[1].get("why", "not standard MS-SSIM"))
+        else:
+            c2.info("MS-SSIM diversity is computed on volumes (volume level only).")
 
         st.subheader("Memorisation")
         priv = m.get("privacy", {})
@@ -235,11 +242,23 @@ with tab_cmp:
             f"--level {level}` (2D sets are always evaluated on slices)."
         )
     else:
-        st.dataframe(table, hide_index=True)
+        st.dataframe(
+            table,
+            hide_index=True,
+            column_config={
+                "tier": st.column_config.NumberColumn("FID tier", format="%d"),
+                "fid_within_real_vs_real": "FID within real-vs-real range",
+            },
+        )
         st.caption(
-            "One row per evaluation, best FID first. Compare rows only when extractor hash, real "
-            "split and resolution match; fid_real_vs_real is the real-vs-real baseline at the "
-            "same sample size."
+            "Rows are grouped by protocol: only rows with the same protocol id (extractor, real "
+            "cases, resolution, slices per case, tumour mix, numbers of cases) are comparable. "
+            "Within a protocol, models are not ranked by FID's point estimate: tier 1 holds the "
+            "models whose FID intervals (case bootstrap, 95 %) overlap, directly or through "
+            "another model, with the lowest one; each further tier lies wholly above the one "
+            "before. Models in one tier are tied and listed by name. fid_real_vs_real is the "
+            "real-vs-real baseline at the same number of cases. Protocol 'legacy': slice "
+            "results from before the case protocol, not comparable; re-evaluate them."
         )
 
 # -- segmentation ---------------------------------------------------------------------------------

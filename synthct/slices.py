@@ -15,10 +15,16 @@ cut from the packed pairs of `synthct.preprocess` (contract 2: `load_packed` + `
   to rows x cols slices, then resized to R x R. The thesis tiled ~100 slices of 256^2 (50 %
   resampling) into 1024 x 3680 images (about 4 x 14 tiles); square models need a square image,
   so the default grid is the smallest square that holds the Z = S/2 slices (8 x 8 for S = 128).
-- Tumour over-sampling: with fraction p, a draw is a tumour item (mask has any +1) with
-  probability p: tumour items get weight p / n_tumour, the others (1 - p) / n_other (uniform
-  within each group). p = None keeps the natural frequency; with only one group present the
-  weights are uniform.
+- Tumour mix: by default (`DEFAULT_TUMOUR_FRACTION = None`) items are drawn uniformly, so
+  training sees the natural share of tumour slices -- the mix slice-level evaluation compares
+  against, and the mix slices cut from a 3D model's volumes have. Over-sampling stays available:
+  with fraction p, a draw is a tumour item (mask has any +1) with probability p: tumour items
+  get weight p / n_tumour, the others (1 - p) / n_other (uniform within each group); with only
+  one group present the weights are uniform. A run records its fraction in train_cases.json
+  and slice-level evaluation of its sets draws real slices on that mix (`case_draw`).
+- Case draw (`case_draw`, the slice-level evaluation protocol): k slices of every case, drawn
+  without replacement (with replacement when the case has fewer than k) from its body slices,
+  with the same weighting within the case.
 
 Pure functions on tensors plus `SliceDataset` (a torch Dataset with seeded weighted draws).
 Hand-written: slicing and tiling are a few tensor reshapes (einops), and no library offers this
@@ -42,7 +48,62 @@ if TYPE_CHECKING:
 
 BODY_HU = -500.0  # a slice with no voxel above this is air / padding only
 LAYOUTS = ("slices", "mosaic")
-DEFAULT_TUMOUR_FRACTION = 0.5
+DEFAULT_TUMOUR_FRACTION: float | None = None  # natural mix (see the module docstring)
+
+
+def parse_tumour_mix(value) -> float | str | None:
+    """A tumour mix option -> "auto", None (natural) or a fraction in [0, 1]."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == "natural"):
+        return None
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    try:
+        p = float(value)
+    except (TypeError, ValueError):
+        p = float("nan")
+    if not 0 <= p <= 1:
+        raise ValueError(
+            f"tumour mix must be 'auto', 'natural' or a fraction in [0, 1], got {value!r}"
+        )
+    return p
+
+
+def mix_label(fraction: float | None) -> str | float:
+    """How results name a tumour mix: "natural" or the tumour-slice fraction."""
+    return "natural" if fraction is None else float(fraction)
+
+
+def case_draw(
+    cases: np.ndarray,
+    tumour: np.ndarray,
+    n_cases: int,
+    k: int,
+    fraction: float | None = None,
+    seed: int = 0,
+    eligible: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """k item indices per case: ((n_cases, k) int, (n_cases,) bool "drawn with replacement").
+
+    cases (M,): the case of every item; tumour (M,): its tumour flag; eligible (M,): items to
+    draw from (body slices; a case with no eligible item draws from all its items). Within a
+    case the draw uses `oversampling_weights(tumour, fraction)`, without replacement when the
+    case has at least k candidates. Seeded; the order of the k draws is random.
+    """
+    cases, tumour = np.asarray(cases), np.asarray(tumour, dtype=bool)
+    eligible = np.ones(len(cases), bool) if eligible is None else np.asarray(eligible, bool)
+    rng = np.random.default_rng(seed)
+    out = np.empty((n_cases, k), dtype=np.int64)
+    replaced = np.zeros(n_cases, dtype=bool)
+    for c in range(n_cases):
+        items = np.flatnonzero((cases == c) & eligible)
+        if len(items) == 0:
+            items = np.flatnonzero(cases == c)
+        if len(items) == 0:
+            raise ValueError(f"case {c} has no items to draw from")
+        w = oversampling_weights(tumour[items], fraction)
+        replaced[c] = len(items) < k
+        out[c] = rng.choice(items, k, replace=bool(replaced[c]), p=w)
+    return out, replaced
 
 
 def halves_to_unit(
@@ -132,7 +193,7 @@ def unmosaic(image: torch.Tensor, rows: int, cols: int, depth: int | None = None
 
 
 class SliceDataset(torch.utils.data.Dataset):
-    """Image + mask pairs (2, R, R) in [-1, 1] from image/mask halves, with tumour over-sampling.
+    """Image + mask pairs (2, R, R) in [-1, 1] from image/mask halves, with a seeded tumour mix.
 
     Stores the halves compactly (image float16, mask bool: 1.5 bytes a voxel) and cuts / resizes
     items on access. `__getitem__(i)` returns item i (2, R, R) float32; `draw(batch, generator)`
@@ -164,13 +225,15 @@ class SliceDataset(torch.utils.data.Dataset):
         self.grid = grid or mosaic_grid(z)
         if layout == "slices":
             body_unit = (BODY_HU - window[0]) / (window[1] - window[0]) * 2 - 1
-            keep = (self.images.float() > body_unit).flatten(2).any(2) if drop_empty else None
-            keep = torch.ones(n, z, dtype=torch.bool) if keep is None else keep
+            body = (self.images.float() > body_unit).flatten(2).any(2)
+            keep = body if drop_empty else torch.ones(n, z, dtype=torch.bool)
             self.index = keep.nonzero()  # (M, 2): (case, z)
             flags = self.masks.flatten(2).any(2)[keep]
+            self.body = body[keep]  # (M,): the item has a voxel above BODY_HU
         else:
             self.index = torch.stack([torch.arange(n), torch.zeros(n, dtype=torch.long)], 1)
             flags = self.masks.flatten(1).any(1)
+            self.body = torch.ones(n, dtype=torch.bool)
         if len(self.index) == 0:
             raise ValueError("no non-empty slices: every slice is air or padding only")
         self.tumour = torch.as_tensor(flags, dtype=torch.bool)

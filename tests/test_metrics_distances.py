@@ -135,11 +135,13 @@ def test_prdc_hand_built_sets():
     mixed = np.vstack([real[:3], real[:3] + 100.0])
     r = D.compute_prdc(real, mixed, k_pr=3, k_dc=3)
     assert r["precision"] == 0.5
-    # density: real radii (k=3) are [3,2,2,2,2,3]; fake at 0 lies in the balls of reals 0..2 (3),
-    # fake at 1 in balls 0..3 (4), fake at 2 in balls 0..5 (6) -> 13 / (3 * 6)
-    assert r["density"] == pytest.approx(13 / 18)
-    # coverage: reals whose nearest fake lies within their radius: 0..5 (nearest fake <= 3 away)
-    assert r["coverage"] == 1.0
+    # density: real radii (k=3) are [3,2,2,2,2,3]; a fake counts in a ball when strictly closer
+    # than its radius (the reference `prdc`): fake at 0 lies in the balls of reals 0, 1 (2),
+    # fake at 1 in balls 0..2 (3), fake at 2 in balls 0..3 (4) -> 9 / (3 * 6)
+    assert r["density"] == pytest.approx(9 / 18)
+    # coverage: reals whose nearest fake is strictly inside their radius: 0..3 (real 4: nearest
+    # fake 2 away, radius 2; real 5: 3 away, radius 3)
+    assert r["coverage"] == pytest.approx(4 / 6)
 
 
 def test_classifier_is_known_values():
@@ -178,3 +180,114 @@ def test_inputs_are_checked():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert abs(D.compute_fid(np.eye(3), np.eye(3)[::-1])) < 1e-12
+
+
+# -- against the reference `prdc` package (Naeem et al. 2020) ---------------------------------
+def _reference_prdc(real, fake, k):
+    prdc = pytest.importorskip("prdc")
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints the set sizes
+        return {key: float(v) for key, v in prdc.compute_prdc(real, fake, nearest_k=k).items()}
+
+
+def _prdc_cases():
+    rng = np.random.default_rng(11)
+    real = rng.normal(size=(60, 5))
+    fake = np.vstack([real[:15], rng.normal(0.3, 1.2, size=(45, 5))])  # 15 exact copies
+    yield "continuous", real, fake
+    # quantised features: many exactly tied distances, duplicated real points, copies in fake
+    q_real = rng.integers(0, 3, size=(50, 3)).astype(float)
+    q_fake = np.vstack([q_real[:10], rng.integers(0, 4, size=(40, 3)).astype(float)])
+    yield "quantised", q_real, q_fake
+    half = np.round(rng.normal(size=(40, 4)) * 2) / 2  # on a 0.5 grid
+    yield "half-grid", half, np.vstack([half[::2], half[:20] + 0.5])
+
+
+@pytest.mark.parametrize("k", [3, 5])
+def test_prdc_equals_the_reference_package(k):
+    for name, real, fake in _prdc_cases():
+        ours = D.compute_prdc(real, fake, k_pr=k, k_dc=k)
+        ref = _reference_prdc(real, fake, k)
+        for key in ("precision", "recall", "density", "coverage"):
+            assert ours[key] == pytest.approx(ref[key], abs=1e-12), (name, key)
+
+
+def test_prdc_case_labels_exclude_same_case_neighbours():
+    """Against a brute-force loop: the k-NN radius of a row ignores rows of its own case."""
+    rng = np.random.default_rng(12)
+    real = rng.normal(size=(24, 3))
+    fake = rng.normal(size=(18, 3))
+    gr, gf = np.repeat(np.arange(8), 3), np.repeat(np.arange(6), 3)
+
+    def radii(x, g, k):
+        return np.array(
+            [np.sort([np.linalg.norm(x[i] - x[j]) for j in range(len(x)) if g[j] != g[i]])[k - 1]
+             for i in range(len(x))]
+        )  # fmt: skip
+
+    d = np.linalg.norm(real[:, None] - fake[None], axis=2)
+    r3, r5, f3 = radii(real, gr, 3), radii(real, gr, 5), radii(fake, gf, 3)
+    want = {
+        "precision": np.mean((d < r3[:, None]).any(0)),
+        "recall": np.mean((d < f3[None]).any(1)),
+        "density": (d < r5[:, None]).sum() / (5 * len(fake)),
+        "coverage": np.mean(d.min(1) < r5),
+    }
+    got = D.compute_prdc(real, fake, real_groups=gr, fake_groups=gf)
+    for key, v in want.items():
+        assert got[key] == pytest.approx(v, abs=1e-12), key
+    # a case drawn twice (same label) is not its own neighbour: its radius does not change
+    dup = np.vstack([real, real[:1]])
+    r_dup = D.kth_radius(dup, 3, np.concatenate([gr, gr[:1]]))
+    assert r_dup[0] == r_dup[-1] == pytest.approx(r3[0]) and r_dup[0] > 0
+    assert D.kth_radius(dup, 3)[0] < r3[0] or r3[0] == 0  # without labels the copy is a neighbour
+    with pytest.raises(ValueError, match="distinct cases"):
+        D.compute_prdc(real[:6], fake, real_groups=gr[:6], fake_groups=gf)
+
+
+def test_kid_case_labels_drop_same_case_pairs():
+    rng = np.random.default_rng(13)
+    x, y = rng.normal(size=(6, 3)), rng.normal(size=(5, 3)) + 0.5
+    gx, gy = np.array([0, 0, 1, 2, 2, 3]), np.array([0, 1, 1, 2, 3])
+    d = x.shape[1]
+
+    def k(a, b):
+        return (a @ b / d + 1.0) ** 3
+
+    sxx = np.mean([k(x[i], x[j]) for i in range(6) for j in range(6) if gx[i] != gx[j]])
+    syy = np.mean([k(y[i], y[j]) for i in range(5) for j in range(5) if gy[i] != gy[j]])
+    sxy = np.mean([k(x[i], y[j]) for i in range(6) for j in range(5)])
+    assert D.mmd2_unbiased(x, y, gx, gy) == pytest.approx(sxx + syy - 2 * sxy, rel=1e-12)
+
+
+def _probs(n, rng, c=7):
+    z = rng.normal(0, 1.5, (n, c))
+    z[:, 0] += 1.0
+    e = np.exp(z - z.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def test_classifier_is_is_equal_for_one_distribution_at_different_sizes():
+    """Real n = 105, synthetic m = 524 from one distribution: scored separately the larger set
+    gets a higher IS (p(y) is estimated per split); scored at the same n they agree."""
+    rng = np.random.default_rng(14)
+    separate, matched = [], []
+    for r in range(40):
+        real, syn = _probs(105, rng), _probs(524, rng)
+        separate.append(
+            D.classifier_inception_score(syn)[0] - D.classifier_inception_score(real)[0]
+        )
+        out = D.classifier_is_matched({"real": real, "synthetic": syn}, n_splits=10, seed=r)
+        assert out["real"]["n"] == out["synthetic"]["n"] == 105
+        assert out["synthetic"]["n_total"] == 524
+        matched.append(out["synthetic"]["value"] - out["real"]["value"])
+    sep, mat = np.asarray(separate), np.asarray(matched)
+    se = mat.std() / np.sqrt(len(mat))
+    assert abs(mat.mean()) < 3 * se
+    assert sep.mean() > 4 * sep.std() / np.sqrt(len(sep))  # the bias the matching removes
+    # the smaller set is scored on all its rows: its value is the plain IS
+    a, b = _probs(30, rng), _probs(90, rng)
+    out = D.classifier_is_matched({"real": a, "synthetic": b}, n_splits=10)
+    assert out["real"]["value"] == pytest.approx(D.classifier_inception_score(a, 10)[0])

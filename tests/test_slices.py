@@ -155,3 +155,14 @@ def test_mosaic_dataset_tiles_one_case_per_item():
     torch.testing.assert_close(
         unmosaic(full[0], 2, 4), image[0].permute(2, 0, 1), atol=2e-3, rtol=0
     )
+
+
+def test_training_draws_the_natural_tumour_mix_by_default():
+    """2D training and slice-level evaluation use one mix: the natural one unless asked."""
+    image, mask = halves(3)  # 2 tumour slices out of 24
+    ds = SliceDataset(image, mask, 8)
+    assert ds.tumour_fraction is None
+    np.testing.assert_allclose(ds.weights.numpy(), 1 / len(ds))
+    batch = ds.draw(2000, torch.Generator().manual_seed(0))
+    observed = (batch[:, 1] > 0).flatten(1).any(1).float().mean().item()
+    assert abs(observed - 2 / 24) < 4 * (2 / 24 * 22 / 24 / 2000) ** 0.5

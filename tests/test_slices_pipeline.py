@@ -120,8 +120,9 @@ def _body_slices(image_unit: np.ndarray, window=(-1024.0, 600.0)) -> int:
 
 @pytest.fixture(scope="module")
 def slice_evals(packed_ws, fastgan_run):  # noqa: F811
-    """A 2D set (6 FastGAN pairs) and a 3D set (3 random-weight HA-GAN pairs), both evaluated
-    at slice level: the 2D set with the random extractor, the 3D set with the default one."""
+    """A 2D set (6 FastGAN pairs = 3 cases of 2 slices) and a 3D set (3 random-weight HA-GAN
+    pairs), both evaluated at slice level against all 6 real cases, 2 slices per case: the 2D
+    set with the random extractor, the 3D set with the default one."""
     from synthct.config import ModelConfig, RunConfig, to_dict
     from synthct.metrics.evaluate import EvalOptions, run_evaluation
     from synthct.models import build_system
@@ -136,7 +137,8 @@ def slice_evals(packed_ws, fastgan_run):  # noqa: F811
     }
     gen.write_set(packed_ws.synthetic_dir("set3d"), hagan, DataConfig(size=S), (1.5, 1.5, 3.0),
                   gen.GenerateOptions(n=3), provenance=prov)  # fmt: skip
-    common = dict(real="test", n_boot=5, baseline_repeats=2, kid_subsets=10, seed=0)
+    common = dict(real="all", n_boot=5, baseline_repeats=3, kid_subsets=10, seed=0,
+                  slices_per_case=2)  # fmt: skip
     r2 = run_evaluation(packed_ws, EvalOptions("set2d", extractor="random", **common), False)
     r3 = run_evaluation(packed_ws, EvalOptions("set3d", extractor="default", level="slice",
                                                encoder_epochs=1, **common), False)  # fmt: skip
@@ -151,45 +153,76 @@ def test_slice_evaluation_of_a_2d_set_is_labelled_and_counted(packed_ws, slice_e
     saved = json.loads((folder / "metrics.json").read_text())
     assert saved["level"] == "slice" and saved["options"]["level"] == "slice"  # forced for 2D
     assert saved["model"] == {"kind": "fastgan", "data_view": "slices"}
-    test = load_packed(packed_ws, DataConfig(size=S), "test")
-    n_real = sum(_body_slices(a[..., : S // 2]) for a in test.arrays)
-    assert saved["real"]["n"] == n_real and saved["real"]["n_cases"] == len(test.case_ids)
-    assert saved["synthetic"]["m"] == 6 and saved["synthetic"]["m_cases"] == 6
-    assert saved["slices"]["resolution"] == S
+    real = load_packed(packed_ws, DataConfig(size=S), "all")
+    n_cases = len(real.case_ids)
+    assert saved["real"]["n_cases"] == n_cases and saved["real"]["n"] == 2 * n_cases
+    # 6 generated slices = 3 cases of 2 (fewer than the 6 real cases the protocol would take)
+    assert saved["synthetic"]["m"] == 6 and saved["synthetic"]["m_cases"] == 3
+    assert saved["synthetic"]["case"] == "group of 2 generated slices"
+    assert saved["slices"] == {"resolution": S, "slices_per_case": 2,
+                               "protocol": saved["slices"]["protocol"]}  # fmt: skip
+    # the run trained on the natural mix (the default) and says so in train_cases.json
+    assert saved["tumour_mix"]["value"] == "natural"
+    assert saved["tumour_mix"]["source"] == "run g2d: train_cases.json"
     fx = build_random_slice_extractor()
-    for key in ("fid", "kid", "precision", "recall", "density", "coverage"):
+    for key in ("fid", "kid"):
         m = saved["metrics"][key]
-        assert (m["n"], m["m"], m["d"]) == (n_real, 6, 128)
+        assert (m["n"], m["m"], m["d"]) == (2 * n_cases, 6, 128)
+        assert (m["n_cases"], m["m_cases"], m["rounds"]) == (n_cases, 3, 2)
         assert m["extractor"]["weights_sha256"] == fx.weights_sha256
+    assert "precision" not in saved["metrics"]  # k-NN radii need >= 12 cases a side
     assert saved["metrics"]["classifier_is"] is None  # random extractor: no classifier head
     emb = __import__("pandas").read_csv(folder / "embedding.csv")
-    assert sorted(emb["group"].unique()) == ["real-test", "synthetic"] and len(emb) == n_real + 6
+    assert sorted(emb["group"].unique()) == ["real-all", "synthetic"]
+    assert len(emb) == 2 * n_cases + 6
     card = gen.load_datacard(packed_ws.synthetic_dir("set2d"))
     assert card["metrics"][result["id"]]["level"] == "slice"
+    assert card["metrics"][result["id"]]["tumour_mix"] == "natural"
+
+
+def test_slice_evaluation_fid_is_the_mean_over_rounds_of_one_slice_per_case(packed_ws, slice_evals):  # noqa: F811
+    """Independent recomputation: the drawn slices are body slices of their cases, and FID is
+    the mean of the per-round FIDs of their features."""
+    from synthct.metrics.distances import compute_fid
+    from synthct.metrics.features import build_random_slice_extractor
+    from synthct.metrics.sets import load_real_set
+    from synthct.metrics.slice_eval import synthetic_case_slices, volume_case_slices
+
+    (folder, saved), _ = slice_evals
+    cfg = DataConfig(size=S)
+    real = volume_case_slices(load_real_set(packed_ws, cfg, "all"), cfg, S, 2, None, 0)
+    assert real.pairs.shape == (6, 2, 2, S, S)
+    packed = load_real_set(packed_ws, cfg, "all")
+    for c in range(6):
+        image_half = packed.arrays[c][..., : S // 2]
+        for j in range(2):
+            hits = [z for z in range(S // 2)
+                    if np.abs(image_half[..., z] - real.pairs[c, j, 0]).max() < 2e-3]  # fmt: skip
+            assert hits and _body_slices(image_half[..., hits[0] : hits[0] + 1]) == 1
+        assert not np.array_equal(real.pairs[c, 0], real.pairs[c, 1])  # without replacement
+    card = gen.load_datacard(packed_ws.synthetic_dir("set2d"))
+    syn = synthetic_case_slices(packed_ws.synthetic_dir("set2d"), card, cfg, S, 2, 6, None, 0,
+                                progress=False)  # fmt: skip
+    fx = build_random_slice_extractor()
+    fr = fx.extract(real.flat).reshape(6, 2, -1)
+    fs = fx.extract(syn.flat).reshape(3, 2, -1)
+    want = np.mean([max(compute_fid(fr[:, j], fs[:, j]), 0.0) for j in range(2)])
+    assert saved["metrics"]["fid"]["value"] == pytest.approx(want, rel=1e-6)
 
 
 def test_slice_evaluation_of_a_3d_set_with_the_default_2d_encoder(packed_ws, slice_evals):  # noqa: F811
-    import nibabel as nib
-
-    from synthct.metrics.sets import to_packed
-
     _, (folder, saved) = slice_evals
-    set_dir = packed_ws.synthetic_dir("set3d")
-    m_slices = 0
-    for p in sorted((set_dir / "imagesTr").glob("*.nii.gz")):
-        hu = np.asarray(nib.load(p).dataobj, dtype=np.float32)
-        m_slices += _body_slices(
-            to_packed(hu, np.zeros_like(hu), DataConfig(size=S))[..., : S // 2]
-        )
     assert saved["level"] == "slice" and saved["model"]["data_view"] == "volumes"
-    assert saved["synthetic"]["m"] == m_slices and saved["synthetic"]["m_cases"] == 3
+    assert saved["synthetic"]["m"] == 3 * 2 and saved["synthetic"]["m_cases"] == 3
+    assert saved["synthetic"]["case"] == "synthetic volume"
+    assert saved["tumour_mix"]["value"] == "natural"
     assert saved["extractor"]["name"] == "default" and saved["extractor"]["level"] == "slice"
     cis = saved["metrics"]["classifier_is"]
     train_centres = sorted({c.split("-")[0] for c in saved_ids(packed_ws)})
     assert saved["extractor"]["classes"] == train_centres
-    assert cis["synthetic"]["n"] == m_slices and 1.0 <= cis["synthetic"]["value"] <= len(
-        train_centres
-    )
+    # real and synthetic scored on the same number of cases (the smaller side's) per round
+    assert cis["synthetic"]["n"] == cis["real"]["n"] == 3 and cis["real"]["n_total"] == 6
+    assert cis["rounds"] == 2 and 1.0 <= cis["synthetic"]["value"] <= len(train_centres)
     assert list((packed_ws.evals / "encoders").glob("slices-*-e1-s0.pt"))
 
 
@@ -200,20 +233,26 @@ def saved_ids(ws) -> list[str]:
 
 
 def test_identical_real_slices_give_fid_zero_and_max_slices_caps(packed_ws):  # noqa: F811
+    from synthct.metrics.distances import compute_prdc
     from synthct.metrics.evaluate import EvalOptions, distance_metrics
     from synthct.metrics.features import build_random_slice_extractor
+    from synthct.metrics.resampling import round_mean
     from synthct.metrics.sets import load_real_set
-    from synthct.metrics.slice_eval import volume_slices
+    from synthct.metrics.slice_eval import volume_case_slices, volume_slices
 
     cfg = DataConfig(size=S)
-    real = load_real_set(packed_ws, cfg, "train")
-    a, b = volume_slices(real, cfg, S), volume_slices(real, cfg, S)
-    assert len(a.pairs) == sum(_body_slices(x[..., : S // 2]) for x in real.arrays)
+    real = load_real_set(packed_ws, cfg, "all")
+    a, b = volume_case_slices(real, cfg, S, 3, seed=2), volume_case_slices(real, cfg, S, 3, seed=2)
     fx = build_random_slice_extractor()
-    fa, fb = fx.extract(a.pairs), fx.extract(b.pairs)
+    fa = fx.extract(a.flat).reshape(len(real.ids), 3, -1)
+    fb = fx.extract(b.flat).reshape(len(real.ids), 3, -1)
     opts = EvalOptions("x", n_boot=3, baseline_repeats=2, kid_subsets=5)
     out = distance_metrics(fa, fb, fx.describe(), opts)
-    assert out["fid"]["value"] == 0.0 and out["precision"]["value"] == 1.0
+    assert out["fid"]["value"] == 0.0 and "precision" not in out  # PRDC needs 12 cases
+    prdc = round_mean(compute_prdc, fa, fb)
+    assert prdc["precision"] == 1.0 and prdc["coverage"] == 1.0
+    every = volume_slices(real, cfg, S)
+    assert len(every.pairs) == sum(_body_slices(x[..., : S // 2]) for x in real.arrays)
     capped = volume_slices(real, cfg, 16, max_slices=10, seed=1)
     assert capped.pairs.shape == (10, 2, 16, 16) and capped.n_cases <= len(real.ids)
     assert set(capped.case_ids) <= set(real.ids)
@@ -227,6 +266,32 @@ def test_level_volume_is_refused_for_2d_sets_and_medicalnet_at_slice_level(packe
         run_evaluation(packed_ws, EvalOptions("set2d", extractor="random", level="volume"), False)
     with pytest.raises(ConfigError, match="3D network"):
         EvalOptions("set2d", extractor="medicalnet", weights="w.pth", level="slice")
+    with pytest.raises(ConfigError, match="tumour-mix"):
+        EvalOptions("set2d", tumour_mix="half")
+    with pytest.raises(ConfigError, match="slices-per-case"):
+        EvalOptions("set2d", slices_per_case=0)
+
+
+def test_tumour_mix_comes_from_the_run_or_the_option(packed_ws, slice_evals):  # noqa: F811
+    from synthct.errors import ConfigError
+    from synthct.metrics.slice_eval import training_tumour_mix
+
+    card = gen.load_datacard(packed_ws.synthetic_dir("set2d"))
+    assert training_tumour_mix(packed_ws, card, "auto") == (None, "run g2d: train_cases.json")
+    assert training_tumour_mix(packed_ws, card, "0.5") == (0.5, "--tumour-mix")
+    old_run = {**card, "run": "gone"}  # the run folder is missing: no silent guess
+    with pytest.raises(ConfigError, match="--tumour-mix natural"):
+        training_tumour_mix(packed_ws, old_run, "auto")
+    recorded = {**old_run, "training_cases": {**card["training_cases"], "tumour_fraction": 0.5}}
+    assert training_tumour_mix(packed_ws, recorded, "auto") == (0.5, "datacard")
+    # real slices drawn on a 0.5 mix show tumour far more often than on the natural one
+    from synthct.metrics.sets import load_real_set
+    from synthct.metrics.slice_eval import volume_case_slices
+
+    real = load_real_set(packed_ws, DataConfig(size=S), "all")
+    natural = volume_case_slices(real, DataConfig(size=S), S, 4, None, 0).tumour_fraction
+    half = volume_case_slices(real, DataConfig(size=S), S, 4, 0.5, 0).tumour_fraction
+    assert natural < 0.3 and half > 2 * natural
 
 
 def test_compare_models_lists_2d_and_3d_side_by_side(packed_ws, slice_evals):  # noqa: F811
@@ -242,6 +307,10 @@ def test_compare_models_lists_2d_and_3d_side_by_side(packed_ws, slice_evals):  #
         m = saved["metrics"]
         assert row["fid"] == m["fid"]["value"] and row["kid"] == m["kid"]["value"]
         assert row["fid_low"] == m["fid"]["ci"]["low"] and row["n"] == saved["real"]["n"]
-        assert row["coverage"] == m["coverage"]["value"] and row["level"] == "slice"
-    assert list(df["fid"]) == sorted(df["fid"])
+        assert row["kid_high"] == m["kid"]["ci"]["high"] and row["level"] == "slice"
+        assert row["slices_per_case"] == 2 and row["tumour_mix"] == "natural"
+        assert row["fid_real_vs_real"] == m["fid"]["baseline"]["real_vs_real"]["median"]
+    # different extractors (random vs default): different protocols, never ranked together
+    assert by_set.loc["set2d", "protocol"] != by_set.loc["set3d", "protocol"]
+    assert list(df["tier"]) == [1.0, 1.0]
     assert compare_models(packed_ws, "volume").empty

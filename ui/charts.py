@@ -173,7 +173,10 @@ def prdc_figure(metrics: dict[str, Any]) -> go.Figure:
 
 
 def msssim_figure(msssim: dict[str, Any]) -> go.Figure:
-    """Mean pairwise MS-SSIM within the real and within the synthetic set (higher = less diverse)."""
+    """Mean pairwise MS-SSIM within the real and within the synthetic set (higher = less diverse).
+
+    The title is the metric's name as evaluation recorded it (with its kernel and scales when
+    the volume is too small for standard MS-SSIM)."""
     groups = [g for g in ("real", "synthetic") if isinstance(msssim.get(g), dict)]
     fig = go.Figure()
     fig.add_bar(
@@ -182,7 +185,8 @@ def msssim_figure(msssim: dict[str, Any]) -> go.Figure:
         marker_color=[REAL if g == "real" else SYNTHETIC for g in groups],
         text=[f"{msssim[g]['pairs']} pairs" for g in groups],
     )  # fmt: skip
-    return _layout(fig, "Diversity: pairwise 3D MS-SSIM", "", "mean MS-SSIM")
+    name = msssim.get("name") or "pairwise 3D MS-SSIM"
+    return _layout(fig, f"Diversity: {name}", "", "mean MS-SSIM", height=400)
 
 
 def dcr_figure(privacy: pd.DataFrame, space: str, threshold: float | None) -> go.Figure:

@@ -145,11 +145,14 @@ def _fmt(v: Any, digits: int = 4) -> str:
 
 
 def metric_table(result: dict[str, Any]) -> pd.DataFrame:
-    """One row per distance metric: value, 95 % CI, real-vs-real baseline, n, m, d, extractor.
+    """One row per distance metric: value, 95 % CI, real-vs-real baseline, sizes, extractor.
 
-    The baseline columns are the mean (± SD) of the same metric between two disjoint real halves
-    and between synthetic and real at that same smaller size, so the value can be read against
-    the small-sample bias (design §7).
+    The CI resamples cases (the unit of independence; at slice level a case contributes its k
+    slices). The baseline columns are the mean ± SD [central interval] of the same metric
+    between two case-disjoint real halves and between synthetic and real at that same smaller
+    size, so the value can be read against the small-sample bias (design §7);
+    `within_real_vs_real` says whether the synthetic value at that size lies in the real-vs-real
+    interval. n/m count slices at slice level (n_cases x slices per case), cases otherwise.
     """
     rows = []
     for key in METRIC_KEYS:
@@ -168,7 +171,11 @@ def metric_table(result: dict[str, Any]) -> pd.DataFrame:
                 "ci_high": ci.get("high"),
                 "real_vs_real": _baseline_text(rr),
                 "synthetic_vs_real_at_baseline_size": _baseline_text(sr),
+                "within_real_vs_real": base.get("synthetic_within_real_vs_real"),
                 "baseline_size": base.get("size"),
+                "n_cases": m.get("n_cases", m.get("n")),
+                "m_cases": m.get("m_cases", m.get("m")),
+                "slices_per_case": m.get("slices_per_case"),
                 "n": m.get("n"),
                 "m": m.get("m"),
                 "d": m.get("d"),
@@ -184,8 +191,38 @@ def _baseline_text(entry: Any) -> str:
         return "—"
     if isinstance(entry, dict):
         mean, sd = entry.get("mean"), entry.get("std")
-        return f"{_fmt(mean)} ± {_fmt(sd, 2)}" if sd is not None else _fmt(mean)
+        text = f"{_fmt(mean)} ± {_fmt(sd, 2)}" if sd is not None else _fmt(mean)
+        if entry.get("low") is not None and entry.get("high") is not None:
+            text += f" [{_fmt(entry['low'])}, {_fmt(entry['high'])}]"
+        return text
     return _fmt(entry)
+
+
+def evaluation_caption(result: dict[str, Any]) -> str:
+    """One line on what was compared: sets, sizes, protocol, tumour mix, extractor."""
+    syn, real = result.get("synthetic", {}), result.get("real", {})
+    ex = result.get("extractor", {})
+    text = (
+        f"Synthetic set **{syn.get('set')}** vs real **{real.get('split')}** · "
+        f"part {result.get('options', {}).get('part')} · "
+    )
+    slices = result.get("slices") or {}
+    if result.get("level") == "slice" and "slices_per_case" in slices:
+        mix = result.get("tumour_mix") or {}
+        text += (
+            f"slice level: {real.get('n_cases')} real vs {syn.get('m_cases')} synthetic cases "
+            f"({syn.get('case', 'case')}), {slices['slices_per_case']} slices per case at "
+            f"{slices.get('resolution')}², tumour mix {mix.get('value')} ({mix.get('source')}) · "
+        )
+    elif result.get("level") == "slice":
+        text += "slice level, legacy protocol (slices pooled as independent samples) · "
+    else:
+        text += f"volumes: n = {real.get('n')} real, m = {syn.get('m')} synthetic cases · "
+    text += (
+        f"extractor {ex.get('name')} {ex.get('version', '')}, d = {ex.get('dim', '—')}, "
+        f"weights SHA-256 `{(ex.get('weights_sha256') or '')[:16]}` · {result.get('created')}"
+    )
+    return text
 
 
 def statistics_table(result: dict[str, Any]) -> pd.DataFrame:

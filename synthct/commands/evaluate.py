@@ -28,7 +28,12 @@ def evaluate(
         typer.Option(help="MedicalNet ResNet-50 weights file (for --extractor medicalnet)."),
     ] = None,
     n: Annotated[
-        int | None, typer.Option("--n", help="At most N synthetic cases (seeded sample).")
+        int | None,
+        typer.Option(
+            "--n",
+            help="At most N synthetic cases (seeded sample); slice level default: as many as "
+            "real cases.",
+        ),
     ] = None,
     part: Annotated[str, typer.Option(help="image | mask | pair (the packed pair).")] = "pair",
     seed: Annotated[int, typer.Option(help="Seed for subsets, bootstrap and t-SNE.")] = 0,
@@ -48,9 +53,17 @@ def evaluate(
         int | None,
         typer.Option(help="Slice level: resize slices to R x R (default: the 2D set's R, or S)."),
     ] = None,
-    max_slices: Annotated[
-        int, typer.Option(help="Slice level: at most this many slices a side (seeded sample).")
-    ] = 2000,
+    slices_per_case: Annotated[
+        int,
+        typer.Option(help="Slice level: k slices drawn from every real and synthetic case."),
+    ] = 8,
+    tumour_mix: Annotated[
+        str,
+        typer.Option(
+            help="Slice level: auto (the mix the model was trained on) | natural | a "
+            "tumour-slice fraction such as 0.5."
+        ),
+    ] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the full metrics.json.")] = False,
     workspace_path: WorkspaceOpt = None,
 ) -> None:
@@ -58,7 +71,8 @@ def evaluate(
     memorisation (DCR), HU/tumour statistics and a joint t-SNE; writes WS/evals/<id>/.
 
     --level slice (forced for 2D sets): FID/KID/PRDC, classifier-IS and t-SNE on axial slice
-    pairs with a 2D feature extractor, for 2D and 3D sets alike."""
+    pairs with a 2D feature extractor, for 2D and 3D sets alike: k slices per case, metrics
+    averaged over k rounds of one slice per case, CIs by case (docs/metrics.md)."""
     from synthct.metrics.evaluate import EvalOptions, run_evaluation, summarise
 
     opts = EvalOptions(
@@ -73,7 +87,8 @@ def evaluate(
         encoder_epochs=encoder_epochs,
         level=level,
         slice_size=slice_size,
-        max_slices=max_slices,
+        slices_per_case=slices_per_case,
+        tumour_mix=tumour_mix,
     )
     folder, result = run_evaluation(workspace(workspace_path), opts)
     if as_json:

@@ -2,24 +2,43 @@
 
 `compare_models(ws, level)` reads WS/evals/*/metrics.json (what `synthct evaluate` writes) and
 returns one row per evaluation at `level`, so a dashboard can show FastGAN/StyleGAN2 next to
-HA-GAN on the same slice-level FID/KID/PRDC. Numbers are only comparable between rows with the
-same extractor (name + weights hash), real split and slice size: those columns are in the table.
-Pure reading; results written before levels existed count as "volume".
+HA-GAN on the same slice-level FID/KID/PRDC.
+
+Numbers are comparable only between evaluations run under the same **protocol**: the same
+extractor (weights hash) and part, the same real cases, resolution, slices per case and tumour
+mix (slice level), and the same numbers of real and synthetic cases (FID and KID's sampling
+spread, and FID's bias, depend on them). Each row carries a `protocol` id (a hash of those
+settings); rows are grouped by it.
+
+Within a protocol rows are not ranked by FID's point estimate. They are put into **tiers**: the
+FID intervals (case bootstrap, 95 %) are merged wherever they overlap, and each merged run is a
+tier; every model of tier t has its whole interval below every model of tier t + 1. Inside a
+tier the models are tied and listed by set name. Slice-level results written before the case
+protocol (slices pooled as independent samples; their intervals are too narrow) form the
+protocol "legacy" and get no tier. Pure reading; results written before levels existed count
+as "volume".
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 
+import numpy as np
 import pandas as pd
 
 from synthct.workspace import Workspace
 
+METRICS = ("fid", "kid", "precision", "recall", "density", "coverage")
+LEGACY = "legacy"
 COLUMNS = [
-    "eval", "set", "model_kind", "dims", "level", "real_split", "resolution",
-    "fid", "fid_low", "fid_high", "fid_real_vs_real", "kid", "kid_low", "kid_high",
-    "precision", "recall", "density", "coverage", "classifier_is",
+    "protocol", "tier", "set", "model_kind", "dims", "eval", "level", "real_split",
+    "resolution", "slices_per_case", "tumour_mix",
+    *[c for k in METRICS for c in (k, f"{k}_low", f"{k}_high")],
+    "fid_real_vs_real", "fid_real_vs_real_low", "fid_real_vs_real_high",
+    "fid_synthetic_at_baseline", "fid_within_real_vs_real",
+    "classifier_is", "classifier_is_real", "classifier_is_n",
     "n", "m", "n_cases", "m_cases", "extractor", "extractor_sha256", "created",
 ]  # fmt: skip
 
@@ -29,49 +48,104 @@ def _value(metrics: dict, key: str) -> float:
     return float(entry["value"]) if isinstance(entry, dict) and "value" in entry else math.nan
 
 
+def _ci(metrics: dict, key: str, side: str) -> float:
+    entry = metrics.get(key)
+    ci = entry.get("ci") if isinstance(entry, dict) else None
+    return float(ci.get(side, math.nan)) if isinstance(ci, dict) else math.nan
+
+
+def protocol_of(result: dict) -> str:
+    """The protocol id of one result: "legacy" for pooled-slice results, else a short hash."""
+    level = result.get("level", "volume")
+    slices = result.get("slices") or {}
+    if level == "slice" and "slices_per_case" not in slices:
+        return LEGACY
+    real, syn = result.get("real") or {}, result.get("synthetic") or {}
+    key = {
+        "level": level,
+        "part": (result.get("options") or {}).get("part"),
+        "extractor": (result.get("extractor") or {}).get("weights_sha256"),
+        "real_split": real.get("split"),
+        "real_ids": real.get("ids_sha256"),
+        "n_cases": real.get("n_cases", real.get("n")),
+        "m_cases": syn.get("m_cases", syn.get("m")),
+        "resolution": slices.get("resolution") or (result.get("data_config") or {}).get("size"),
+        "slices_per_case": slices.get("slices_per_case"),
+        "tumour_mix": (result.get("tumour_mix") or {}).get("value"),
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
+
+
 def _row(result: dict) -> dict:
     m = result.get("metrics", {})
     fid = m.get("fid") or {}
-    kid = m.get("kid") or {}
     model = result.get("model") or {}
     cis = m.get("classifier_is") or {}
-    base = (fid.get("baseline") or {}).get("real_vs_real") or {}
-    return {
-        "eval": result.get("id"),
-        "set": result.get("synthetic", {}).get("set"),
+    base = fid.get("baseline") or {}
+    rr = base.get("real_vs_real") if isinstance(base.get("real_vs_real"), dict) else {}
+    sr = base.get("synthetic_vs_real") if isinstance(base.get("synthetic_vs_real"), dict) else {}
+    real, syn = result.get("real", {}), result.get("synthetic", {})
+    row = {
+        "protocol": protocol_of(result),
+        "tier": math.nan,
+        "set": syn.get("set"),
         "model_kind": model.get("kind"),
         "dims": "2D" if model.get("data_view") == "slices" else "3D",
+        "eval": result.get("id"),
         "level": result.get("level", "volume"),
-        "real_split": result.get("real", {}).get("split"),
+        "real_split": real.get("split"),
         "resolution": (result.get("slices") or {}).get("resolution")
         or result.get("data_config", {}).get("size"),
-        "fid": _value(m, "fid"),
-        "fid_low": (fid.get("ci") or {}).get("low", math.nan),
-        "fid_high": (fid.get("ci") or {}).get("high", math.nan),
-        "fid_real_vs_real": base.get("mean", math.nan) if isinstance(base, dict) else math.nan,
-        "kid": _value(m, "kid"),
-        "kid_low": (kid.get("ci") or {}).get("low", math.nan),
-        "kid_high": (kid.get("ci") or {}).get("high", math.nan),
-        **{k: _value(m, k) for k in ("precision", "recall", "density", "coverage")},
+        "slices_per_case": (result.get("slices") or {}).get("slices_per_case"),
+        "tumour_mix": (result.get("tumour_mix") or {}).get("value"),
+        "fid_real_vs_real": rr.get("median", rr.get("mean", math.nan)),
+        "fid_real_vs_real_low": rr.get("low", math.nan),
+        "fid_real_vs_real_high": rr.get("high", math.nan),
+        "fid_synthetic_at_baseline": sr.get("median", sr.get("mean", math.nan)),
+        "fid_within_real_vs_real": base.get("synthetic_within_real_vs_real"),
         "classifier_is": (cis.get("synthetic") or {}).get("value", math.nan),
-        "n": result.get("real", {}).get("n"),
-        "m": result.get("synthetic", {}).get("m"),
-        "n_cases": result.get("real", {}).get("n_cases", result.get("real", {}).get("n")),
-        "m_cases": result.get("synthetic", {}).get("m_cases", result.get("synthetic", {}).get("m")),
+        "classifier_is_real": (cis.get("real") or {}).get("value", math.nan),
+        "classifier_is_n": (cis.get("synthetic") or {}).get("n"),
+        "n": real.get("n"),
+        "m": syn.get("m"),
+        "n_cases": real.get("n_cases", real.get("n")),
+        "m_cases": syn.get("m_cases", syn.get("m")),
         "extractor": (result.get("extractor") or {}).get("name"),
         "extractor_sha256": (result.get("extractor") or {}).get("weights_sha256"),
         "created": result.get("created"),
     }
+    for key in METRICS:
+        row.update({key: _value(m, key), f"{key}_low": _ci(m, key, "low"),
+                    f"{key}_high": _ci(m, key, "high")})  # fmt: skip
+    return row
+
+
+def ci_tiers(low, high) -> np.ndarray:
+    """Tier (1, 2, ...) of each interval [low_i, high_i]: overlapping intervals are merged
+    (transitively) into one tier, tiers numbered from the lowest; NaN where an end is NaN."""
+    low, high = np.asarray(low, dtype=float), np.asarray(high, dtype=float)
+    tiers = np.full(len(low), np.nan)
+    ok = np.flatnonzero(np.isfinite(low) & np.isfinite(high))
+    tier, reach = 0, -np.inf
+    for i in ok[np.argsort(low[ok], kind="stable")]:
+        if low[i] > reach:  # a gap: no earlier interval reaches this one
+            tier += 1
+        reach = max(reach, high[i])
+        tiers[i] = tier
+    return tiers
 
 
 def compare_models(ws: Workspace, level: str = "slice") -> pd.DataFrame:
     """One row per evaluation at `level` ("slice" | "volume"), columns `COLUMNS`.
 
-    dims: "2D" for sets of slice models (FastGAN, StyleGAN2), "3D" otherwise; fid_low/high and
-    kid_low/high: bootstrap CI; fid_real_vs_real: the real-vs-real FID baseline at the same n;
-    classifier_is: of the synthetic slices/volumes (NaN without a classifier extractor); n/m:
-    real/synthetic samples (slices at slice level), n_cases/m_cases: cases behind them.
-    Sorted by FID (best first). Unreadable metrics.json files are skipped.
+    protocol: comparable rows share it; tier: FID tier within the protocol (module docstring);
+    dims: "2D" for sets of slice models (FastGAN, StyleGAN2), "3D" otherwise; <metric>_low /
+    _high: case-bootstrap CI; fid_real_vs_real(_low/_high): median (interval) of FID between
+    case-disjoint real halves, fid_synthetic_at_baseline the synthetic set's FID at that size,
+    fid_within_real_vs_real whether it lies in that interval; classifier_is(_real): of the
+    synthetic and real sets at the same n (classifier_is_n cases); n/m: slices (slice level) or
+    cases, n_cases/m_cases: cases. Sorted by protocol, tier, set name; unreadable metrics.json
+    files are skipped.
     """
     if level not in ("slice", "volume"):
         raise ValueError(f"level must be 'slice' or 'volume', got {level!r}")
@@ -85,4 +159,10 @@ def compare_models(ws: Workspace, level: str = "slice") -> pd.DataFrame:
             if isinstance(result, dict) and result.get("level", "volume") == level:
                 rows.append(_row(result))
     df = pd.DataFrame(rows, columns=COLUMNS)
-    return df.sort_values(["fid", "eval"], na_position="last").reset_index(drop=True)
+    for proto, idx in df.groupby("protocol").groups.items():
+        if proto != LEGACY:
+            sub = df.loc[idx]
+            df.loc[idx, "tier"] = ci_tiers(sub["fid_low"], sub["fid_high"])
+    df["legacy"] = df["protocol"] == LEGACY
+    df = df.sort_values(["legacy", "protocol", "tier", "set", "eval"], na_position="last")
+    return df.drop(columns="legacy").reset_index(drop=True)

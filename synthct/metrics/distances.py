@@ -18,16 +18,19 @@ Identical sets give exactly 0. A tiny negative result (round-off) is returned ra
 callers report the clipped value separately.
 
 KID follows Binkowski et al. 2018 (unbiased MMD^2, cubic polynomial kernel); precision/recall
-Kynkaanniemi et al. 2019 (k = 3); density/coverage Naeem et al. 2020 (k = 5). The Inception
-Score is only defined from class probabilities, never from pooled features.
+Kynkaanniemi et al. 2019 (k = 3); density/coverage Naeem et al. 2020 (k = 5), with the strict
+`<` of the reference `prdc` package (tested equal to it). KID and PRDC take optional case labels
+so that rows of one case (a case drawn twice by a case bootstrap) are never neighbours or
+within-set pairs. The Inception Score is only defined from class probabilities, never from
+pooled features, and compares sets only at one sample size (`classifier_is_matched`).
+
+Resampling (case bootstrap, real-vs-real baseline, rounds of one slice per case) lives in
+`resampling.py` and is re-exported here. docs/metrics.md defines every reported number.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from scipy.spatial.distance import cdist
@@ -37,7 +40,10 @@ __all__ = [
     "classifier_inception_score",
     "compute_fid",
     "compute_kid",
+    "classifier_is_matched",
+    "Interval",
     "compute_prdc",
+    "kth_radius",
     "real_baseline",
     "trace_sqrt_product",
 ]
@@ -113,13 +119,33 @@ def _poly_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return (x @ y.T / d + 1.0) ** 3
 
 
-def mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
-    """Unbiased MMD^2 with the cubic polynomial kernel k(a, b) = (a.b / d + 1)^3."""
+def _other_case(groups: np.ndarray | None, n: int) -> np.ndarray:
+    """(n, n) bool: True where rows i and j belong to different cases (i != j without groups)."""
+    if groups is None:
+        return ~np.eye(n, dtype=bool)
+    g = np.asarray(groups)
+    if g.shape != (n,):
+        raise ValueError(f"case labels must be ({n},), got shape {g.shape}")
+    return g[:, None] != g[None, :]
+
+
+def mmd2_unbiased(
+    x: np.ndarray,
+    y: np.ndarray,
+    x_groups: np.ndarray | None = None,
+    y_groups: np.ndarray | None = None,
+) -> float:
+    """Unbiased MMD^2 with the cubic polynomial kernel k(a, b) = (a.b / d + 1)^3.
+
+    The within-set means run over pairs of distinct rows (Binkowski et al. 2018); with case
+    labels, over pairs of rows of distinct cases, so a case drawn twice by a case bootstrap does
+    not pair with itself (without labels, every row is its own case: the standard estimator).
+    """
     kxx, kyy, kxy = _poly_kernel(x, x), _poly_kernel(y, y), _poly_kernel(x, y)
-    n, m = x.shape[0], y.shape[0]
-    sxx = (kxx.sum() - np.trace(kxx)) / (n * (n - 1))
-    syy = (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
-    return float(sxx + syy - 2.0 * kxy.mean())
+    ox, oy = _other_case(x_groups, len(x)), _other_case(y_groups, len(y))
+    if not ox.any() or not oy.any():
+        raise ValueError("MMD^2 needs rows of at least 2 distinct cases on each side")
+    return float(kxx[ox].mean() + kyy[oy].mean() - 2.0 * kxy.mean())
 
 
 def compute_kid(
@@ -128,64 +154,92 @@ def compute_kid(
     subset_size: int = 1000,
     n_subsets: int = 100,
     seed: int = 0,
+    x_groups: np.ndarray | None = None,
+    y_groups: np.ndarray | None = None,
 ) -> tuple[float, float]:
     """Kernel Inception Distance: (mean, std) of unbiased MMD^2 over random subsets.
 
-    Each subset draws `min(subset_size, n, m)` rows without replacement from each set.
+    Each subset draws `min(subset_size, n, m)` rows without replacement from each set; case
+    labels (optional) are passed on to `mmd2_unbiased`.
     """
     x, y = _check_pair(x, y)
     size = min(subset_size, x.shape[0], y.shape[0])
     rng = np.random.default_rng(seed)
-    vals = np.array(
-        [
-            mmd2_unbiased(
-                x[rng.choice(x.shape[0], size, replace=False)],
-                y[rng.choice(y.shape[0], size, replace=False)],
-            )
-            for _ in range(n_subsets)
-        ]
-    )
-    return float(vals.mean()), float(vals.std())
+    vals = []
+    for _ in range(n_subsets):
+        ix = rng.choice(x.shape[0], size, replace=False)
+        iy = rng.choice(y.shape[0], size, replace=False)
+        gx = None if x_groups is None else np.asarray(x_groups)[ix]
+        gy = None if y_groups is None else np.asarray(y_groups)[iy]
+        vals.append(mmd2_unbiased(x[ix], y[iy], gx, gy))
+    v = np.asarray(vals)
+    return float(v.mean()), float(v.std())
 
 
-def _kth_radius(x: np.ndarray, k: int) -> np.ndarray:
-    """Distance from each row of x to its k-th nearest other row."""
-    if x.shape[0] <= k:
-        raise ValueError(f"need more than k = {k} samples for k-NN radii, got {x.shape[0]}")
+def kth_radius(x: np.ndarray, k: int, groups: np.ndarray | None = None) -> np.ndarray:
+    """Distance from each row of x to its k-th nearest row of another case.
+
+    Without `groups` every row is its own case: the k-th nearest other row, i.e. the (k+1)-th
+    smallest distance counting the row itself, as the reference `prdc` package computes it
+    (exact copies of a row count as neighbours at distance 0). With `groups`, rows of the same
+    case (a case drawn twice by a case bootstrap) are never neighbours.
+    """
+    n = x.shape[0]
     d = cdist(x, x)
-    return np.partition(d, k, axis=1)[:, k]  # index 0 is the point itself (distance 0)
+    d[~_other_case(groups, n)] = np.inf
+    if groups is None:
+        if n <= k:
+            raise ValueError(f"need more than k = {k} samples for k-NN radii, got {n}")
+    elif int(np.isfinite(d).sum(axis=1).min()) < k:
+        raise ValueError(f"need rows of more than k = {k} distinct cases for k-NN radii")
+    return np.partition(d, k - 1, axis=1)[:, k - 1]
 
 
 def compute_prdc(
-    real: np.ndarray, fake: np.ndarray, k_pr: int = 3, k_dc: int = 5
+    real: np.ndarray,
+    fake: np.ndarray,
+    k_pr: int = 3,
+    k_dc: int = 5,
+    real_groups: np.ndarray | None = None,
+    fake_groups: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Precision/recall (k-NN manifolds, k = k_pr) and density/coverage (k = k_dc).
 
-    real (n, d), fake (m, d). Returns {"precision", "recall", "density", "coverage"}.
+    real (n, d), fake (m, d). Returns {"precision", "recall", "density", "coverage"}. As in the
+    reference implementation (Naeem et al. 2020, PyPI `prdc`): a point lies in a k-NN ball when
+    its distance is strictly smaller than the radius. `real_groups`/`fake_groups`: optional case
+    labels (n,)/(m,); radii then ignore rows of the same case (see `kth_radius`).
     """
     real, fake = _check_pair(real, fake)
     d_rf = cdist(real, fake)  # (n, m)
-    r_real_pr = _kth_radius(real, k_pr)
-    r_fake_pr = _kth_radius(fake, k_pr)
-    precision = float(np.mean((d_rf <= r_real_pr[:, None]).any(axis=0)))
-    recall = float(np.mean((d_rf <= r_fake_pr[None, :]).any(axis=1)))
-    r_real_dc = _kth_radius(real, k_dc)
-    inside = d_rf <= r_real_dc[:, None]
+    r_real_pr = kth_radius(real, k_pr, real_groups)
+    r_fake_pr = kth_radius(fake, k_pr, fake_groups)
+    precision = float(np.mean((d_rf < r_real_pr[:, None]).any(axis=0)))
+    recall = float(np.mean((d_rf < r_fake_pr[None, :]).any(axis=1)))
+    r_real_dc = kth_radius(real, k_dc, real_groups)
+    inside = d_rf < r_real_dc[:, None]
     density = float(inside.sum() / (k_dc * fake.shape[0]))
-    coverage = float(np.mean(d_rf.min(axis=1) <= r_real_dc))
+    coverage = float(np.mean(d_rf.min(axis=1) < r_real_dc))
     return {"precision": precision, "recall": recall, "density": density, "coverage": coverage}
+
+
+def _check_probs(probs: np.ndarray, name: str = "class probabilities") -> np.ndarray:
+    p = np.asarray(probs, dtype=np.float64)
+    if p.ndim != 2 or p.shape[1] < 1:
+        raise ValueError(f"{name} must be (N, C), got shape {p.shape}")
+    if np.any(p < 0) or not np.allclose(p.sum(axis=1), 1.0, atol=1e-4):
+        raise ValueError(f"{name} must be non-negative and sum to 1 per row")
+    return p
 
 
 def classifier_inception_score(probs: np.ndarray, n_splits: int = 10) -> tuple[float, float]:
     """exp(E_x KL(p(y|x) || p(y))) from class probabilities (N, C); (mean, std) over splits.
 
-    Only valid on the output of a classifier; never pass pooled features here.
+    Only valid on the output of a classifier; never pass pooled features here. The value depends
+    on the split size N / n_splits (p(y) is estimated per split): compare two sets only at the
+    same N and n_splits (`classifier_is_matched`).
     """
-    p = np.asarray(probs, dtype=np.float64)
-    if p.ndim != 2 or p.shape[1] < 1:
-        raise ValueError(f"class probabilities must be (N, C), got shape {p.shape}")
-    if np.any(p < 0) or not np.allclose(p.sum(axis=1), 1.0, atol=1e-4):
-        raise ValueError("class probabilities must be non-negative and sum to 1 per row")
+    p = _check_probs(probs)
     n_splits = max(1, min(n_splits, p.shape[0]))
     scores = []
     for part in np.array_split(p, n_splits):
@@ -196,92 +250,25 @@ def classifier_inception_score(probs: np.ndarray, n_splits: int = 10) -> tuple[f
     return float(np.mean(scores)), float(np.std(scores))
 
 
-@dataclass(frozen=True)
-class Interval:
-    """A percentile bootstrap interval."""
+def classifier_is_matched(
+    sets: dict[str, np.ndarray], n_splits: int = 10, seed: int = 0
+) -> dict[str, dict[str, float]]:
+    """Classifier-IS of several sets of class probabilities {label: (N_i, C)} at one sample size.
 
-    low: float
-    high: float
-    level: float
-    n_boot: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "low": self.low,
-            "high": self.high,
-            "level": self.level,
-            "n_boot": self.n_boot,
-            "method": "percentile bootstrap, both sets resampled with replacement",
-        }
-
-
-def bootstrap_ci(
-    fn: Callable[[np.ndarray, np.ndarray], float | dict[str, float]],
-    x: np.ndarray,
-    y: np.ndarray,
-    n_boot: int = 200,
-    level: float = 0.95,
-    seed: int = 0,
-) -> Interval | dict[str, Interval]:
-    """Percentile CI of fn(x*, y*), x* and y* resampled with replacement (seeded).
-
-    `fn` returning a dict gives one interval per key. Note: resampled sets contain duplicates,
-    which bias FID upward and shrink k-NN radii, so at small n the interval of FID/PRDC can sit
-    beside the point estimate; read it as the spread, and the real-vs-real baseline as the scale.
+    Every set is scored on n = min_i N_i rows (a seeded subsample without replacement of the
+    larger sets) in the same `n_splits` splits, so two samples of one distribution give the same
+    expected score whatever their sizes. Returns {label: {"value", "std", "n", "n_total"}}.
     """
+    probs = {k: _check_probs(v, f"class probabilities of {k}") for k, v in sets.items()}
+    n = min(len(v) for v in probs.values())
     rng = np.random.default_rng(seed)
-    vals: list = []
-    for _ in range(n_boot):
-        xi = x[rng.integers(0, len(x), len(x))]
-        yi = y[rng.integers(0, len(y), len(y))]
-        vals.append(fn(xi, yi))
-    q = (100 * (1 - level) / 2, 100 * (1 + level) / 2)
-
-    def interval(v: list[float]) -> Interval:
-        lo, hi = np.percentile(np.asarray(v, dtype=np.float64), q)
-        return Interval(float(lo), float(hi), level, n_boot)
-
-    if isinstance(vals[0], dict):
-        return {k: interval([v[k] for v in vals]) for k in vals[0]}
-    return interval(vals)
+    out = {}
+    for label, p in probs.items():
+        rows = p if len(p) == n else p[np.sort(rng.choice(len(p), n, replace=False))]
+        mean, std = classifier_inception_score(rows, n_splits)
+        out[label] = {"value": mean, "std": std, "n": n, "n_total": len(p)}
+    return out
 
 
-def real_baseline(
-    fn: Callable[[np.ndarray, np.ndarray], float | dict[str, float]],
-    real: np.ndarray,
-    fake: np.ndarray,
-    repeats: int = 5,
-    seed: int = 0,
-) -> dict:
-    """Real-vs-real reference at a matched sample size.
-
-    The real set (n, d) is split at random into two disjoint halves A and B of size
-    h = min(n // 2, m). The baseline is fn(B, A); the matched synthetic value is fn(B, F) with F a
-    random size-h subset of `fake` (m, d), so both numbers share sample sizes (h, h) and the
-    reference half B. Repeated `repeats` times with different splits: mean and std of each.
-    """
-    n, m = len(real), len(fake)
-    h = min(n // 2, m)
-    if h < 2:
-        raise ValueError(f"real-vs-real baseline needs >= 4 real samples, got {n}")
-    rng = np.random.default_rng(seed)
-    base, matched = [], []
-    for _ in range(repeats):
-        perm = rng.permutation(n)
-        a, b = real[perm[:h]], real[perm[h : 2 * h]]
-        f = fake[rng.choice(m, h, replace=False)]
-        base.append(fn(b, a))  # reference first, as in fn(real, fake)
-        matched.append(fn(b, f))
-
-    def summary(v: list) -> dict:
-        if isinstance(v[0], dict):
-            return {k: summary([x[k] for x in v]) for k in v[0]}
-        arr = np.asarray(v, dtype=np.float64)
-        return {"mean": float(arr.mean()), "std": float(arr.std())}
-
-    return {
-        "size": h,
-        "repeats": repeats,
-        "real_vs_real": summary(base),
-        "synthetic_vs_real": summary(matched),
-    }
+# resampling by case lives in resampling.py; re-exported here for callers of the metrics
+from synthct.metrics.resampling import Interval, bootstrap_ci, real_baseline  # noqa: E402

@@ -2,18 +2,29 @@
 
 A synthetic set whose pairs are much more similar to each other than real cases are to each
 other (higher mean pairwise MS-SSIM) has collapsed onto few modes. MONAI's
-`MultiScaleSSIMMetric` does the work; the kernel size and number of scales are fitted to the
-volume size so that 16^3 test volumes and 128^3 pairs both work.
+`MultiScaleSSIMMetric` does the work.
+
+Standard MS-SSIM (Wang et al. 2003) uses a Gaussian window of 11 (sigma 1.5) at 5 scales with
+the weights `STANDARD_WEIGHTS`; in 3D MONAI needs every side >= 176 voxels for that (a 256^3
+pair). Where the volume allows it, that configuration is used and the result is called
+"msssim". Otherwise the number of scales and then the kernel shrink to fit (128 x 128 x 64
+image halves: kernel 3, 5 scales; 128^3 pairs: kernel 7, 5 scales), the values are not
+comparable with standard MS-SSIM, and the metric is named with its configuration everywhere
+it is shown: key "msssim_k<kernel>_s<scales>", label "3D MS-SSIM, kernel K, S scales (not
+standard)" (`msssim_config`).
 """
 
 from __future__ import annotations
 
 from itertools import combinations
+from typing import Any
 
 import numpy as np
 import torch
 
 STANDARD_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+STANDARD_KERNEL = 11
+KERNEL_SIGMA = 1.5  # MONAI's default, the standard one
 
 
 def fit_msssim_params(shape: tuple[int, ...]) -> tuple[int, tuple[float, ...]]:
@@ -30,6 +41,37 @@ def fit_msssim_params(shape: tuple[int, ...]) -> tuple[int, tuple[float, ...]]:
                 w = np.asarray(STANDARD_WEIGHTS[:scales])
                 return k, tuple(float(v) for v in w / w.sum())
     raise ValueError(f"volume shape {shape} too small for MS-SSIM (need every side >= 3)")
+
+
+def msssim_config(shape: tuple[int, ...]) -> dict[str, Any]:
+    """The MS-SSIM configuration for spatial `shape` and how results name it.
+
+    {"key", "name", "kernel_size", "kernel_sigma", "scales", "weights", "standard", "why"}.
+    """
+    k, w = fit_msssim_params(shape)
+    scales = len(w)
+    standard = k == STANDARD_KERNEL and scales == len(STANDARD_WEIGHTS)
+    if standard:
+        key, name = "msssim", "3D MS-SSIM (standard: Gaussian kernel 11, sigma 1.5, 5 scales)"
+    else:
+        key = f"msssim_k{k}_s{scales}"
+        name = f"3D MS-SSIM, kernel {k}, {scales} scales (not standard)"
+    why = (
+        "standard configuration"
+        if standard
+        else f"a {'x'.join(map(str, shape))} volume is too small for kernel 11 at 5 scales "
+        "(MONAI needs every side >= 176); values are not comparable with standard MS-SSIM"
+    )
+    return {"key": key, "name": name, "kernel_size": k, "kernel_sigma": KERNEL_SIGMA,
+            "scales": scales, "weights": list(w), "standard": standard, "why": why}  # fmt: skip
+
+
+def find_msssim(metrics: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """(key, entry) of the MS-SSIM result in a metrics dict ("msssim" or "msssim_k*"), if any."""
+    for key, entry in metrics.items():
+        if (key == "msssim" or key.startswith("msssim_k")) and isinstance(entry, dict):
+            return key, entry
+    return None
 
 
 def msssim(a: np.ndarray, b: np.ndarray, data_range: float = 2.0) -> np.ndarray:

@@ -36,6 +36,11 @@ from tqdm import tqdm
 from synthct.config import DataConfig, to_dict
 from synthct.errors import ConfigError, WorkspaceError
 from synthct.metrics import distances as dist
+from synthct.metrics.distance_block import (  # re-exported: callers and tests use evaluate.*
+    _classifier_is,
+    distance_metrics,
+)
+from synthct.metrics.diversity import find_msssim
 from synthct.metrics.features import PARTS, FeatureExtractor, select_part
 from synthct.metrics.sets import (  # re-exported: callers and tests use evaluate.*
     VolumeSet,
@@ -54,7 +59,7 @@ from synthct.workspace import (
 )
 
 EXTRACTORS = ("default", "medicalnet", "random")
-SLICE_OPTIONS = ("level", "slice_size", "max_slices")
+SLICE_OPTIONS = ("level", "slice_size", "slices_per_case", "tumour_mix")
 
 
 @dataclass(frozen=True)
@@ -65,11 +70,11 @@ class EvalOptions:
     real: str = "test"
     extractor: str = "default"
     weights: str | None = None
-    n: int | None = None  # at most this many synthetic cases (seeded sample)
+    n: int | None = None  # at most this many synthetic cases (seeded); slice level: None = n_real
     part: str = "pair"
     seed: int = 0
     n_boot: int = 100
-    baseline_repeats: int = 5
+    baseline_repeats: int = 20
     kid_subset: int = 1000
     kid_subsets: int = 100
     msssim_pairs: int = 100
@@ -77,7 +82,8 @@ class EvalOptions:
     dcr_quantile: float = 0.05
     level: str | None = None  # "volume" | "slice"; None: slice for 2D sets, else volume
     slice_size: int | None = None  # slice level: R (default: the 2D set's R, or S)
-    max_slices: int | None = 2000  # slice level: at most this many slices a side (seeded)
+    slices_per_case: int = 8  # slice level: k slices drawn from every case (real and synthetic)
+    tumour_mix: str = "auto"  # slice level: auto | natural | a tumour-slice fraction in [0, 1]
 
     def __post_init__(self) -> None:
         if self.extractor not in EXTRACTORS:
@@ -98,8 +104,14 @@ class EvalOptions:
             raise ConfigError(
                 "--extractor medicalnet is a 3D network; at --level slice use default or random"
             )
-        if self.max_slices is not None and self.max_slices < 4:
-            raise ConfigError(f"--max-slices must be >= 4, got {self.max_slices}")
+        if self.slices_per_case < 1:
+            raise ConfigError(f"--slices-per-case must be >= 1, got {self.slices_per_case}")
+        from synthct.slices import parse_tumour_mix
+
+        try:
+            parse_tumour_mix(self.tumour_mix)
+        except ValueError as e:
+            raise ConfigError(f"--tumour-mix: {e}") from None
 
 
 # -- extractors -----------------------------------------------------------------------------------
@@ -183,88 +195,6 @@ def _extract(
     return fx.extract(vols, progress=bar)
 
 
-# -- metrics block ---------------------------------------------------------------------------------
-def distance_metrics(
-    real: np.ndarray, syn: np.ndarray, fx_info: dict, opts: EvalOptions
-) -> dict[str, Any]:
-    """FID/KID/PRDC of features real (n, d) vs synthetic (m, d), each with CI and baseline."""
-    n, m, d = len(real), len(syn), real.shape[1]
-    ident = {k: fx_info[k] for k in ("name", "version", "weights_sha256")}
-    common = {"n": n, "m": m, "d": d, "extractor": ident}
-    seed = opts.seed
-
-    def fid_clipped(a, b):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            return max(dist.compute_fid(a, b), 0.0)
-
-    def kid_fast(a, b):
-        return dist.compute_kid(a, b, opts.kid_subset, max(5, opts.kid_subsets // 10), seed)[0]
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", RuntimeWarning)
-        raw = dist.compute_fid(real, syn)
-    out: dict[str, Any] = {
-        "fid": {
-            "value": max(raw, 0.0),
-            "raw": raw,
-            "clipped": raw < 0,
-            "warnings": [str(w.message) for w in caught],
-            **common,
-            "ci": dist.bootstrap_ci(fid_clipped, real, syn, opts.n_boot, seed=seed).to_dict(),
-            "baseline": dist.real_baseline(fid_clipped, real, syn, opts.baseline_repeats, seed),
-        }
-    }
-    kid_mean, kid_std = dist.compute_kid(real, syn, opts.kid_subset, opts.kid_subsets, seed)
-    out["kid"] = {
-        "value": kid_mean,
-        "subset_std": kid_std,
-        "subset_size": min(opts.kid_subset, n, m),
-        "n_subsets": opts.kid_subsets,
-        "kernel": "(x.y/d + 1)^3",
-        **common,
-        "ci": dist.bootstrap_ci(kid_fast, real, syn, opts.n_boot, seed=seed).to_dict(),
-        "baseline": dist.real_baseline(kid_fast, real, syn, opts.baseline_repeats, seed),
-    }
-    if min(n, m) > 5:
-        prdc = dist.compute_prdc(real, syn)
-        cis = dist.bootstrap_ci(dist.compute_prdc, real, syn, opts.n_boot, seed=seed)
-        base = (
-            dist.real_baseline(dist.compute_prdc, real, syn, opts.baseline_repeats, seed)
-            if n >= 12
-            else None
-        )
-        for key, val in prdc.items():
-            out[key] = {
-                "value": val,
-                "k": 3 if key in ("precision", "recall") else 5,
-                **common,
-                "ci": cis[key].to_dict(),
-                "baseline": None
-                if base is None
-                else {
-                    "size": base["size"],
-                    "real_vs_real": base["real_vs_real"][key],
-                    "synthetic_vs_real": base["synthetic_vs_real"][key],
-                },
-            }
-    return out
-
-
-def _classifier_is(
-    fx: FeatureExtractor, vols: dict[str, np.ndarray], progress: bool
-) -> dict | None:
-    if not fx.has_classifier:
-        return None
-    c = len(fx.class_names)
-    out = {"name": f"classifier-IS ({fx.name} centre classifier, {c} classes)", "n_splits": 10}
-    for label, v in vols.items():
-        probs = fx.class_probs(v)
-        mean, std = dist.classifier_inception_score(probs, n_splits=10)
-        out[label] = {"value": mean, "std": std, "n": len(v)}
-    return out
-
-
 def _csv(path: Path, df: pd.DataFrame) -> None:
     atomic_write_text(path, df.to_csv(index=False))
 
@@ -282,7 +212,7 @@ def run_evaluation(
     """
     load_real = real_loader or load_real_set
     from synthct.generate import load_datacard, update_datacard
-    from synthct.metrics.diversity import pairwise_msssim
+    from synthct.metrics.diversity import msssim_config, pairwise_msssim
     from synthct.metrics.embedding import compute_embedding
     from synthct.metrics.privacy import dcr_report, gallery, voxel_vectors
     from synthct.metrics.statistics import case_statistics, compare_sets, hu_histogram
@@ -335,11 +265,13 @@ def run_evaluation(
         "synthetic": select_part(syn.arrays, opts.part, cfg.packing),
         "real": select_part(real.arrays, opts.part, cfg.packing),
     }
-    metrics["classifier_is"] = _classifier_is(fx, part_vols, progress)
-    metrics["msssim"] = {
-        k: pairwise_msssim(v, opts.msssim_pairs, opts.seed) for k, v in part_vols.items()
+    metrics["classifier_is"] = _classifier_is(fx, part_vols, progress, opts.seed)
+    ms = msssim_config(part_vols["real"].shape[2:])
+    metrics[ms.pop("key")] = {
+        **ms,
+        **{k: pairwise_msssim(v, opts.msssim_pairs, opts.seed) for k, v in part_vols.items()},
+        "note": "mean pairwise MS-SSIM within each set; higher = less diverse",
     }
-    metrics["msssim"]["note"] = "mean pairwise 3D MS-SSIM within each set; higher = less diverse"
 
     # privacy: synthetic -> GAN training cases vs held-out real -> training cases
     privacy: dict[str, Any] = {"overlap_real_split_with_training": overlap}
@@ -472,16 +404,23 @@ def summarise(result: dict) -> dict:
             if m[key].get("baseline"):
                 entry["real_vs_real"] = m[key]["baseline"]["real_vs_real"]
             out[key] = entry
+    if result.get("level") == "slice":
+        out["slices_per_case"] = (result.get("slices") or {}).get("slices_per_case")
+        out["tumour_mix"] = (result.get("tumour_mix") or {}).get("value")
     if m.get("classifier_is"):
+        cis = m["classifier_is"]
         out["classifier_is"] = {
-            "name": m["classifier_is"]["name"],
-            "value": m["classifier_is"]["synthetic"]["value"],
+            "name": cis["name"],
+            "value": cis["synthetic"]["value"],
+            "real": (cis.get("real") or {}).get("value"),
+            "n": cis["synthetic"].get("n"),
+            "n_splits": cis.get("n_splits"),
         }
-    if "msssim" in m:
-        out["msssim"] = {
-            "synthetic": m["msssim"]["synthetic"]["mean"],
-            "real": m["msssim"]["real"]["mean"],
-        }
+    found = find_msssim(m)
+    if found:
+        key, ms = found
+        out[key] = {"name": ms.get("name", key), "synthetic": ms["synthetic"]["mean"],
+                    "real": ms["real"]["mean"]}  # fmt: skip
     if "feature" in m.get("privacy", {}):
         out["privacy_flagged_fraction"] = {
             s: m["privacy"][s]["flagged_fraction"] for s in ("feature", "voxel")

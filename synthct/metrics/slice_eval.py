@@ -3,126 +3,67 @@
 2D models (FastGAN, StyleGAN2) produce slices, so their realism can only be measured slice by
 slice; measuring 3D sets the same way puts 2D and 3D models side by side (`compare.py`).
 
-What is compared (stated in every result under "selection"):
+The protocol (stated in every result under "slices"; docs/metrics.md explains why):
 
-- real cases (packed pairs of the chosen split, contract 2) and 3D synthetic sets (their NIfTI
-  pairs, mapped back to [-1, 1] as preprocessing does): every *body* axial slice of the image
-  half with its mask slice (a slice is left out when no voxel exceeds -500 HU: air or padding
-  beyond the scan), resized to R x R (`synthct.slices`: image area-averaged or bilinear, mask
-  resized then thresholded);
-- 2D synthetic sets: every slice of every case (one per case; a mosaic set's tiles), resized
-  to R;
-- when a side has more than `max_slices` slices, a seeded uniform sample of `max_slices`
-  (sorted, so the natural tumour / non-tumour mix is kept; both fractions are reported).
+- the unit is the **case**: a real patient, a synthetic volume of a 3D (or mosaic) model, or,
+  for a 2D model whose slices are generated independently, a group of k consecutive generated
+  slices of the set (sorted case ids; any grouping of independent draws is equivalent);
+- **k slices per case** (`slices_per_case`, default 8; `slice_cases.py`), drawn the same way for real cases and
+  every volume-like synthetic case (`synthct.slices.case_draw`): at random (seeded) from the
+  case's body slices (a voxel above -500 HU; all its slices when it has none), without
+  replacement (with replacement when it has fewer than k), weighted by the tumour mix;
+- the synthetic side uses as many cases as the real side unless `--n` says otherwise (FID's
+  bias depends on both sample sizes, so comparable results share them);
+- every metric is the mean over the k **rounds** of one slice per case; CIs resample cases;
+  the real-vs-real baseline splits real cases (`resampling.py`);
+- **tumour mix**: real slices (and slices of volume-like synthetic cases) are drawn on the mix
+  the model was trained for: the natural one for 3D models and 2D runs trained on it (the
+  default), the run's recorded `tumour_fraction` otherwise; `--tumour-mix` overrides. The mix
+  and the realised tumour-slice fraction of both sides are recorded under "tumour_mix".
 
-R is the 2D set's resolution, for a 3D set its size S, or `slice_size` when given. Features come
-from a 2D extractor (`features.SliceFeatureExtractor`): ``default`` = `SmallEncoder2D` trained
-on the real *train* split's slices with a centre head (so classifier-IS is valid), cached under
-WS/evals/encoders/slices-<key>-…; ``random`` = its fixed-seed twin. Written here because the
-slice view, selection and labels are specific to this product; the metrics themselves are the
-shared ones (`distances.py`, `evaluate.distance_metrics`).
+Slices are resized to R x R (`synthct.slices`: image area-averaged or bilinear, mask resized
+then thresholded); R is the 2D set's resolution, for a 3D set its size S, or `slice_size`.
+Features come from a 2D extractor (`features.SliceFeatureExtractor`): ``default`` =
+`SmallEncoder2D` trained on the real *train* split's slices with a centre head (so
+classifier-IS is valid), cached under WS/evals/encoders/slices-<key>-...; ``random`` = its
+fixed-seed twin. Written here because the slice view, case protocol and labels are specific to
+this product; the metrics themselves are the shared ones (`distances.py`, `resampling.py`,
+`evaluate.distance_metrics`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from tqdm import tqdm
 
 from synthct.config import DataConfig, config_hash, to_dict
 from synthct.errors import ConfigError, WorkspaceError
-from synthct.metrics.sets import VolumeSet, ids_sha256, load_synthetic_set
+from synthct.metrics.sets import VolumeSet, ids_sha256
+from synthct.metrics.slice_cases import (  # re-exported: callers and tests use slice_eval.*
+    SliceSet,
+    synthetic_case_slices,
+    volume_case_slices,
+    volume_slices,
+)
 from synthct.workspace import Workspace, atomic_dir, atomic_write_json, atomic_write_text
 
 EMBED_MAX_PER_GROUP = 500  # t-SNE points per group (seeded sample)
-SELECTION = (
-    "real and 3D synthetic: every body axial slice (a voxel above -500 HU) of the image half "
-    "with its mask slice; 2D synthetic: every slice; resized to R x R; a seeded uniform sample "
-    "of max_slices when there are more"
+MIN_REAL_CASES = 4  # the real-vs-real baseline needs two halves of >= 2 cases
+PROTOCOL = (
+    "cases: real patients, synthetic volumes (3D and mosaic models) or groups of k "
+    "consecutive generated slices (2D models); k slices per case drawn at random (seeded) from "
+    "its body slices (a voxel above -500 HU), without replacement when it has k, weighted by "
+    "the tumour mix; metrics = mean over k rounds of one slice per case; CIs resample cases; "
+    "real-vs-real baseline on case-disjoint halves; PRDC radii never use the same case"
 )
-
-
-@dataclass
-class SliceSet:
-    """Slice pairs (N, 2, R, R) float32 in [-1, 1] with the case id and centre of each slice."""
-
-    pairs: np.ndarray
-    case_ids: list[str]
-    centres: list[str]
-
-    @property
-    def n_cases(self) -> int:
-        return len(set(self.case_ids))
-
-    @property
-    def tumour_fraction(self) -> float:
-        return float((self.pairs[:, 1] > 0).any(axis=(1, 2)).mean()) if len(self.pairs) else 0.0
-
-    def take(self, keep) -> SliceSet:
-        keep = [int(i) for i in keep]
-        return SliceSet(
-            self.pairs[keep], [self.case_ids[i] for i in keep], [self.centres[i] for i in keep]
-        )
-
-
-def _cap(n: int, max_slices: int | None, seed: int) -> np.ndarray:
-    if max_slices is None or n <= max_slices:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(seed).choice(n, max_slices, replace=False))
-
-
-def volume_slices(
-    vs: VolumeSet, cfg: DataConfig, resolution: int, max_slices: int | None = None, seed: int = 0
-) -> SliceSet:
-    """Packed pairs (N, S, S, S) -> their body axial slice pairs at R x R (see module doc)."""
-    from synthct.slices import SliceDataset
-
-    ds = SliceDataset.from_packed(
-        vs.arrays, cfg, resolution, case_ids=list(vs.ids), tumour_fraction=None
-    )
-    centre_of = dict(zip(vs.ids, vs.centres, strict=True))
-    keep = _cap(len(ds), max_slices, seed)
-    pairs = torch.stack([ds[int(i)] for i in keep]).numpy() if len(keep) else np.zeros((0, 2))
-    ids = [ds.item_case(int(i)) for i in keep]
-    return SliceSet(pairs.astype(np.float32), ids, [centre_of[c] for c in ids])
-
-
-def synthetic_slices(
-    set_dir: Path,
-    card: dict,
-    cfg: DataConfig,
-    resolution: int,
-    max_slices: int | None = None,
-    seed: int = 0,
-    progress: bool = True,
-) -> SliceSet:
-    """A synthetic set's slice pairs at R x R: 2D sets all their slices, 3D sets body slices."""
-    if card.get("model", {}).get("data_view") != "slices":
-        vs, _, _ = load_synthetic_set(set_dir, cfg, None, seed, progress)
-        return volume_slices(vs, cfg, resolution, max_slices, seed)
-    from synthct.generate import load_synthetic_pair
-    from synthct.slices import axial_stack, halves_to_unit, resize_pairs
-
-    ids = sorted(p.name[: -len("__CT.nii.gz")] for p in (set_dir / "imagesTr").glob("*__CT.nii.gz"))
-    if len(ids) < 2:
-        raise WorkspaceError(f"{set_dir}/imagesTr holds {len(ids)} cases; need at least 2")
-    chunks, case_ids = [], []
-    for cid in tqdm(ids, desc="read synthetic slices", disable=not progress):
-        image, mask = load_synthetic_pair(set_dir, cid)
-        img, msk = halves_to_unit(image.array, mask.array, cfg.hu_window)
-        pairs = resize_pairs(axial_stack(img, msk), resolution)
-        chunks.append(pairs.numpy())
-        case_ids += [cid] * len(pairs)
-    out = SliceSet(np.concatenate(chunks).astype(np.float32), case_ids, [""] * len(case_ids))
-    return out.take(_cap(len(out.pairs), max_slices, seed))
 
 
 # -- extractors ----------------------------------------------------------------------------------
@@ -201,23 +142,65 @@ def slice_resolution(card: dict, cfg: DataConfig, requested: int | None) -> int:
     return int(cfg.size)
 
 
+def training_tumour_mix(ws: Workspace, card: dict, requested: str) -> tuple[float | None, str]:
+    """(fraction or None = natural, where it came from) for a set's slice-level evaluation.
+
+    `requested` "natural" or a fraction wins. "auto": 3D sets and mosaic 2D sets -> natural
+    (their slices are cut from whole volumes); slice 2D sets -> the training run's recorded
+    `tumour_fraction` (datacard, else WS/runs/<run>/train_cases.json).
+    """
+    from synthct.slices import parse_tumour_mix
+    from synthct.workspace import read_json
+
+    parsed = parse_tumour_mix(requested)
+    if parsed != "auto":
+        return parsed, "--tumour-mix"  # type: ignore[return-value]
+    model = card.get("model", {})
+    if model.get("data_view") != "slices":
+        return None, "3D model: slices cut from volumes carry the natural mix"
+    if model.get("layout") == "mosaic":
+        return None, "mosaic model: tiles cut from whole cases carry the natural mix"
+    for where in (card, card.get("training_cases") or {}):
+        if "tumour_fraction" in where:
+            return parse_tumour_mix(where["tumour_fraction"]), "datacard"  # type: ignore[return-value]
+    run = card.get("run")
+    path = ws.run_dir(run) / "train_cases.json" if isinstance(run, str) and run else None
+    if path is not None and path.is_file():
+        rec = read_json(path)
+        if isinstance(rec, dict) and "tumour_fraction" in rec:
+            return parse_tumour_mix(rec["tumour_fraction"]), f"run {run}: train_cases.json"  # type: ignore[return-value]
+    raise ConfigError(
+        f"cannot tell which tumour mix the 2D set {card.get('name')!r} was trained on "
+        f"({path or 'no run recorded in its datacard'} has no tumour_fraction); pass "
+        "--tumour-mix natural or the training fraction, e.g. --tumour-mix 0.5"
+    )
+
+
 def run_slice_evaluation(
     ws: Workspace, opts, set_dir: Path, card: dict, cfg: DataConfig, load_real, progress=True
 ) -> tuple[Path, dict]:
     """`synthct evaluate --level slice`: see the module docstring; returns (folder, result)."""
     from synthct import __version__
     from synthct.generate import load_datacard, update_datacard
+    from synthct.metrics.distance_block import _classifier_is, distance_metrics
     from synthct.metrics.embedding import compute_embedding
-    from synthct.metrics.evaluate import _classifier_is, distance_metrics, summarise
+    from synthct.metrics.evaluate import summarise
+    from synthct.slices import mix_label
 
     opts = replace(opts, level="slice")
-    r = slice_resolution(card, cfg, opts.slice_size)
+    r, k = slice_resolution(card, cfg, opts.slice_size), opts.slices_per_case
+    fraction, mix_source = training_tumour_mix(ws, card, opts.tumour_mix)
     real_vs = load_real(ws, cfg, opts.real)
-    real = volume_slices(real_vs, cfg, r, opts.max_slices, opts.seed)
-    syn = synthetic_slices(set_dir, card, cfg, r, opts.max_slices, opts.seed, progress)
-    for label, s in (("real", real), ("synthetic", syn)):
-        if len(s.pairs) < 4:
-            raise WorkspaceError(f"{label} side has {len(s.pairs)} slices; need at least 4")
+    if len(real_vs.ids) < MIN_REAL_CASES:
+        raise WorkspaceError(
+            f"real split {opts.real!r} has {len(real_vs.ids)} cases; slice-level evaluation "
+            f"needs at least {MIN_REAL_CASES} (cases, not slices, are the unit)"
+        )
+    real = volume_case_slices(real_vs, cfg, r, k, fraction, opts.seed)
+    m_cases = opts.n if opts.n is not None else real.n_cases
+    syn = synthetic_case_slices(set_dir, card, cfg, r, k, m_cases, fraction, opts.seed, progress)
+    if syn.n_cases < 2:
+        raise WorkspaceError(f"synthetic set {opts.synthetic!r} gives {syn.n_cases} case; need 2")
     training = card.get("training_cases") or {}
     train_vs = None
     if opts.extractor == "default":
@@ -226,16 +209,20 @@ def run_slice_evaluation(
                              opts.encoder_epochs, opts.seed, progress=progress)  # fmt: skip
     info = fx.describe()
     bar = (lambda it: tqdm(it, desc="slice features", unit="batch")) if progress else None
-    f_real, f_syn = fx.extract(real.pairs, progress=bar), fx.extract(syn.pairs, progress=bar)
+    f_real = fx.extract(real.flat, progress=bar).reshape(real.n_cases, k, -1)
+    f_syn = fx.extract(syn.flat, progress=bar).reshape(syn.n_cases, k, -1)
     metrics: dict[str, Any] = distance_metrics(f_real, f_syn, info, opts)
-    metrics["classifier_is"] = _classifier_is(fx, {"synthetic": syn.pairs, "real": real.pairs},
-                                              progress)  # fmt: skip
+    metrics["classifier_is"] = _classifier_is(
+        fx, {"synthetic": syn.flat, "real": real.flat}, progress, opts.seed, per_case=k
+    )
     rng = np.random.default_rng(opts.seed)
+    flat_real, flat_syn = f_real.reshape(-1, f_real.shape[-1]), f_syn.reshape(-1, f_syn.shape[-1])
     pick = [np.sort(rng.choice(len(f), min(len(f), EMBED_MAX_PER_GROUP), replace=False))
-            for f in (f_real, f_syn)]  # fmt: skip
+            for f in (flat_real, flat_syn)]  # fmt: skip
     emb = compute_embedding(
-        np.vstack([f_real[pick[0]], f_syn[pick[1]]]),
-        [f"{real.case_ids[i]}#{i}" for i in pick[0]] + [f"{syn.case_ids[i]}#{i}" for i in pick[1]],
+        np.vstack([flat_real[pick[0]], flat_syn[pick[1]]]),
+        [f"{real.case_ids[i // k]}#{i % k}" for i in pick[0]]
+        + [f"{syn.case_ids[i // k]}#{i % k}" for i in pick[1]],
         [f"real-{opts.real}"] * len(pick[0]) + ["synthetic"] * len(pick[1]),
         seed=opts.seed,
     )
@@ -245,29 +232,39 @@ def run_slice_evaluation(
     eval_id = f"{opts.synthetic}-slice-{opts.part}-{opts.extractor}-"
     eval_id += hashlib.sha256(blob).hexdigest()[:8]
     model = card.get("model", {})
+    mix = {
+        "value": mix_label(fraction),
+        "source": mix_source,
+        "real_tumour_slice_fraction": real.tumour_fraction,
+        "synthetic_tumour_slice_fraction": syn.tumour_fraction,
+    }
     result = {
         "id": eval_id,
         "level": "slice",
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "synthct_version": __version__,
-        "convention": "n = real slices, m = synthetic slices, d = feature dimension",
+        "convention": (
+            "n_cases/m_cases = real/synthetic cases (the unit of resampling); n/m = slices "
+            "(cases x slices_per_case); d = feature dimension"
+        ),
         "options": asdict(opts),
         "data_config": to_dict(cfg),
         "extractor": info,
-        "slices": {"resolution": r, "selection": SELECTION, "max_slices": opts.max_slices},
+        "slices": {"resolution": r, "slices_per_case": k, "protocol": PROTOCOL},
+        "tumour_mix": mix,
         "model": {"kind": model.get("kind"), "data_view": model.get("data_view", "volumes")},
         "synthetic": {
             "set": opts.synthetic,
-            "m": len(syn.pairs),
+            "m": syn.n_cases * k,
             "m_cases": syn.n_cases,
-            "tumour_slice_fraction": syn.tumour_fraction,
-            "ids_sha256": ids_sha256(sorted(set(syn.case_ids))),
+            **syn.describe(),
+            "ids_sha256": ids_sha256(syn.case_ids),
         },
         "real": {
             "split": opts.real,
-            "n": len(real.pairs),
+            "n": real.n_cases * k,
             "n_cases": real.n_cases,
-            "tumour_slice_fraction": real.tumour_fraction,
+            **real.describe(),
             "ids_sha256": ids_sha256(real_vs.ids),
         },
         "metrics": metrics,
