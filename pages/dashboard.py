@@ -263,7 +263,7 @@ with tab_cmp:
 
 # -- segmentation ---------------------------------------------------------------------------------
 with tab_seg:
-    from synthct.segment.evaluate import compare_experiments, list_experiments
+    from synthct.segment.evaluate import COMPARE_LABELS, compare_experiments, list_experiments
 
     names = list_experiments(ws)
     if not names:
@@ -275,14 +275,18 @@ with tab_seg:
             table,
             hide_index=True,
             column_config={
-                k: st.column_config.NumberColumn(format="%.4f")
-                for k in ("mean_dice", "dsc_agg", "hd95_mm")
+                k: st.column_config.NumberColumn(COMPARE_LABELS.get(k, k), format="%.4f")
+                for k in table.columns
+                if k.startswith(("mean_dice", "dsc_agg", "hecktor_", "hd95_mm"))
             },
         )
         st.caption(
             "Fold-ensemble scores on the held-out real test split (the layout of the thesis's "
-            "Table 5.25). mean_dice excludes cases with empty ground truth; dsc_agg is HECKTOR's "
-            "aggregated Dice."
+            "Table 5.25), with 95 % bootstrap intervals over test cases (_ci_low/_ci_high). The "
+            "HECKTOR 2022 score is the mean of the per-class DSCagg (GTVp, GTVn) on each case's "
+            "original CT grid; it needs multiclass masks and is empty for binary ones. Mean Dice "
+            "(empty ground truth excluded) and DSCagg (GTVp∪GTVn) are on the preprocessed grid. "
+            "See docs/segmentation.md."
         )
         st.plotly_chart(charts.seg_scores_figure(table), key="dash-segbars")
         chosen = st.multiselect("Curves of", names, default=names, key="dash-segexp")

@@ -208,7 +208,7 @@ class TrainConfig:
     steps: int = 80_000
     batch_size: int = 4
     seed: int = 0
-    split: str = "train"  # GAN training reads only this split (design §5)
+    split: str = "train"  # GAN training reads only this split (design §5); "gan": GAN-only cases
     augment: str = "none"  # "none" | "affine" | "elastic"
     ema_decay: float = 0.999
     train_encoder: bool = True  # HA-GAN E/Sub_E; off when only sampling matters (~half the compute)
@@ -227,8 +227,8 @@ class TrainConfig:
             raise ValueError(
                 f"steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}"
             )
-        if self.split not in ("train", "val", "test", "all"):
-            raise ValueError(f"split must be train, val, test or all, got {self.split!r}")
+        if self.split not in ("train", "val", "test", "gan", "all"):
+            raise ValueError(f"split must be train, val, test, gan or all, got {self.split!r}")
         if self.augment not in ("none", "affine", "elastic"):
             raise ValueError(f"augment must be none, affine or elastic, got {self.augment!r}")
         if self.precision not in ("fp32", "bf16", "auto"):

@@ -22,7 +22,13 @@ Headers are checked first (no voxels read); data is read only for the NaN/label 
 pool of two threads (decompression releases the GIL).
 
 Splits: stratified by centre and seeded; each centre gives round(fraction * n_centre) cases to
-test (and val), keeping at least one for train; the same seed gives the same split.
+test (and val, and gan), keeping at least one for train; the same seed gives the same split.
+- `train` + `val`: the real cases of the segmentation folds; GAN training reads `train` by
+  default (`val` stays unseen by it, e.g. for HPO ranking);
+- `test`: held out from everything (segmentation test, VTT real cases);
+- `gan` (only with `gan_fraction` > 0): GAN-only cases. A GAN trained on them
+  (`train.split: gan`) has seen no case of any segmentation fold or of the test split, which is
+  what `synthct segment --strict` demands.
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ from synthct.workspace import Workspace, atomic_dir, atomic_write_json, read_jso
 
 ACCEPTED, FIXED, REJECTED = "accepted", "fixed", "rejected"
 USABLE = (ACCEPTED, FIXED)
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "val", "test", "gan")
 LABEL_VALUES = (0, 1, 2)
 MAX_FIX_VOXELS = 5
 SPACING_RTOL = 1e-3
@@ -319,18 +325,24 @@ def _round(x: float) -> int:
 
 
 def make_splits(
-    cases: list[tuple[str, str]], test_fraction: float = 0.2, val_fraction: float = 0.0, seed=0
+    cases: list[tuple[str, str]],
+    test_fraction: float = 0.2,
+    val_fraction: float = 0.0,
+    seed=0,
+    gan_fraction: float = 0.0,
 ) -> dict[str, str]:
-    """Stratified, seeded split of (case_id, centre) pairs -> {case_id: train|val|test}.
+    """Stratified, seeded split of (case_id, centre) pairs -> {case_id: train|val|test|gan}.
 
-    Each centre gives round(test_fraction * n) cases to test and round(val_fraction * n) to val
-    (fewer when that would leave it with no training case); its own random stream keeps the
-    choice independent of the other centres.
+    Each centre gives round(test_fraction * n) cases to test, round(val_fraction * n) to val and
+    round(gan_fraction * n) to gan, in that order (fewer when that would leave it with no
+    training case); its own random stream keeps the choice independent of the other centres.
+    With gan_fraction 0 the split is the same as without the option.
     """
-    if not (0 <= test_fraction < 1 and 0 <= val_fraction < 1 and test_fraction + val_fraction < 1):
+    fractions = (test_fraction, val_fraction, gan_fraction)
+    if not (all(0 <= f < 1 for f in fractions) and sum(fractions) < 1):
         raise ValueError(
-            f"test fraction {test_fraction} and val fraction {val_fraction} must be >= 0 "
-            "and sum to less than 1"
+            f"test fraction {test_fraction}, val fraction {val_fraction} and gan fraction "
+            f"{gan_fraction} must be >= 0 and sum to less than 1"
         )
     by_centre: dict[str, list[str]] = {}
     for cid, centre in cases:
@@ -342,8 +354,18 @@ def make_splits(
         order = [ids[i] for i in rng.permutation(len(ids))]
         n_test = min(_round(test_fraction * len(ids)), max(0, len(ids) - 1))
         n_val = min(_round(val_fraction * len(ids)), max(0, len(ids) - 1 - n_test))
+        n_gan = min(_round(gan_fraction * len(ids)), max(0, len(ids) - 1 - n_test - n_val))
+        ends = np.cumsum([n_test, n_val, n_gan])
         for i, cid in enumerate(order):
-            out[cid] = "test" if i < n_test else "val" if i < n_test + n_val else "train"
+            out[cid] = (
+                "test"
+                if i < ends[0]
+                else "val"
+                if i < ends[1]
+                else "gan"
+                if i < ends[2]
+                else "train"
+            )
     return dict(sorted(out.items()))
 
 
@@ -356,15 +378,18 @@ def ingest(
     seed: int = 0,
     workers: int = 2,
     progress: bool = False,
+    gan_fraction: float = 0.0,
 ) -> IngestResult:
     """Discover + validate every case of `src`, then write the case index and split registry.
+
+    `gan_fraction` > 0 reserves that share of each centre as the GAN-only `gan` split.
 
     The index is replaced only when at least one case is usable; fixed masks are built in a
     temporary folder renamed to WS/data/fixed/ when complete.
     """
     src = Path(src).resolve()
     found = discover_cases(src)
-    make_splits([], test_fraction, val_fraction)  # check the fractions before any work
+    make_splits([], test_fraction, val_fraction, 0, gan_fraction)  # check fractions first
     final_fixed = ws.data / "fixed"
     ws.data.mkdir(parents=True, exist_ok=True)
     with atomic_dir(final_fixed, overwrite=True) as tmp:
@@ -382,7 +407,9 @@ def ingest(
         usable = [r for r in reports if r.usable]
         if not usable:
             raise _NothingUsable(reports)
-    splits = make_splits([(r.case_id, r.centre) for r in usable], test_fraction, val_fraction, seed)
+    splits = make_splits(
+        [(r.case_id, r.centre) for r in usable], test_fraction, val_fraction, seed, gan_fraction
+    )
     now = datetime.now(UTC).isoformat(timespec="seconds")
     atomic_write_json(
         ws.splits,
@@ -392,6 +419,7 @@ def ingest(
             "seed": seed,
             "test_fraction": test_fraction,
             "val_fraction": val_fraction,
+            "gan_fraction": gan_fraction,
             "sha256": case_ids_hash(splits),
             "counts": {s: sum(v == s for v in splits.values()) for s in SPLITS},
             "cases": splits,
@@ -460,7 +488,7 @@ def load_cases(ws: Workspace) -> list[CaseRecord]:
 
 
 def load_splits(ws: Workspace) -> dict[str, str]:
-    """case_id -> "train" | "val" | "test" from WS/data/splits.json."""
+    """case_id -> "train" | "val" | "test" | "gan" from WS/data/splits.json."""
     if not ws.splits.is_file():
         raise WorkspaceError(f"no split registry at {ws.splits}: run `synthct ingest SRC` first")
     data = read_json(ws.splits)
@@ -471,7 +499,7 @@ def load_splits(ws: Workspace) -> dict[str, str]:
 
 
 def cases_in_split(ws: Workspace, split: str) -> list[CaseRecord]:
-    """Usable cases of one split ("train", "val", "test") or of all ("all"), sorted by id."""
+    """Usable cases of one split ("train", "val", "test", "gan") or of all ("all"), sorted by id."""
     if split not in (*SPLITS, "all"):
         raise WorkspaceError(f"split must be one of {(*SPLITS, 'all')}, got {split!r}")
     cases = load_cases(ws)

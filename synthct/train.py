@@ -366,7 +366,7 @@ class TrainData:
 def load_train_data(
     ws: Workspace, run_cfg: RunConfig, allow_split: bool, slice_system: GANSystem | None = None
 ):
-    """The packed split named in the config; refuses anything but "train" unless allowed.
+    """The packed split named in the config; refuses anything but "train"/"gan" unless allowed.
 
     With a 2D `slice_system` the split is returned as its slice view (`SliceTrainData`, pairs
     at the system's resolution); `train.augment` (3D MONAI sets) is refused for it.
@@ -378,9 +378,10 @@ def load_train_data(
             "slices: the affine/elastic sets are 3D MONAI transforms of packed volumes; set "
             "train.augment: none (DiffAugment, model.diffaug, is applied inside the model)"
         )
-    if split != "train" and not allow_split:
+    if split not in ("train", "gan") and not allow_split:  # gan: the GAN-only split of ingest
         raise LeakageError(
-            f"train.split is {split!r}: GAN training reads only the 'train' split (design §5) so "
+            f"train.split is {split!r}: GAN training reads only the 'train' split (or the GAN-only "
+            "'gan' split) (design §5) so "
             "validation/test cases stay unseen; pass --allow-split to train on it anyway "
             "(recorded in the run's train_cases.json)"
         )

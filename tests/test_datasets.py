@@ -1,5 +1,6 @@
 import gzip
 import hashlib
+import json
 
 import nibabel as nib
 import numpy as np
@@ -271,3 +272,33 @@ def test_gzip_of_garbage_is_rejected(tmp_path, workspace):
     (root / "imagesTr" / "Z-1__CT.nii.gz").write_bytes(gzip.compress(b"\x00" * 400))
     r = ingest_report(root, workspace).reports[0]
     assert r.status == REJECTED and "Z-1__CT.nii.gz" in r.problems[0]
+
+
+def test_gan_only_split_is_reserved_per_centre_and_leaves_other_splits_alone():
+    cases = [(f"A-{i:03d}", "A") for i in range(10)] + [(f"B-{i:03d}", "B") for i in range(6)]
+    plain = make_splits(cases, 0.2, 0.1, seed=3)
+    assert make_splits(cases, 0.2, 0.1, seed=3, gan_fraction=0.0) == plain
+    with_gan = make_splits(cases, 0.2, 0.1, seed=3, gan_fraction=0.3)
+    gan = sorted(c for c, s in with_gan.items() if s == "gan")
+    assert [c[0] for c in gan] == ["A"] * 3 + ["B"] * 2  # round(0.3 n): 3, 2 (1.8)
+    # test and val are the same cases as without the option; gan comes out of train only
+    for split in ("test", "val"):
+        assert {c for c, s in with_gan.items() if s == split} == {
+            c for c, s in plain.items() if s == split
+        }
+    assert set(gan) <= {c for c, s in plain.items() if s == "train"}
+    # every centre keeps a training case however large the fractions
+    tight = make_splits([("C-1", "C"), ("C-2", "C")], 0.0, 0.0, seed=0, gan_fraction=0.9)
+    assert sorted(tight.values()) == ["gan", "train"]
+    with pytest.raises(ValueError, match="gan fraction"):
+        make_splits(cases, 0.3, 0.3, seed=0, gan_fraction=0.4)
+
+
+def test_ingest_records_the_gan_split(mixed, workspace):
+    ingest(mixed, workspace, test_fraction=0.0, gan_fraction=0.34, seed=1)
+    registry = json.loads(workspace.splits.read_text())
+    assert registry["gan_fraction"] == 0.34 and registry["counts"]["gan"] == 1
+    gan = cases_in_split(workspace, "gan")
+    assert [c.centre for c in gan] == ["CHUM"]  # round(0.34 * 3) = 1; singletons stay train
+    fold_cases = cases_in_split(workspace, "train") + cases_in_split(workspace, "val")
+    assert not {c.case_id for c in gan} & {c.case_id for c in fold_cases}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from synthct.segment.evaluate import (
@@ -79,7 +80,7 @@ def test_evaluate_cases_summary_and_table(four_cases):
     summary, table = evaluate_cases(ids, pred.astype(np.uint8), gt.astype(np.uint8), (1, 1, 1))
     assert summary["n_cases"] == 4
     assert summary["mean_dice"] == pytest.approx(0.75)
-    assert summary["dsc_agg"] == pytest.approx(8 / 15)
+    assert summary["dsc_agg_union"] == pytest.approx(8 / 15)
     assert summary["n_empty_gt"] == 2
     assert summary["n_empty_gt_false_positive"] == 1  # case C
     assert summary["hd95_undefined"] == 2  # C and D
@@ -133,3 +134,72 @@ def test_compare_experiments_table(workspace):
     assert row["mean_dice"] == pytest.approx(0.522) and row["n_test"] == 105
     real = df.set_index("experiment").loc["real"]
     assert real["n_synthetic"] == 0 and bool(real["leakage_override"]) is False
+    # results written before the union score was renamed: same number, new name
+    assert real["dsc_agg_union"] == pytest.approx(0.587)
+    assert real["normalisation"] == "linear" and pd.isna(real["hecktor_dsc_agg_mean"])
+
+
+def test_compare_experiments_reads_original_grid_scores_and_intervals(workspace):
+    atomic_write_json(
+        workspace.segmentation / "mc" / "results.json",
+        {
+            "experiment": "real",
+            "config": {"seg": {"folds": 5, "epochs": 300, "mask": "multiclass",
+                               "normalisation": "auto3dseg-ct"}},
+            "leakage": {"override": False},
+            "test": {"n_cases": 9, "mean_dice": 0.5, "dsc_agg_union": 0.6,
+                     "ci": {"mean_dice": {"low": 0.4, "high": 0.58}}},
+            "test_original_grid": {"dsc_agg_mean": 0.55, "dsc_agg_gtvp": 0.6,
+                                   "dsc_agg_gtvn": 0.5,
+                                   "ci": {"dsc_agg_mean": {"low": 0.45, "high": 0.63}}},
+        },
+    )  # fmt: skip
+    row = compare_experiments(workspace).set_index("experiment").loc["mc"]
+    assert row["hecktor_dsc_agg_mean"] == 0.55 and row["hecktor_dsc_agg_gtvn"] == 0.5
+    assert (row["hecktor_dsc_agg_mean_ci_low"], row["hecktor_dsc_agg_mean_ci_high"]) == (0.45, 0.63)
+    assert (row["mean_dice_ci_low"], row["mean_dice_ci_high"]) == (0.4, 0.58)
+    assert row["normalisation"] == "auto3dseg-ct" and row["mask"] == "multiclass"
+
+
+def test_case_bootstrap_intervals_known_values(four_cases):
+    """Two cases: the resamples are {AA, AB, BB}, so the 2.5/97.5 % points are the one-case
+    values; the interval resamples cases, never voxels."""
+    pred, gt = four_cases
+    summary, _ = evaluate_cases(
+        ["A", "B"], pred[:2].astype(np.uint8), gt[:2].astype(np.uint8), (1, 1, 1), n_boot=2000
+    )
+    ci = summary["ci"]
+    assert ci["mean_dice"]["low"] == pytest.approx(0.5) and ci["mean_dice"]["high"] == 1.0
+    assert ci["dsc_agg_union"]["low"] == pytest.approx(0.5)
+    assert ci["dsc_agg_union"]["high"] == pytest.approx(1.0)
+    assert ci["mean_dice"]["unit"] == "case" and ci["mean_dice"]["n_boot"] == 2000
+    assert summary["labels"]["dsc_agg_union"] == "DSCagg (GTVp∪GTVn, preprocessed grid)"
+
+
+def test_case_bootstrap_matches_the_normal_approximation():
+    from synthct.segment.evaluate import _boot_mean, bootstrap_indices, percentile_interval
+
+    rng = np.random.default_rng(4)
+    dice = rng.beta(4, 3, size=400)
+    dice[::10] = np.nan  # empty ground truth: left out, as in the estimate
+    est = float(np.nanmean(dice))
+    ci = percentile_interval(_boot_mean(dice, bootstrap_indices(400, 4000, 0)), est, 4000)
+    finite = dice[np.isfinite(dice)]
+    half = 1.96 * finite.std(ddof=1) / np.sqrt(len(finite))
+    assert ci["low"] < est < ci["high"]
+    assert ci["high"] - ci["low"] == pytest.approx(2 * half, rel=0.1)
+    assert (ci["low"] + ci["high"]) / 2 == pytest.approx(est, abs=0.1 * half)
+
+
+def test_evaluate_multiclass_intervals_contain_estimates():
+    rng = np.random.default_rng(5)
+    gt = rng.integers(0, 3, size=(12, 6, 6, 6)).astype(np.uint8)
+    pred = np.where(rng.random(gt.shape) < 0.8, gt, rng.integers(0, 3, gt.shape)).astype(np.uint8)
+    summary, _ = evaluate_cases([f"C{i}" for i in range(12)], pred, gt, (1, 1, 1), n_classes=3)
+    keys = ["mean_dice", "dsc_agg_union"] + [
+        f"{m}_{c}" for m in ("mean_dice", "dsc_agg") for c in ("gtvp", "gtvn")
+    ]
+    assert set(summary["ci"]) == set(keys)
+    for k in keys:
+        assert summary["ci"][k]["low"] <= summary[k] <= summary["ci"][k]["high"], k
+        assert "preprocessed grid" in summary["labels"][k]

@@ -227,6 +227,10 @@ def test_pretrain_finetune_and_cli(workspace, real_cases, tmp_path):
     assert len(pre) == 3  # header + 2 synthetic pre-training epochs
     res = json.loads((exp / "results.json").read_text())
     assert res["config"]["seg"]["epochs"] == 1 and res["config"]["pretrain_epochs"] == 2
+    # the synthetic pre-training has no real case: its bounds come from the synthetic pairs
+    assert res["normalisation"]["pretrain"]["source"] == "synthetic"
+    assert {f["source"] for f in res["normalisation"]["folds"].values()} == {"real"}
+    assert "HECKTOR 2022 per-class DSCagg not computed" in summary["note"]
     # a leaking set is refused through the CLI with the error, not a traceback
     _write_set(workspace, "leaky", TINY, 2, ["TEA-000"])
     bad = runner.invoke(
@@ -267,15 +271,17 @@ def test_training_learns_blob_tumours(tmp_path):
     from synthct.segment import recipe
     from synthct.segment.data import stack_images
     from synthct.segment.evaluate import dsc_agg
+    from synthct.segment.normalise import Normalisation
 
     torch.manual_seed(0)
     untrained = recipe.build_network(cfg)
-    probs = recipe.predict_probs(untrained, stack_images(test), cfg)
+    norm = Normalisation.from_dict(res["normalisation"]["folds"]["0"])
+    probs = recipe.predict_probs(untrained, stack_images(test, norm), cfg)
     gts = np.stack([c.label for c in test])
     base = dsc_agg(probs.argmax(1).numpy() > 0, gts > 0)
-    assert res["test"]["dsc_agg"] > 0.6
+    assert res["test"]["dsc_agg_union"] > 0.6
     assert res["test"]["mean_dice"] > 0.6
-    assert res["test"]["dsc_agg"] > base + 0.4
+    assert res["test"]["dsc_agg_union"] > base + 0.4
 
 
 def test_real_experiment_on_preprocessed_phantoms(workspace, tmp_path):
@@ -297,6 +303,10 @@ def test_real_experiment_on_preprocessed_phantoms(workspace, tmp_path):
     folds = json.loads((workspace.segmentation / "real-phantoms" / "folds.json").read_text())
     validated = sorted(i for f in folds for i in f["val"])
     assert validated == sorted(c.case_id for c in trainval)
+    # binary masks: scored on the original CT grids as the union only
+    orig = res["test_original_grid"]
+    assert orig["available"] and orig["n_cases"] == len(test_ids)
+    assert orig["per_class_available"] is False and "--mask multiclass" in orig["per_class_reason"]
 
 
 @pytest.mark.parametrize(

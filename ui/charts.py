@@ -242,10 +242,23 @@ def fold_curve_figure(curves: pd.DataFrame, value: str) -> go.Figure:
 
 
 def seg_scores_figure(table: pd.DataFrame) -> go.Figure:
-    """Test-set scores side by side per experiment (mean Dice and HECKTOR DSCagg)."""
+    """Test-set scores side by side per experiment (mean Dice and union DSCagg on the
+    preprocessed grid), with their case-bootstrap 95 % intervals as error bars when present."""
     fig = go.Figure()
-    for col, colour in (("mean_dice", REAL), ("dsc_agg", SYNTHETIC)):
-        fig.add_bar(x=table["experiment"], y=table[col], name=col, marker_color=colour)
+    for col, colour in (("mean_dice", REAL), ("dsc_agg_union", SYNTHETIC)):
+        err = None
+        if f"{col}_ci_low" in table and f"{col}_ci_high" in table:
+            y, lo, hi = (
+                pd.to_numeric(table[c], errors="coerce")
+                for c in (col, f"{col}_ci_low", f"{col}_ci_high")
+            )
+            err = {
+                "type": "data",
+                "symmetric": False,
+                "array": (hi - y).tolist(),
+                "arrayminus": (y - lo).tolist(),
+            }
+        fig.add_bar(x=table["experiment"], y=table[col], name=col, marker_color=colour, error_y=err)
     fig.update_layout(barmode="group")
     return _layout(fig, "Test-set scores (fold ensemble)", "experiment", "Dice")
 

@@ -39,6 +39,16 @@ def ingest(
     val_fraction: Annotated[
         float, typer.Option(min=0.0, max=0.95, help="Share of each centre for validation.")
     ] = 0.0,
+    gan_fraction: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=0.95,
+            help="Share of each centre reserved as the GAN-only split 'gan' (train a GAN on it "
+            "with train.split: gan; it never enters segmentation folds, so `synthct segment "
+            "--strict` can pass).",
+        ),
+    ] = 0.0,
     seed: Annotated[int, typer.Option(help="Split seed (same seed -> same split).")] = 0,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print a machine-readable report instead of a table.")
@@ -48,11 +58,22 @@ def ingest(
 
     Exit status 0 when at least one case is usable (accepted or fixed), 1 otherwise.
     """
-    from synthct.datasets import REJECTED, ingest_report
+    from synthct.datasets import REJECTED, SPLITS, ingest_report
 
     ws = _workspace(workspace)
+    if test_fraction + val_fraction + gan_fraction >= 1:
+        raise typer.BadParameter(
+            f"--test-fraction {test_fraction} + --val-fraction {val_fraction} + --gan-fraction "
+            f"{gan_fraction} must be below 1 (some cases must stay in train)"
+        )
     result = ingest_report(
-        src, ws, test_fraction=test_fraction, val_fraction=val_fraction, seed=seed, progress=True
+        src,
+        ws,
+        test_fraction=test_fraction,
+        val_fraction=val_fraction,
+        gan_fraction=gan_fraction,
+        seed=seed,
+        progress=True,
     )
     if as_json:
         echo_json([{"case_id": r.case_id, "status": r.status, "problems": r.problems}
@@ -67,9 +88,10 @@ def ingest(
         c = result.counts()
         typer.echo(f"{c['accepted']} accepted, {c['fixed']} fixed, {c['rejected']} rejected")
         if result.index_written:
-            per = {s: sum(v == s for v in result.splits.values()) for s in ("train", "val", "test")}
+            per = {s: sum(v == s for v in result.splits.values()) for s in SPLITS}
+            gan = f" / {per['gan']} gan (GAN-only)" if per["gan"] else ""
             typer.echo(
-                f"splits: {per['train']} train / {per['val']} val / {per['test']} test "
+                f"splits: {per['train']} train / {per['val']} val / {per['test']} test{gan} "
                 f"(seed {seed}); index {ws.case_index}"
             )
         else:

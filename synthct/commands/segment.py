@@ -38,7 +38,21 @@ def segment(
     size: Annotated[int | None, Opt(help="Packed size S; volumes are S x S x S/2 [128].")] = None,
     init_filters: Annotated[int | None, Opt(help="SegResNetDS width [32].")] = None,
     batch_size: Annotated[int | None, Opt(help="Batch size [2].")] = None,
-    mask: Annotated[str | None, Opt(help="binary (GTVp u GTVn) | multiclass [binary].")] = None,
+    mask: Annotated[
+        str | None,
+        Opt(
+            help="binary (GTVp u GTVn) | multiclass [binary]. multiclass (with `synthct "
+            "preprocess --mask multiclass`) is needed for HECKTOR's per-class DSCagg."
+        ),
+    ] = None,
+    normalisation: Annotated[
+        str | None,
+        Opt(
+            help="auto3dseg-ct (Auto3DSeg CT recipe: foreground 0.5-99.5 percentile range of "
+            "each fold's training cases, then sigmoid) | linear (HU window -> [-1, 1]) "
+            "[auto3dseg-ct]."
+        ),
+    ] = None,
     seed: Annotated[int | None, Opt(help="Seed for folds, init, data order [0].")] = None,
     workers: Annotated[int | None, Opt(help="Data-loading worker processes [0].")] = None,
     config: Annotated[
@@ -46,7 +60,11 @@ def segment(
     ] = None,
     name: Annotated[str | None, Opt(help="Experiment name (folder under segmentation/).")] = None,
     strict: Annotated[
-        bool, Opt(help="Also refuse a GAN trained on any validation-fold case.")
+        bool,
+        Opt(
+            help="Also refuse a GAN trained on any validation-fold case (passes when the GAN "
+            "trained on a GAN-only split: `synthct ingest --gan-fraction F`, train.split: gan)."
+        ),
     ] = False,
     allow_leakage: Annotated[
         bool, Opt(help="Run despite leakage; the override is recorded in the results.")
@@ -71,6 +89,7 @@ def segment(
         mask=mask,
         seed=seed,
         num_workers=workers,
+        normalisation=normalisation,
     )
     try:
         cfg = ExperimentConfig(
@@ -87,17 +106,29 @@ def segment(
     ws = workspace(ws_path)
     # inside a background job, progress goes to the job's row (a no-op otherwise)
     results = run_experiment(ws, cfg, name, device=device, progress=job_progress_callback())
-    echo_json(
-        {
-            "experiment": results["name"],
-            "path": str(ws.segmentation / results["name"]),
-            "test": results["test"],
-            "folds": [
-                {k: f[k] for k in ("fold", "best_epoch", "best_val_dice")} for f in results["folds"]
-            ],
-            "leakage_override": results["leakage"].get("override", False),
-        }
-    )
+    echo_json(summary_for_cli(results, str(ws.segmentation / results["name"])))
+
+
+def summary_for_cli(results: dict, path: str) -> dict:
+    """What `synthct segment` prints: both grids' scores with their labels and CIs, the
+    per-fold normalisation bounds, and why a per-class score is missing when it is."""
+    original = results.get("test_original_grid") or {}
+    out = {
+        "experiment": results["name"],
+        "path": path,
+        "test_original_grid": original,
+        "test": results["test"],
+        "normalisation": results.get("normalisation"),
+        "folds": [
+            {k: f[k] for k in ("fold", "best_epoch", "best_val_dice")} for f in results["folds"]
+        ],
+        "leakage_override": results["leakage"].get("override", False),
+    }
+    if not original.get("per_class_available"):
+        out["note"] = "HECKTOR 2022 per-class DSCagg not computed: " + (
+            original.get("per_class_reason") or original.get("reason") or "unavailable"
+        )
+    return out
 
 
 def benchmark_epoch(
@@ -124,6 +155,7 @@ def benchmark_epoch(
 
     from synthct.segment import recipe
     from synthct.segment.data import SegCase, SegDataset
+    from synthct.segment.normalise import Normalisation
     from synthct.segment.train import train_step
 
     cfg = recipe.SegConfig(
@@ -142,7 +174,7 @@ def benchmark_epoch(
     data = [
         SegCase(
             f"B-{i:04d}",
-            rng.uniform(-1, 1, shape).astype(np.float32),
+            rng.normal(40.0, 300.0, shape).astype(np.float32),  # HU
             label,
             "real",
             "B",
@@ -150,13 +182,14 @@ def benchmark_epoch(
         )
         for i in range(cases)
     ]
+    norm = Normalisation("auto3dseg-ct", -100.0, 300.0)  # the recipe's transform, fixed bounds
     torch.manual_seed(0)
     model = recipe.build_network(cfg).to(dev)
     opt = recipe.build_optimizer(model, cfg)
     scaler = recipe.make_scaler(precision, dev)
     loss_fn = recipe.build_loss(cfg)
     loader = DataLoader(
-        SegDataset(data, recipe.build_train_transforms(cfg)),
+        SegDataset(data, recipe.build_train_transforms(cfg, norm)),
         batch_size=batch_size,
         shuffle=True,
         num_workers=workers,
@@ -178,7 +211,9 @@ def benchmark_epoch(
         if i > 0:
             times.append(time.perf_counter() - t)
     step_s = float(np.mean(times)) if times else float("nan")
-    image = torch.from_numpy(data[0].image[None, None]).to(dev)
+    from synthct.segment.normalise import apply
+
+    image = apply(norm, data[0].image_hu[None, None]).to(dev)
     recipe.predict_probs(model, image, cfg, precision)
     t = time.perf_counter()
     recipe.predict_probs(model, image, cfg, precision)

@@ -1,8 +1,9 @@
 """Cases for segmentation: real ones from the packed arrays, synthetic ones from a set's NIfTI files.
 
-Both kinds become `SegCase`s on the same grid (S, S, S/2) at the packed spacing, with the image
-normalised by the same HU window to [-1, 1] (`recipe.normalise_hu`), so the network cannot tell
-the two apart by intensity scaling. A synthetic set is read straight from its files (contract:
+Both kinds become `SegCase`s on the same grid (S, S, S/2) at the packed spacing, images kept in
+HU; the intensity normalisation is fitted per model (`normalise.py`) and applied by the dataset
+and at inference, identically to real and synthetic cases, so the network cannot tell the two
+apart by intensity scaling. A synthetic set is read straight from its files (contract:
 imagesTr/<id>__CT.nii.gz int16 HU, labelsTr/<id>.nii.gz uint8, datacard.json) through
 `synthct.io.load_volume`, the project's only image reader.
 """
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from synthct.errors import ConfigError, ImageReadError, WorkspaceError
-from synthct.segment.recipe import SegConfig, normalise_hu
+from synthct.segment.recipe import SegConfig
 from synthct.workspace import Workspace, read_json
 
 IMAGE_SUFFIX = "__CT.nii.gz"
@@ -24,10 +25,10 @@ IMAGE_SUFFIX = "__CT.nii.gz"
 
 @dataclass(frozen=True, eq=False)
 class SegCase:
-    """One case: image (X, Y, Z) float32 in [-1, 1], label (X, Y, Z) uint8 class map."""
+    """One case: image_hu (X, Y, Z) float32 HU, label (X, Y, Z) uint8 class map."""
 
     case_id: str
-    image: np.ndarray
+    image_hu: np.ndarray
     label: np.ndarray
     source: str  # "real" | "synthetic"
     centre: str
@@ -45,7 +46,11 @@ def make_case(
     spacing: tuple[float, float, float] | None = None,
     where: str = "",
 ) -> SegCase:
-    """Check the grid and label values, normalise the image; raises ConfigError naming `where`."""
+    """Check the grid and label values; raises ConfigError naming `where`.
+
+    The image stays HU, clipped to `cfg.hu_window`: the range a packed real case can hold, so a
+    synthetic file's values outside it are treated as a real case's would have been.
+    """
     where = where or case_id
     if image_hu.shape != cfg.volume_shape or label.shape != cfg.volume_shape:
         raise ConfigError(
@@ -59,7 +64,10 @@ def make_case(
             f"{cfg.out_channels} for mask mode {cfg.mask!r}"
         )
     sp = tuple(float(s) for s in (spacing or (cfg.spacing,) * 3))
-    image = normalise_hu(image_hu, cfg.hu_window)
+    image = np.asarray(image_hu, dtype=np.float32)
+    if not np.all(np.isfinite(image)):
+        raise ConfigError(f"{where}: image has NaN/inf voxels (expected finite HU)")
+    image = np.clip(image, *cfg.hu_window).astype(np.float32, copy=False)
     return SegCase(case_id, image, lab, source, centre, sp)  # type: ignore[arg-type]
 
 
@@ -173,7 +181,7 @@ class SegDataset:
 
         c = self.cases[i]
         d = {
-            "image": torch.from_numpy(c.image[None].copy()),
+            "image": torch.from_numpy(c.image_hu[None].copy()),
             "label": torch.from_numpy(c.label[None].astype(np.float32)),
         }
         if self.transforms is not None:
@@ -183,8 +191,14 @@ class SegDataset:
         return torch.as_tensor(d["image"]).float(), torch.as_tensor(d["label"]).float()
 
 
-def stack_images(cases: list[SegCase]):
-    """(N, 1, X, Y, Z) float32 tensor of the cases' normalised images."""
+def stack_images(cases: list[SegCase], norm=None):
+    """(N, 1, X, Y, Z) float32 tensor of the cases' images: HU, or normalised by `norm`
+    (a `normalise.Normalisation`)."""
     import torch
 
-    return torch.from_numpy(np.stack([c.image for c in cases])[:, None].copy())
+    hu = torch.from_numpy(np.stack([c.image_hu for c in cases])[:, None].copy())
+    if norm is None:
+        return hu
+    from synthct.segment.normalise import apply
+
+    return apply(norm, hu)

@@ -9,10 +9,14 @@ Experiments (design §2, §5):
 
 Folds split the real non-test cases (splits `train` + `val`), stratified by centre. Synthetic
 cases are added to training folds only; validation folds and the ensemble's test set are real.
-The fold models (best epoch by validation Dice) are ensembled (mean of softmax) on the held-out
-`test` split. Before anything is read, the leakage guard compares the synthetic set's datacard
-(`training_cases.case_ids`, the cases its GAN saw) with the test split and, with `strict`, with
-every validation fold; it refuses to run unless `allow_leakage` is set, which is then recorded.
+Each fold fits its own intensity normalisation on its training cases (`normalise.py`). The fold
+models (best epoch by validation Dice) are ensembled (mean of softmax, each model on the image
+normalised its own way) on the held-out `test` split, scored on the preprocessed grid
+(`evaluate.py`) and, for workspace experiments, on each case's original CT grid with HECKTOR
+2022's per-class DSCagg (`original_grid.py`), all with case-bootstrap CIs. Before anything is
+read, the leakage guard compares the synthetic set's datacard (`training_cases.case_ids`, the
+cases its GAN saw) with the test split and, with `strict`, with every validation fold; it
+refuses to run unless `allow_leakage` is set, which is then recorded.
 
 Folds and the guard live in folds.py, the resumable training of one fold in train.py; this
 module loads the cases, runs the stages and writes WS/segmentation/<name>/.
@@ -35,8 +39,14 @@ from synthct.errors import ConfigError, WorkspaceError
 from synthct.segment.data import SegCase
 from synthct.segment.evaluate import RESULTS_FILE, evaluate_cases
 from synthct.segment.folds import check_leakage, plan_folds
+from synthct.segment.original_grid import SourceGrid, unavailable
 from synthct.segment.recipe import SegConfig
-from synthct.segment.train import load_fold_model, load_torch, train_fold
+from synthct.segment.train import (
+    load_fold_model,
+    load_fold_normalisation,
+    load_torch,
+    train_fold,
+)
 from synthct.workspace import Workspace, atomic_write_json, atomic_write_text, check_name
 
 EXPERIMENTS = ("real", "synthetic", "mixed", "pretrain-finetune")
@@ -86,14 +96,19 @@ def run_experiment_cases(
     device=None,
     progress: Progress | None = None,
     on_epoch_end: Callable[[int, dict], None] | None = None,
+    source_grid: SourceGrid | None = None,
+    source_grid_reason: str = "in-memory cases: no source CT grid to resample to",
 ) -> dict[str, Any]:
     """Run (or resume) an experiment on in-memory cases and write results.json into `exp_dir`.
 
     results.json (read by the dashboard): name, experiment, created, synthct_version, config
     (ExperimentConfig as a dict), n_train_val, test_case_ids_sha256, synthetic {set, n, case_ids,
     run, checkpoint} or null, leakage {checked, test_overlap, val_overlap, strict,
-    allow_leakage, override, ...}, folds [train_fold results], test (`evaluate_cases` summary),
-    per_case (rows of per_case.csv).
+    allow_leakage, override, ...}, normalisation {mode, folds: {fold: bounds and provenance}},
+    folds [train_fold results], test (`evaluate_cases` summary on the preprocessed grid, with
+    labels and case-bootstrap CIs), test_original_grid (HECKTOR 2022 per-class DSCagg on each
+    case's CT grid via `source_grid`; {available: false, reason} without one), per_case (rows
+    of per_case.csv; original-grid volumes as orig_* columns).
     """
     from synthct import __version__
     from synthct.segment import recipe
@@ -180,10 +195,12 @@ def run_experiment_cases(
     # -- fold ensemble on the held-out test split ------------------------------------------
     dev = recipe.select_device(device)
     precision = recipe.resolve_precision(seg, dev)
-    models = [load_fold_model(exp_dir / "folds" / f"fold-{p.fold}", seg, dev) for p in plans]
+    fold_dirs = [exp_dir / "folds" / f"fold-{p.fold}" for p in plans]
+    models = [load_fold_model(d, seg, dev) for d in fold_dirs]
+    norms = [load_fold_normalisation(d) for d in fold_dirs]
     preds = np.stack(
         [
-            recipe.ensemble_probs(models, stack_images([c]).to(dev), seg, precision)[0]
+            recipe.ensemble_probs(models, stack_images([c]).to(dev), seg, precision, norms)[0]
             .argmax(0)
             .cpu()
             .numpy()
@@ -193,8 +210,24 @@ def run_experiment_cases(
     )
     spacing = test[0].spacing
     summary, table = evaluate_cases(
-        test_ids, preds, np.stack([c.label for c in test]), spacing, seg.out_channels
+        test_ids,
+        preds,
+        np.stack([c.label for c in test]),
+        spacing,
+        seg.out_channels,
+        seed=seg.seed,
     )
+    if source_grid is not None:
+        if progress:
+            progress(1.0, "scoring on the original CT grids")
+        original, orig_table = source_grid.score(test_ids, preds, seed=seg.seed)
+        table = table.merge(
+            orig_table.rename(columns=lambda c: c if c == "case_id" else f"orig_{c}"),
+            on="case_id",
+            how="left",
+        )
+    else:
+        original = unavailable(source_grid_reason)
     atomic_write_text(exp_dir / "per_case.csv", table.to_csv(index=False))
     results = {
         "name": exp_dir.name,
@@ -214,8 +247,18 @@ def run_experiment_cases(
             "checkpoint": (datacard or {}).get("checkpoint"),
         },
         "leakage": leakage,
+        "normalisation": {
+            "mode": seg.normalisation,
+            "fitted_on": "each fold's real training cases (synthetic ones only when a stage has "
+            "no real training case); never validation or test cases",
+            "folds": {str(p.fold): n.to_dict() for p, n in zip(plans, norms, strict=True)},
+            "pretrain": load_fold_normalisation(exp_dir / "folds" / "pretrain").to_dict()
+            if cfg.experiment == "pretrain-finetune"
+            else None,
+        },
         "folds": fold_results,
         "test": summary,
+        "test_original_grid": original,
         "per_case": table.replace({np.nan: None}).to_dict(orient="records"),
     }
     atomic_write_json(exp_dir / RESULTS_FILE, results)
@@ -300,6 +343,27 @@ def run_experiment(
                 f"mask_mode) but the segmentation config uses mask {seg.mask!r}"
             )
         synthetic = data.load_synthetic_cases(ws, str(cfg.synthetic), seg, ids)
+    source_grid, reason = _source_grid(ws, seg, [c.case_id for c in test])
     return run_experiment_cases(
-        exp_dir, cfg, trainval, test, synthetic, datacard, device=device, progress=progress
+        exp_dir,
+        cfg,
+        trainval,
+        test,
+        synthetic,
+        datacard,
+        device=device,
+        progress=progress,
+        source_grid=source_grid,
+        source_grid_reason=reason,
     )
+
+
+def _source_grid(ws: Workspace, seg: SegConfig, test_ids: list[str]):
+    """(SourceGrid, "") for the test cases, or (None, reason) when their source files or
+    preprocessing records cannot be used (warned: original-grid scores will be missing)."""
+    try:
+        return SourceGrid.from_workspace(ws, seg.data_config(), test_ids), ""
+    except (WorkspaceError, KeyError) as e:
+        reason = f"original-grid scoring unavailable: {e}"
+        warnings.warn(reason, stacklevel=3)
+        return None, reason

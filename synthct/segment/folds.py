@@ -5,7 +5,9 @@ with fewer cases than folds are pooled). Synthetic cases are only ever added to 
 and `check_plans` raises if any plan breaks that. `check_leakage` compares the cases a synthetic
 set's GAN was trained on (datacard `training_cases.case_ids`) with the test split and, with
 `strict`, with every validation fold; it refuses unless the user explicitly allows the leak, in
-which case the returned record (written into the results) says so.
+which case the returned record (written into the results) says so. The folds cover every real
+train + val case, so `strict` passes only for a GAN trained on cases outside them: the GAN-only
+`gan` split (`synthct ingest --gan-fraction F`, then `train.split: gan`).
 """
 
 from __future__ import annotations
@@ -160,8 +162,10 @@ def check_leakage(
         if not allow:
             raise LeakageError(
                 msg + ". Fix: retrain the GAN on the train split only (`synthct train` reads "
-                "split 'train' by default; with --strict use a split disjoint from the folds) "
-                "and generate a new set, or pass --allow-leakage to run anyway and record it"
+                "split 'train' by default; for --strict, which the folds over train + val "
+                "always overlap, reserve a GAN-only split with `synthct ingest --gan-fraction F` "
+                "and train with train.split: gan) and generate a new set, or pass "
+                "--allow-leakage to run anyway and record it"
             )
         warnings.warn(msg + " — allowed by --allow-leakage; recorded in the results", stacklevel=2)
         record["override"] = True

@@ -16,11 +16,13 @@ defaults (segresnet `hyper_parameters.yaml` / `segmenter.py`):
 - mixed precision on CUDA (bf16 autocast, or fp16 with a GradScaler); fp32 on CPU;
 - inference: `SlidingWindowInferer` with Gaussian blending, overlap 0.625.
 
-Inputs follow the thesis: 1.5 mm voxels, a 128 x 128 x 64 volume (one half of a packed S=128
-pair), binarised mask (GTVp u GTVn) or the two classes GTVp / GTVn. Images are normalised with the
-same HU window as the GAN's preprocessing, clipped and mapped linearly to [-1, 1] (Auto3DSeg's
-z-score normalisation is for MRI; its CT mode is also a fixed-range scaling), so real and synthetic
-cases are normalised identically.
+Inputs follow the thesis: one half of a packed S=128 pair, 128 x 128 x 64 voxels of
+1.5 x 1.5 x 3.0 mm, binarised mask (GTVp u GTVn) or the two classes GTVp / GTVn. Intensities
+follow the template's CT mode by default (`normalise.py`): bounds from the 0.5 / 99.5
+percentiles of the training cases' foreground HU, `ScaleIntensityRange` to [-1, 1] without
+clipping, then a sigmoid; `normalisation: linear` maps the GAN's HU window [-1024, 600]
+linearly to [-1, 1] instead (for comparison). Real and synthetic cases of one model always
+share one normalisation.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from synthct.config import DataConfig, from_dict, load_yaml, save_yaml, to_dict
+from synthct.segment.normalise import NORMALISATIONS
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -43,6 +46,8 @@ class SegConfig:
     size: S of the packed pairs; a segmentation volume is one half, (S, S, S/2).
     roi_size: training crop and sliding-window size; None = the whole (S, S, S/2) volume.
     mask: "binary" (GTVp u GTVn, 2 output channels) | "multiclass" (GTVp, GTVn: 3 channels).
+    normalisation: "auto3dseg-ct" (the template's CT recipe, bounds fitted per fold) | "linear"
+    (the HU window mapped linearly to [-1, 1]).
     """
 
     size: int = 128
@@ -65,6 +70,7 @@ class SegConfig:
     sw_overlap: float = 0.625
     val_every: int = 1
     num_workers: int = 0  # data-loading processes (augmentation runs there); part of the result
+    normalisation: str = "auto3dseg-ct"
 
     def __post_init__(self) -> None:
         DataConfig(size=self.size, spacing=self.spacing, hu_window=self.hu_window, mask=self.mask)
@@ -82,6 +88,10 @@ class SegConfig:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
         if self.folds < 2:
             raise ValueError(f"folds must be >= 2 for cross-validation, got {self.folds}")
+        if self.normalisation not in NORMALISATIONS:
+            raise ValueError(
+                f"normalisation must be one of {NORMALISATIONS}, got {self.normalisation!r}"
+            )
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         factor = 2 ** (len(self.blocks_down) - 1)
@@ -122,7 +132,9 @@ def save_seg_config(cfg: SegConfig, path) -> None:
 
 # -- data normalisation -------------------------------------------------------------------------
 def normalise_hu(hu: np.ndarray, window: tuple[float, float]) -> np.ndarray:
-    """HU (any shape) -> float32 in [-1, 1]: clip to `window`, map linearly (as the packing does)."""
+    """HU (any shape) -> float32 in [-1, 1]: clip to `window`, map linearly (as the packing does).
+
+    The `linear` normalisation; the default is `normalise.py`'s Auto3DSeg CT recipe."""
     from synthct.preprocess import hu_to_unit
 
     return hu_to_unit(np.asarray(hu, dtype=np.float32), window).astype(np.float32, copy=False)
@@ -216,11 +228,13 @@ def build_scheduler(optimizer, cfg: SegConfig, epochs: int | None = None):
     )
 
 
-def build_train_transforms(cfg: SegConfig):
+def build_train_transforms(cfg: SegConfig, norm=None):
     """Dict transforms on {"image": (1, X, Y, Z) float, "label": (1, X, Y, Z) float}.
 
-    A crop to `roi_size` (label-class balanced, as Auto3DSeg's "ratio" mode) when the roi is
-    smaller than the volume, then the template's default augmentation when `cfg.augment`.
+    In the template's order: the intensity normalisation `norm` (a `normalise.Normalisation`;
+    None = the image is used as given), a crop to `roi_size` (label-class balanced, as
+    Auto3DSeg's "ratio" mode) when the roi is smaller than the volume, then the template's
+    default augmentation when `cfg.augment` (its intensity jitter acts on normalised values).
     """
     from monai.transforms import (
         Compose,
@@ -234,8 +248,10 @@ def build_train_transforms(cfg: SegConfig):
         SpatialPadd,
     )
 
+    from synthct.segment.normalise import dict_transforms
+
     keys = ["image", "label"]
-    ts: list[Any] = []
+    ts: list[Any] = dict_transforms(norm) if norm is not None else []
     if cfg.roi != cfg.volume_shape:
         ts.append(SpatialPadd(keys=keys, spatial_size=cfg.roi))
         ts.append(
@@ -294,11 +310,21 @@ def predict_probs(model, images, cfg: SegConfig, precision: str = "fp32"):
         model.train(was_training)
 
 
-def ensemble_probs(models, images, cfg: SegConfig, precision: str = "fp32"):
-    """Mean of the softmax of each model: (B, C, X, Y, Z) for images (B, 1, X, Y, Z)."""
+def ensemble_probs(models, images, cfg: SegConfig, precision: str = "fp32", normalisations=None):
+    """Mean of the softmax of each model: (B, C, X, Y, Z) for images (B, 1, X, Y, Z).
+
+    `normalisations` (one `normalise.Normalisation` per model): `images` are HU and each model
+    sees them normalised its own way (each fold fits its own bounds); None: `images` are fed as
+    given.
+    """
+    from synthct.segment.normalise import apply
+
+    if normalisations is not None and len(normalisations) != len(models):
+        raise ValueError(f"{len(normalisations)} normalisations for {len(models)} models")
     total = None
-    for model in models:
-        p = predict_probs(model, images, cfg, precision)
+    for k, model in enumerate(models):
+        x = images if normalisations is None else apply(normalisations[k], images).to(images.device)
+        p = predict_probs(model, x, cfg, precision)
         total = p if total is None else total + p
     if total is None:
         raise ValueError("ensemble_probs needs at least one model")

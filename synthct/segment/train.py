@@ -1,5 +1,10 @@
 """Training of one cross-validation fold: resumable, with per-epoch curves and the best checkpoint.
 
+The fold's intensity normalisation is fitted on its own training cases (`normalise.py`: real
+ones, never its validation cases), applied first in the training transforms and to every
+validation input, and written into result.json and best.pt so the ensemble uses it on the test
+split.
+
 A fold whose result.json exists is skipped; an unfinished one resumes from last.pt (model,
 optimiser, scheduler, GradScaler, epoch, best score, history, torch RNG). The data order and the
 augmentation are re-seeded from (seed, fold, epoch) at the start of every epoch, so a resumed
@@ -21,6 +26,7 @@ import numpy as np
 from synthct.config import to_dict
 from synthct.errors import ConfigError
 from synthct.segment.data import SegCase
+from synthct.segment.normalise import Normalisation, fit_normalisation
 from synthct.segment.recipe import SegConfig
 from synthct.workspace import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 
@@ -51,16 +57,18 @@ def _curve_csv(history: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def validate(model, cases: Sequence[SegCase], cfg: SegConfig, device, precision: str) -> float:
+def validate(
+    model, cases: Sequence[SegCase], cfg: SegConfig, device, precision: str, norm: Normalisation
+) -> float:
     """Mean per-case Dice of `model` on `cases` (empty ground truths excluded; DSCagg if all
-    are empty; 0 if that is undefined too)."""
+    are empty; 0 if that is undefined too); inputs normalised by `norm`."""
     from synthct.segment.data import stack_images
     from synthct.segment.evaluate import dice_per_case, dsc_agg
     from synthct.segment.recipe import predict_probs
 
     preds = np.stack(
         [
-            predict_probs(model, stack_images([c]).to(device), cfg, precision)[0]
+            predict_probs(model, stack_images([c], norm).to(device), cfg, precision)[0]
             .argmax(0)
             .cpu()
             .numpy()
@@ -104,7 +112,8 @@ def train_fold(
     """Train one fold (resumable) and return its result; writes into `fold_dir`:
 
     last.pt (epoch checkpoint, removed when done), best.pt (weights of the best validation epoch;
-    the last epoch when there is no validation set), curve.csv, result.json.
+    the last epoch when there is no validation set, with the fold's normalisation), curve.csv,
+    result.json (including `normalisation`).
     """
     import torch
     from monai.data import DataLoader
@@ -122,6 +131,7 @@ def train_fold(
     device = recipe.select_device(device)
     precision = recipe.resolve_precision(cfg, device)
     epochs = epochs or cfg.epochs
+    norm = fit_normalisation(train_cases, cfg.normalisation, cfg.hu_window)
 
     torch.manual_seed(_seed(cfg.seed, fold))
     model = recipe.build_network(cfg).to(device)
@@ -141,7 +151,7 @@ def train_fold(
         scaler.load_state_dict(ck["scaler"])
         torch.set_rng_state(ck["rng_torch"].cpu())
         state = {k: ck[k] for k in ("epoch", "best", "best_epoch", "history")}
-    transforms = recipe.build_train_transforms(cfg)
+    transforms = recipe.build_train_transforms(cfg, norm)
     dataset = SegDataset(list(train_cases), transforms)
     t0 = time.perf_counter()
     bar = tqdm(range(state["epoch"] + 1, epochs + 1), desc=f"fold {fold}", leave=False)
@@ -170,14 +180,19 @@ def train_fold(
         # -- validate, keep the best ----------------------------------------------------------
         val_dice = None
         if val_cases and (epoch % cfg.val_every == 0 or epoch == epochs):
-            val_dice = validate(model, val_cases, cfg, device, precision)
+            val_dice = validate(model, val_cases, cfg, device, precision, norm)
         if (val_dice is not None and val_dice > state["best"]) or (
             not val_cases and epoch == epochs
         ):
             state["best"] = val_dice if val_dice is not None else state["best"]
             state["best_epoch"] = epoch
             save_torch(
-                {"model": model.state_dict(), "epoch": epoch, "val_dice": val_dice},
+                {
+                    "model": model.state_dict(),
+                    "epoch": epoch,
+                    "val_dice": val_dice,
+                    "normalisation": norm.to_dict(),
+                },
                 fold_dir / "best.pt",
             )
         # -- record and checkpoint ------------------------------------------------------------
@@ -214,6 +229,7 @@ def train_fold(
         "seconds_this_session": round(time.perf_counter() - t0, 2),
         "precision": precision,
         "device": str(device),
+        "normalisation": norm.to_dict(),
     }
     atomic_write_json(fold_dir / "result.json", result)
     last.unlink(missing_ok=True)
@@ -228,3 +244,15 @@ def load_fold_model(fold_dir: Path, cfg: SegConfig, device=None):
     model = recipe.build_network(cfg).to(device)
     model.load_state_dict(load_torch(Path(fold_dir) / "best.pt", device)["model"])
     return model.eval()
+
+
+def load_fold_normalisation(fold_dir: Path) -> Normalisation:
+    """The normalisation a finished fold trained and validated with (its result.json)."""
+    path = Path(fold_dir) / "result.json"
+    d = read_json(path).get("normalisation")
+    if not isinstance(d, dict):
+        raise ConfigError(
+            f"{path} records no normalisation (a fold from an older synthct version); "
+            "delete the experiment folder and run it again"
+        )
+    return Normalisation.from_dict(d)

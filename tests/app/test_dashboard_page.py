@@ -84,7 +84,9 @@ def test_dashboard_runs_evals_and_segmentation(tiny_ws):
     for name in ("real", f"mixed-{SET}"):
         res = json.loads((tiny_ws.segmentation / name / "results.json").read_text())
         assert seg.loc[name, "mean_dice"] == pytest.approx(res["test"]["mean_dice"])
-        assert seg.loc[name, "dsc_agg"] == pytest.approx(res["test"]["dsc_agg"])
+        assert seg.loc[name, "dsc_agg_union"] == pytest.approx(res["test"]["dsc_agg_union"])
+        ci = res["test"]["ci"]["mean_dice"]
+        assert seg.loc[name, "mean_dice_ci_low"] == pytest.approx(ci["low"])
     curves = next(f for f in _figures(at) if "Per-fold" in f["layout"]["title"]["text"])
     assert len(curves["data"]) == 4  # 2 experiments x 2 folds
 
