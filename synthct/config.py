@@ -157,7 +157,9 @@ class ModelConfig:
     lr_g: float = 1e-4
     lr_d: float = 4e-4
     lr_e: float = 1e-4
-    betas: tuple[float, float] = (0.0, 0.99)
+    # Adam betas; HA-GAN uses (0, 0.999): the thesis text says 0.99, but its training code and
+    # the official HA-GAN code use 0.999, and the runs behind its tables used 0.999 (README)
+    betas: tuple[float, float] = (0.0, 0.999)
     eps: float = 1e-8
     # Wasserstein GAN options (kind == "wgan")
     wgan_mode: str = "gp"  # "clip" (RMSprop, weight clipping) | "gp" (gradient penalty)
