@@ -105,7 +105,7 @@ def test_full_size_parameter_counts_and_shapes_on_meta(size, n_g, n_d):
 def test_thesis_defaults_and_config_errors():
     cfg = thesis_model_config("fastgan")
     assert (cfg.lr_g, cfg.lr_d, cfg.betas, cfg.latent_dim) == (2e-4, 2e-4, (0.5, 0.99), 256)
-    assert cfg.diffaug == "color,translation"  # the official policy
+    assert cfg.diffaug == "color,translation" and cfg.preset == "thesis"  # official policy
     opts = build_system(thesis_model_config("fastgan", width=0.125), 32).configure_optimizers()
     assert opts["G"].param_groups[0]["betas"] == (0.5, 0.99)
     assert build_system(ModelConfig(kind="fastgan", resolution=64, width=0.1), 128).resolution == 64

@@ -107,6 +107,7 @@ def test_full_size_parameter_counts_and_shapes_on_meta(size, n_g, n_d):
 def test_thesis_defaults_and_lazy_regularisation_optimisers():
     cfg = thesis_model_config("stylegan2")
     assert (cfg.lr_g, cfg.lr_d, cfg.betas, cfg.latent_dim) == (1e-4, 1e-4, (0.0, 0.99), 512)
+    assert cfg.preset == "thesis" and thesis_model_config("stylegan2", lr_g=2e-3).preset == ""
     opts = tiny(lr_g=1e-4, lr_d=1e-4).configure_optimizers()
     d = opts["D"].param_groups[0]
     assert d["lr"] == pytest.approx(1e-4 * 16 / 17)

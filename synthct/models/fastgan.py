@@ -32,7 +32,8 @@ official code is a research script (not a library) and it has no two-channel, se
   penalty; off by default).
 
 Thesis hyperparameters (Tables 4.12/4.13) as `THESIS_DEFAULTS`: Adam lr 2e-4 for G and D,
-betas (0.5, 0.99), batch 8 (a `TrainConfig` setting). The official code uses beta2 = 0.999. The thesis mosaics were 1024 x 3680 RGB
+betas (0.5, 0.99), batch 8 (a `TrainConfig` setting); preset "thesis" (`synthct.presets`). The
+official code's settings differ only in beta2 = 0.999: preset "reference". The thesis mosaics were 1024 x 3680 RGB
 PNGs; here the input is the slice view of `synthct.slices` (mosaic layout available there).
 """
 

@@ -28,6 +28,9 @@ cannot be loaded safely here; the structure follows the paper:
 Thesis hyperparameters (Tables 4.14/4.15) as `THESIS_DEFAULTS`: Adam lr 1e-4 for G and D, betas
 (0, 0.99), batch 8; latent 512 (the size behind its Figure 5.8). Channels per resolution:
 min(16384 / res, 512) x `width` (StyleGAN2-ADA's 256 config; the port's channel multiplier 1).
+Two named presets (`synthct.presets`, `model.preset`): "thesis" (configs/stylegan2-128.yaml) and
+"reference", the training defaults of rosinality/stylegan2-pytorch (lr 0.002, batch 16, R1 gamma
+10, EMA 0.99778; configs/stylegan2-128-reference.yaml) — the thesis learning rate is 20x lower.
 The discriminator equals the port's at channel multiplier 1 (2 input channels) when its weights
 are transplanted.
 """
