@@ -116,6 +116,8 @@ class DataConfig:
     """
 
     size: int = 128
+    # mm: the crop is a cube of 128 x spacing mm, resized to S x S x S/2, so the packed grid is
+    # 128 x spacing / S in x and y and twice that in z (1.5 x 1.5 x 3.0 mm at S = 128)
     spacing: float = 1.5
     hu_window: tuple[float, float] = (-1024.0, 600.0)
     packing: str = (
