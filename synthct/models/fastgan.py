@@ -27,14 +27,15 @@ official code is a research script (not a library) and it has no two-channel, se
   `recon_weight` (the thesis's "recreation weight"; 1 in the official code).
 - Losses (official): hinge with a random margin, D: relu(u - D(real)) + relu(u + D(fake)),
   u ~ U(0.8, 1), averaged over the patch logits; G: -D(fake). DiffAugment (`diffaug.py`) on
-  every D input, real and fake; the official policy "color,translation" by default (colour on
-  the CT channel only). Optional R1 penalty (`r1_gamma` > 0; the thesis mentions a gradient
-  penalty; off by default).
+  every D input, real and fake; the official policy "color,translation" in the FastGAN configs
+  and `THESIS_DEFAULTS` (colour on the CT channel only). Optional R1 penalty (`r1_gamma` > 0;
+  the thesis mentions a gradient penalty; off by default).
 
 Thesis hyperparameters (Tables 4.12/4.13) as `THESIS_DEFAULTS`: Adam lr 2e-4 for G and D,
 betas (0.5, 0.99), batch 8 (a `TrainConfig` setting); preset "thesis" (`synthct.presets`). The
-official code's settings differ only in beta2 = 0.999: preset "reference". The thesis mosaics were 1024 x 3680 RGB
-PNGs; here the input is the slice view of `synthct.slices` (mosaic layout available there).
+official code's settings differ only in beta2 = 0.999: preset "reference". The thesis mosaics
+were 1024 x 3680 RGB PNGs; here the input is the slice view of `synthct.slices` (mosaic layout
+available there).
 """
 
 from __future__ import annotations
