@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import yaml
 
 from synthct.errors import ConfigError
+from synthct.presets import check_preset
 from synthct.workspace import atomic_write_text
 
 T = TypeVar("T")
@@ -115,6 +116,8 @@ class DataConfig:
     """
 
     size: int = 128
+    # mm: the crop is a cube of 128 x spacing mm, resized to S x S x S/2, so the packed grid is
+    # 128 x spacing / S in x and y and twice that in z (1.5 x 1.5 x 3.0 mm at S = 128)
     spacing: float = 1.5
     hu_window: tuple[float, float] = (-1024.0, 600.0)
     packing: str = (
@@ -157,7 +160,9 @@ class ModelConfig:
     lr_g: float = 1e-4
     lr_d: float = 4e-4
     lr_e: float = 1e-4
-    betas: tuple[float, float] = (0.0, 0.99)
+    # Adam betas; HA-GAN uses (0, 0.999): the thesis text says 0.99, but its training code and
+    # the official HA-GAN code use 0.999, and the runs behind its tables used 0.999 (README)
+    betas: tuple[float, float] = (0.0, 0.999)
     eps: float = 1e-8
     # Wasserstein GAN options (kind == "wgan")
     wgan_mode: str = "gp"  # "clip" (RMSprop, weight clipping) | "gp" (gradient penalty)
@@ -171,10 +176,15 @@ class ModelConfig:
     r1_gamma: float | None = None  # R1 weight; None = kind default (FastGAN 0, StyleGAN2 auto)
     pl_weight: float = 2.0  # StyleGAN2: path-length regularisation weight (0 = off)
     slice_layout: str = "slices"  # 2D data: "slices" (axial pairs) | "mosaic" (thesis layout)
+    # named settings this config claims to follow ("" = custom): synthct/presets.py, e.g.
+    # stylegan2 "thesis" | "reference"; refused when a setting the preset fixes differs
+    preset: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in ("hagan", "vanilla", "wgan", "fastgan", "stylegan2"):
-            raise ValueError(f"model kind must be hagan, vanilla or wgan, got {self.kind!r}")
+            raise ValueError(
+                f"model kind must be hagan, vanilla, wgan, fastgan or stylegan2, got {self.kind!r}"
+            )
         if self.latent_dim < 1 or self.width <= 0:
             raise ValueError(
                 f"latent_dim and width must be positive, got {self.latent_dim}, {self.width}"
@@ -199,6 +209,7 @@ class ModelConfig:
                 "recon_weight, pl_weight and r1_gamma must be >= 0, got "
                 f"{self.recon_weight}, {self.pl_weight}, {self.r1_gamma}"
             )
+        check_preset(self.kind, self.preset, "model", self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -242,6 +253,9 @@ class RunConfig:
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        check_preset(self.model.kind, self.model.preset, "train", self.train)
 
 
 def load_run_config(path: str | Path) -> RunConfig:

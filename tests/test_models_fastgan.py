@@ -13,7 +13,7 @@ from synthct.errors import ConfigError
 from synthct.models import build_system, thesis_model_config
 from synthct.models.base import StepContext
 from synthct.models.diffaug import color, cutout, diff_augment, parse_policy, translation
-from synthct.models.fastgan import FastGAN, bench_step, quadrant
+from synthct.models.fastgan import FastGAN, bench_step, quadrant, recon_l1
 from synthct.models.layers import count_parameters
 
 
@@ -76,8 +76,11 @@ def test_shapes_and_range(size):
     assert system.D(big, small)[1] is None
 
 
+# D at 256 = the official Discriminator(ndf=64, nc=2, im_size=256) (odegeasslbc/FastGAN-pytorch
+# models.py, 2 image channels for the CT + mask pair), counted by instantiating it: 11,524,640.
+# The small branch runs at half the big branch's width (official nfc[4s] vs nfc[2s]).
 @pytest.mark.parametrize(
-    ("size", "n_g", "n_d"), [(128, 28_959_110, 13_879_360), (256, 29_127_494, 14_184_864)]
+    ("size", "n_g", "n_d"), [(128, 28_959_110, 11_316_544), (256, 29_127_494, 11_524_640)]
 )
 def test_full_size_parameter_counts_and_shapes_on_meta(size, n_g, n_d):
     # built on CPU (~2 s): under the meta device spectral norm's power iterations run through
@@ -93,11 +96,16 @@ def test_full_size_parameter_counts_and_shapes_on_meta(size, n_g, n_d):
     # SLE at 64/128 (+256) from 4/8 (/16), ratio 16 as in the paper
     assert sorted(system.G.sle, key=int) == [str(s) for s in (64, 128, 256) if s <= size]
     assert (count_parameters(system.G), count_parameters(system.D)) == (n_g, n_d)
+    # the small branch by hand (official at 256): R/2 pair -> 32 -> 64 -> 128 -> 256 channels
+    convs = [m for m in system.D.from_small.modules() if isinstance(m, nn.Conv2d)]
+    assert [m.out_channels for m in convs] == [32, 64, 128, 256][4 - len(convs) :]
+    assert count_parameters(system.D.rf_small) == 256 * 16  # 4x4 conv 256 -> 1, no bias
 
 
 def test_thesis_defaults_and_config_errors():
     cfg = thesis_model_config("fastgan")
     assert (cfg.lr_g, cfg.lr_d, cfg.betas, cfg.latent_dim) == (2e-4, 2e-4, (0.5, 0.99), 256)
+    assert cfg.diffaug == "color,translation" and cfg.preset == "thesis"  # official policy
     opts = build_system(thesis_model_config("fastgan", width=0.125), 32).configure_optimizers()
     assert opts["G"].param_groups[0]["betas"] == (0.5, 0.99)
     assert build_system(ModelConfig(kind="fastgan", resolution=64, width=0.1), 128).resolution == 64
@@ -164,21 +172,57 @@ def test_translation_is_an_integer_shift_with_air_fill():
         assert found, f"sample {b} is not a shifted copy"
 
 
-def test_augmentations_act_on_both_channels_alike_and_pass_gradients():
+def pair_batch(n: int = 6, side: int = 16, seed: int = 0) -> torch.Tensor:
+    """(n, 2, side, side): smooth random CT in [-1, 1], a binary mask in {-1, 1}."""
+    g = torch.Generator().manual_seed(seed)
+    image = torch.rand(n, 1, side, side, generator=g) * 2 - 1
+    mask = torch.where(torch.rand(n, 1, side, side, generator=g) > 0.7, 1.0, -1.0)
+    return torch.cat([image, mask], 1)
+
+
+def test_colour_augmentation_changes_the_ct_only():
+    """Brightness/contrast act on channel 0 (an affine map per sample with gain in [0.5, 1.5]);
+    the mask channel comes back bit-identical."""
+    x = pair_batch()
+    out = color(x, torch.Generator().manual_seed(1))
+    assert torch.equal(out[:, 1], x[:, 1])
+    for b in range(len(x)):  # per-sample least-squares fit out = a * x + d is exact
+        a, d = np.polyfit(x[b, 0].flatten().numpy(), out[b, 0].flatten().numpy(), 1)
+        np.testing.assert_allclose(out[b, 0].numpy(), a * x[b, 0].numpy() + d, atol=1e-5)
+        assert 0.5 <= a <= 1.5
+    assert not torch.allclose(out[:, 0], x[:, 0])
+    # the whole official policy: the mask keeps only its own values (-1, 1); before, one colour
+    # draw for both channels spread them over about -1.7 ... 2.2, revealing the draw
+    full = diff_augment(x, "color,translation", torch.Generator().manual_seed(2))
+    assert set(torch.unique(full[:, 1]).tolist()) <= {-1.0, 1.0}
+
+
+def test_geometric_augmentations_move_image_and_mask_alike_and_pass_gradients():
     x = torch.rand(4, 1, 16, 16).repeat(1, 2, 1, 1).requires_grad_(True)  # channel 1 == channel 0
-    out = diff_augment(x, "color,translation,cutout", torch.Generator().manual_seed(0))
-    assert torch.equal(out[:, 0], out[:, 1])
-    out.sum().backward()
-    assert x.grad is not None and x.grad.abs().sum() > 0
+    out = diff_augment(x, "translation,cutout", torch.Generator().manual_seed(0))
+    assert torch.equal(out[:, 0], out[:, 1]) and not torch.equal(out, x)
+    full = diff_augment(x, "color,translation,cutout", torch.Generator().manual_seed(0))
+    full.sum().backward()
+    assert x.grad is not None and x.grad[:, 0].abs().sum() > 0 and x.grad[:, 1].abs().sum() > 0
     holes = (cutout(torch.ones(8, 2, 16, 16), torch.Generator().manual_seed(1)) == 0)[:, 0]
     assert all(0 < h.sum() <= 64 for h in holes)  # at most an 8x8 box, clipped at the border
-    y = torch.zeros(2, 2, 4, 4)
-    y[:, :, 0, 0] = 1.0
-    c = color(y, torch.Generator().manual_seed(2))
-    assert torch.equal(c[:, 0], c[:, 1]) and not torch.equal(c, y)
     assert parse_policy(" color, cutout") == ("color", "cutout") and parse_policy("") == ()
     with pytest.raises(ConfigError, match="flip"):
         parse_policy("flip")
+
+
+def test_reconstruction_loss_is_summed_over_the_batch():
+    """Like the reference's LPIPS(...).sum(): the same real slice twice gives twice the term of
+    it once (mean reduction would give the same value); per-sample mean |r - t| by hand."""
+    rec, target = torch.rand(3, 2, 8, 8), torch.rand(3, 2, 8, 8)
+    by_hand = sum((rec[b] - target[b]).abs().mean() for b in range(3))
+    torch.testing.assert_close(recon_l1(rec, target), by_hand)
+    x = phantom(1, 32, seed=1)
+    recon = {}
+    for n in (1, 2):  # no DiffAugment: both copies of the slice see the same D input
+        system = tiny(diffaug="")
+        recon[n] = system.train_step(x.repeat(n, 1, 1, 1), Recorder(system, seed=3).ctx())["recon"]
+    assert recon[2] == pytest.approx(2 * recon[1], rel=1e-4)
 
 
 def test_bench_step_reports_a_rate():

@@ -334,6 +334,6 @@ def test_optimizers_follow_the_config():
         5e-5,
         5e-5,
     ]
-    assert opts["G"].param_groups[0]["betas"] == (0.0, 0.99)
+    assert opts["G"].param_groups[0]["betas"] == (0.0, 0.999)  # thesis code, official HA-GAN
     n_opt = sum(p.numel() for o in opts.values() for g in o.param_groups for p in g["params"])
     assert n_opt == count_parameters(system)

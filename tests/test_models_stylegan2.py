@@ -18,11 +18,13 @@ from synthct.models.base import StepContext
 from synthct.models.layers import count_parameters
 from synthct.models.stylegan2 import (
     R1_EVERY,
+    DiscriminatorBlock,
     EqualLinear,
     ModulatedConv2d,
     StyleGAN2,
     auto_r1_gamma,
     bench_step,
+    blur_kernel,
     channels,
     minibatch_stddev,
 )
@@ -105,6 +107,7 @@ def test_full_size_parameter_counts_and_shapes_on_meta(size, n_g, n_d):
 def test_thesis_defaults_and_lazy_regularisation_optimisers():
     cfg = thesis_model_config("stylegan2")
     assert (cfg.lr_g, cfg.lr_d, cfg.betas, cfg.latent_dim) == (1e-4, 1e-4, (0.0, 0.99), 512)
+    assert cfg.preset == "thesis" and thesis_model_config("stylegan2", lr_g=2e-3).preset == ""
     opts = tiny(lr_g=1e-4, lr_d=1e-4).configure_optimizers()
     d = opts["D"].param_groups[0]
     assert d["lr"] == pytest.approx(1e-4 * 16 / 17)
@@ -128,6 +131,42 @@ def test_modulated_conv_matches_per_sample_convolution():
         torch.testing.assert_close(out[b : b + 1], F.conv2d(x[b : b + 1], k, padding=1))
     up = ModulatedConv2d(3, 4, 3, w_dim=5, upsample=True)(x, w)
     assert up.shape == (2, 4, 12, 12)
+
+
+def test_blur_filter_is_the_normalised_outer_product_of_1_3_3_1():
+    t = torch.tensor([1.0, 3.0, 3.0, 1.0])
+    expected = torch.stack([t * v for v in t]) / 64  # sum of the outer product = 8 * 8
+    assert torch.equal(blur_kernel(), expected) and blur_kernel().sum() == 1
+
+
+def _folded_energy(freqs: list[float], side: int = 64) -> float:
+    """Energy ratio out/in of a DiscriminatorBlock reduced to its downsampling: main path zeroed,
+    1x1 skip = identity, so block(x) = down(x) / sqrt 2. Input: cosines along x with the given
+    frequencies (cycles per input pixel), constant along y; energy measured away from the
+    zero-padded borders."""
+    block = DiscriminatorBlock(1, 1)
+    with torch.no_grad():
+        block.conv2.weight.zero_()
+        block.conv2.bias.zero_()
+        block.skip.weight.fill_(1.0)  # scale 1 / sqrt(1 * 1 * 1) = 1: the identity
+        g = torch.Generator().manual_seed(0)
+        n = torch.arange(side, dtype=torch.float64)
+        wave = sum(torch.cos(2 * math.pi * f * n + 2 * math.pi * torch.rand((), generator=g))
+                   for f in freqs)  # fmt: skip
+        x = wave.float().view(1, 1, side, 1).expand(1, 1, side, side).contiguous()
+        out = block(x) * math.sqrt(2)
+    inner_in, inner_out = x[..., 8:-8, 8:-8], out[..., 4:-4, 4:-4]
+    return float(inner_out.square().mean() / inner_in.square().mean())
+
+
+def test_discriminator_downsampling_is_antialiased():
+    """Frequencies above the output's Nyquist limit (0.25 .. 0.5 cycles/pixel) can only fold
+    back as aliases: band averages |cos(pi f)|^2 = 18 % for a 2x2 box average, |cos(pi f)|^6 =
+    2 % for the [1,3,3,1] blur (measured on this signal: 22 % with the former box downsampling,
+    2.4 % now). Low frequencies still pass."""
+    high = [k / 64 for k in range(17, 32)]
+    assert _folded_energy(high) < 0.05
+    assert _folded_energy([2 / 64]) > 0.9
 
 
 def test_equalised_linear_scales_at_run_time():

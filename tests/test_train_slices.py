@@ -238,3 +238,17 @@ def test_mosaic_layout_trains_and_generates_volumes(packed_ws):
     set_dir = generate_from_run(packed_ws, "mosaic", "mosaic-set", GenerateOptions(n=2))
     image, mask = load_synthetic_pair(set_dir, "SYN-0001")
     assert image.shape[2] == rows * cols and image.shape == mask.shape
+
+
+def test_the_preset_a_run_used_is_recorded_in_its_config_checkpoint_and_datacard(packed_ws):
+    from synthct.checkpoint import load_generator
+    from synthct.generate import GenerateOptions, generate_from_run, load_datacard
+    from synthct.train import train
+
+    cfg = tiny("stylegan2", steps=1, snapshot_every=0, collapse_every=0, checkpoint_every=1)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, preset="thesis"))
+    run_dir = train(cfg, packed_ws, "preset-thesis")
+    assert load_run_config(run_dir / "config.yaml").model.preset == "thesis"
+    assert load_generator(run_dir)[1].model.preset == "thesis"
+    set_dir = generate_from_run(packed_ws, "preset-thesis", "preset-set", GenerateOptions(n=1))
+    assert load_datacard(set_dir)["run_config"]["model"]["preset"] == "thesis"

@@ -51,7 +51,11 @@ def build_system(model_cfg: ModelConfig, size: int, packing: str = "z") -> GANSy
 
 
 def thesis_model_config(kind: str, **overrides) -> ModelConfig:
-    """ModelConfig with the thesis's settings for `kind` (HA-GAN: the dataclass defaults)."""
+    """ModelConfig with the thesis's settings for `kind` (HA-GAN: the dataclass defaults).
+
+    The 2D systems are labelled with preset "thesis" (`synthct.presets`) unless an override
+    changes a setting that preset fixes (then "" = custom) or names another preset.
+    """
     if kind not in KINDS:
         raise ConfigError(f"model kind {kind!r} is not implemented; available: {', '.join(KINDS)}")
     from synthct.models.baselines import THESIS_DEFAULTS
@@ -60,7 +64,12 @@ def thesis_model_config(kind: str, **overrides) -> ModelConfig:
     if kind in SLICE_KINDS:
         import importlib
 
+        from synthct.presets import PRESETS
+
         defaults = importlib.import_module(f"synthct.models.{kind}").THESIS_DEFAULTS
+        fixed = {k.split(".", 1)[1] for k in PRESETS[kind]["thesis"] if k.startswith("model.")}
+        changed = any(k in fixed and overrides[k] != defaults[k] for k in overrides)
+        defaults = {**defaults, "preset": "" if changed else "thesis"}
     values = {"kind": kind, **defaults, **overrides}
     try:
         return ModelConfig(**values)

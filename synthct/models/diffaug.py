@@ -6,13 +6,22 @@ generator gets gradients through them and D cannot overfit a few hundred cases. 
 because no dependency of synthct ships it (MONAI's transforms are not differentiable w.r.t. the
 image and use their own random state, not the loop's seeded generator).
 
-Policies, each applied with one random draw per sample, identically to both channels of a
-(B, 2, H, W) image + mask pair (so D still sees an aligned pair):
-- "color": brightness (+U(-0.5, 0.5)) and contrast (x (U(0.5, 1.5)) around the sample mean).
-  The RGB "saturation" term of the original is left out: it would mix CT and mask channels.
-- "translation": integer shift of up to 1/8 of the side; vacated pixels are -1 (air / no tumour,
-  the background of both channels) instead of the original's 0.
-- "cutout": a square of half the side at a random position set to 0 (as in the original).
+Policies, each applied with one random draw per sample, to a (B, 2, H, W) CT + mask pair:
+- "color": brightness (+U(-0.5, 0.5)) then contrast (x U(0.5, 1.5) around the sample mean), on
+  the CT channel (0) only; the mask channel passes through unchanged. Intensity jitter is
+  meaningless on a label map, and drawing it for both channels would let D read the draw off the
+  mask (whose clean values are exactly -1 and 1) and undo it on the CT, so colour augmentation
+  would stop regularising. The original's "saturation" term (spread around the mean over
+  channels) is the identity on a single-channel CT and is left out.
+- "translation": integer shift of up to 1/8 of the side, the same for both channels (the pair
+  stays aligned); vacated pixels are -1 (air / no tumour, the background of both channels)
+  instead of the original's 0.
+- "cutout": a square of half the side at a random position set to 0 in both channels (as in the
+  original).
+
+Geometric policies ("translation", "cutout") move image and mask identically; the colour policy
+changes the image alone. Official FastGAN trains with "color,translation" (its `train.py`);
+the DiffAugment paper's StyleGAN2 policy adds "cutout".
 
 All randomness comes from an explicit `torch.Generator` on the image's device, so a training
 step is a pure function of the loop's seeded generator.
@@ -31,6 +40,7 @@ from synthct.models.base import GANSystem, StepContext
 TRANSLATION_RATIO = 1 / 8
 CUTOUT_RATIO = 1 / 2
 FILL = -1.0  # background value of both channels in [-1, 1]
+IMAGE_CHANNELS = 1  # channel 0 is CT; the colour policy leaves the others (the mask) alone
 
 
 def parse_policy(policy: str) -> tuple[str, ...]:
@@ -47,10 +57,13 @@ def _uniform(x: torch.Tensor, g: torch.Generator | None, *shape: int) -> torch.T
 
 
 def color(x: torch.Tensor, g: torch.Generator | None = None) -> torch.Tensor:
-    """Brightness then contrast, per sample, same for all channels. x (B, C, H, W)."""
-    x = x + (_uniform(x, g, 1, 1, 1) - 0.5)
-    mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    return (x - mean) * (_uniform(x, g, 1, 1, 1) + 0.5) + mean
+    """Brightness then contrast, per sample, on the CT channel (0) of x (B, C, H, W) only;
+    channels 1.. (the mask) are returned unchanged."""
+    image, rest = x[:, :IMAGE_CHANNELS], x[:, IMAGE_CHANNELS:]
+    image = image + (_uniform(x, g, 1, 1, 1) - 0.5)
+    mean = image.mean(dim=(1, 2, 3), keepdim=True)
+    image = (image - mean) * (_uniform(x, g, 1, 1, 1) + 0.5) + mean
+    return torch.cat([image, rest], dim=1)
 
 
 def translation(

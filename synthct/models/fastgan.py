@@ -12,19 +12,30 @@ official code is a research script (not a library) and it has no two-channel, se
   Spectral norm on every conv, as in the official code.
 - Discriminator: two paths. The big one reads the R image (3x3 conv, then residual "comp" down
   blocks to 8x8, or 4x4 for R = 32) with SLE from the feature 8x larger; the small one reads the
-  R/2 image (plain down blocks to the same size). Each ends in patch logits; both are used.
+  R/2 image (plain down blocks to the same size) at half the big path's width at each side, as
+  the official code (the small feature at side s has the official nfc[4s] channels, the big one
+  nfc[2s]). Each ends in patch logits; both are used. At R = 256 with the pair's 2 channels the
+  parameter count equals the official `Discriminator(ndf=64, nc=2, im_size=256)`: 11,524,640.
 - Self-supervised reconstruction: on real inputs three small decoders rebuild, from D features,
   the whole image (from the last big feature), the whole small image, and one random quadrant
-  (from the feature before last, cropped). The paper compares them with LPIPS, which needs a
-  pretrained VGG that cannot be downloaded here: an L1 reconstruction loss is used instead,
-  weighted by `recon_weight` (the thesis's "recreation weight").
+  (from the feature before last, cropped). The official code scores each with LPIPS (a
+  pretrained VGG) and *sums* the per-sample distances over the batch. LPIPS weights cannot be
+  downloaded here, so each reconstruction is scored by the per-sample mean absolute error (L1)
+  instead, summed over the batch like the reference, so the reconstruction term has the
+  reference's scale relative to the hinge loss (it grows with the batch, as there) — the
+  distance differs (L1 on [-1, 1] pairs, not LPIPS), the reduction does not. Weighted by
+  `recon_weight` (the thesis's "recreation weight"; 1 in the official code).
 - Losses (official): hinge with a random margin, D: relu(u - D(real)) + relu(u + D(fake)),
-  u ~ U(0.8, 1); G: -D(fake). DiffAugment (`diffaug.py`) on every D input, real and fake.
-  Optional R1 penalty (`r1_gamma` > 0; the thesis mentions a gradient penalty; off by default).
+  u ~ U(0.8, 1), averaged over the patch logits; G: -D(fake). DiffAugment (`diffaug.py`) on
+  every D input, real and fake; the official policy "color,translation" in the FastGAN configs
+  and `THESIS_DEFAULTS` (colour on the CT channel only). Optional R1 penalty (`r1_gamma` > 0;
+  the thesis mentions a gradient penalty; off by default).
 
 Thesis hyperparameters (Tables 4.12/4.13) as `THESIS_DEFAULTS`: Adam lr 2e-4 for G and D,
-betas (0.5, 0.99), batch 8 (a `TrainConfig` setting). The thesis mosaics were 1024 x 3680 RGB
-PNGs; here the input is the slice view of `synthct.slices` (mosaic layout available there).
+betas (0.5, 0.99), batch 8 (a `TrainConfig` setting); preset "thesis" (`synthct.presets`). The
+official code's settings differ only in beta2 = 0.999: preset "reference". The thesis mosaics
+were 1024 x 3680 RGB PNGs; here the input is the slice view of `synthct.slices` (mosaic layout
+available there).
 """
 
 from __future__ import annotations
@@ -45,7 +56,13 @@ from synthct.models.diffaug import (
 )
 from synthct.models.layers import trainable
 
-THESIS_DEFAULTS: dict = {"latent_dim": 256, "lr_g": 2e-4, "lr_d": 2e-4, "betas": (0.5, 0.99)}
+THESIS_DEFAULTS: dict = {
+    "latent_dim": 256,
+    "lr_g": 2e-4,
+    "lr_d": 2e-4,
+    "betas": (0.5, 0.99),
+    "diffaug": "color,translation",  # the official FastGAN policy
+}
 PAIR_CHANNELS = 2  # CT image, tumour mask
 NGF, NDF, NDEC = 64, 64, 32  # official base widths of G, D and the reconstruction decoders
 # channel multipliers by spatial size (official `nfc_multi`); D's feature at side s uses D_MULT[2s]
@@ -249,8 +266,11 @@ class FastGANDiscriminator(nn.Module):
     def __init__(self, resolution: int, width: float = 1.0):
         super().__init__()
 
-        def ch(s: int) -> int:
+        def ch(s: int) -> int:  # big path: the feature at side s has the official nfc[2s]
             return _ch(NDF, D_MULT[2 * s], width)
+
+        def ch_small(s: int) -> int:  # small path: official nfc[4s] (half the big path's width)
+            return _ch(NDF, D_MULT[4 * s], width)
 
         self.last = last = 8 if resolution >= 64 else 4
         self.decoder_side = min(DECODER_MAX, resolution // 2)
@@ -274,17 +294,17 @@ class FastGANDiscriminator(nn.Module):
             sn_conv(ch(last // 2), 1, 4, 1, 0, bias=False),
         )
         small: list[nn.Module] = [
-            sn_conv(PAIR_CHANNELS, ch(resolution // 4), 4, 2, 1, bias=False),
+            sn_conv(PAIR_CHANNELS, ch_small(resolution // 4), 4, 2, 1, bias=False),
             nn.LeakyReLU(0.2),
         ]
         side = resolution // 4
         while side > last:
-            small.append(DownBlock(ch(side), ch(side // 2)))
+            small.append(DownBlock(ch_small(side), ch_small(side // 2)))
             side //= 2
         self.from_small = nn.Sequential(*small)
-        self.rf_small = sn_conv(ch(last), 1, 4, 1, 0, bias=False)
+        self.rf_small = sn_conv(ch_small(last), 1, 4, 1, 0, bias=False)
         self.decoder_big = SimpleDecoder(ch(last), self.decoder_side, width)
-        self.decoder_small = SimpleDecoder(ch(last), self.decoder_side, width)
+        self.decoder_small = SimpleDecoder(ch_small(last), self.decoder_side, width)
         self.decoder_part = SimpleDecoder(ch(2 * last), self.decoder_side, width)
 
     def forward(
@@ -311,6 +331,12 @@ class FastGANDiscriminator(nn.Module):
             self.decoder_part(quadrant(feats[-2], part)),
         ]
         return logits, recs
+
+
+def recon_l1(rec: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Reconstruction loss of (B, C, H, W) pairs: mean |rec - target| per sample, summed over
+    the batch (the reduction of the official `percept(rec, target).sum()`)."""
+    return (rec - target).abs().mean(dim=(1, 2, 3)).sum()
 
 
 def _down(x: torch.Tensor, side: int) -> torch.Tensor:
@@ -347,7 +373,8 @@ class FastGAN(SliceGANSystem):
     ) -> dict[str, float]:
         """One D update (hinge + reconstruction [+ R1]) and one G update on real (B, 2, R, R).
 
-        Returns d_loss, g_loss, recon (the L1 reconstruction term), d_real, d_fake (mean logits).
+        Returns d_loss, g_loss, recon (the reconstruction term: per-sample L1 of the three
+        reconstructions, summed over the batch), d_real, d_fake (mean logits).
         """
         check_pair_batch(real, self.resolution)
         g = device_generator(ctx)
@@ -372,9 +399,7 @@ class FastGAN(SliceGANSystem):
             u_fake = torch.rand(logit_fake.shape, generator=g, device=ctx.device) * 0.2 + 0.8
             d = self.D.decoder_side
             targets = (_down(real_big, d), _down(real_small, d), _down(quadrant(real_big, part), d))
-            recon = sum(
-                F.l1_loss(r.float(), t.detach()) for r, t in zip(recs, targets, strict=True)
-            )
+            recon = sum(recon_l1(r.float(), t.detach()) for r, t in zip(recs, targets, strict=True))
             d_loss = F.relu(u_real - logit_real).mean() + F.relu(u_fake + logit_fake).mean()
             d_loss = d_loss + self.cfg.recon_weight * recon
             if self.r1_gamma > 0:

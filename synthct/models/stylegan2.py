@@ -13,8 +13,10 @@ cannot be loaded safely here; the structure follows the paper:
   outputs are upsampled and summed. Upsampling is bilinear before the conv instead of the
   paper's transposed conv with a [1,3,3,1] FIR filter (no custom ops; same receptive field).
 - Discriminator, "residual" architecture (the paper's choice): 1x1 fromRGB, residual down blocks
-  (two 3x3 convs, 2x2 average-pool downsampling, 1x1 skip, sum / sqrt 2) to 4x4, minibatch
-  standard deviation (group 4), 3x3 conv, two fully connected layers -> one logit.
+  (3x3 conv, then 3x3 conv with stride 2; 1x1 stride-2 skip; sum / sqrt 2) to 4x4, minibatch
+  standard deviation (group 4), 3x3 conv, two fully connected layers -> one logit. Every stride-2
+  conv is preceded by the [1,3,3,1] FIR blur (normalised outer product, zero padding as in the
+  port's `ConvLayer(downsample=True)`), so the downsampling is anti-aliased.
 - Equalised learning rate everywhere: weights stored N(0, 1), scaled by 1/sqrt(fan_in) at run time.
 - Losses: non-saturating logistic. Lazy R1 on real inputs every 16 D steps (gamma `r1_gamma`;
   default the StyleGAN2-ADA heuristic 0.0002 R^2 / batch 8), lazy path-length regularisation every
@@ -25,7 +27,12 @@ cannot be loaded safely here; the structure follows the paper:
 
 Thesis hyperparameters (Tables 4.14/4.15) as `THESIS_DEFAULTS`: Adam lr 1e-4 for G and D, betas
 (0, 0.99), batch 8; latent 512 (the size behind its Figure 5.8). Channels per resolution:
-min(16384 / res, 512) x `width` (StyleGAN2-ADA's 256 config).
+min(16384 / res, 512) x `width` (StyleGAN2-ADA's 256 config; the port's channel multiplier 1).
+Two named presets (`synthct.presets`, `model.preset`): "thesis" (configs/stylegan2-128.yaml) and
+"reference", the training defaults of rosinality/stylegan2-pytorch (lr 0.002, batch 16, R1 gamma
+10, EMA 0.99778; configs/stylegan2-128-reference.yaml) — the thesis learning rate is 20x lower.
+The discriminator equals the port's at channel multiplier 1 (2 input channels) when its weights
+are transplanted.
 """
 
 from __future__ import annotations
@@ -54,6 +61,7 @@ STYLE_MIXING = 0.9
 R1_EVERY, PL_EVERY = 16, 4
 PL_DECAY, PL_BATCH_SHRINK = 0.01, 2
 MBSTD_GROUP = 4
+BLUR_TAPS = (1, 3, 3, 1)  # FIR low-pass of D's downsampling (the paper's and the port's)
 SQRT2 = math.sqrt(2.0)
 
 
@@ -88,17 +96,47 @@ class EqualLinear(nn.Module):
         return lrelu(out) if self.act else out
 
 
-class EqualConv2d(nn.Module):
-    """Conv2d (stride 1, 'same' padding) with equalised learning rate."""
+def blur_kernel(taps: tuple[int, ...] = BLUR_TAPS) -> torch.Tensor:
+    """(k, k) separable low-pass filter: the outer product of `taps` normalised to sum 1."""
+    t = torch.tensor(taps, dtype=torch.float32)
+    k = torch.outer(t, t)
+    return k / k.sum()
 
-    def __init__(self, c_in: int, c_out: int, kernel: int, bias: bool = True):
+
+def blur(x: torch.Tensor, kernel: torch.Tensor, pad: tuple[int, int]) -> torch.Tensor:
+    """Zero-pad (B, C, H, W) by pad = (before, after) on both axes, then filter every channel
+    with the (k, k) `kernel` (symmetric, so correlation = convolution): H' = H + sum(pad) - k + 1."""
+    c = x.shape[1]
+    x = F.pad(x, (pad[0], pad[1], pad[0], pad[1]))
+    weight = kernel.to(x.dtype).expand(c, 1, *kernel.shape[-2:])
+    return F.conv2d(x, weight, groups=c)
+
+
+class EqualConv2d(nn.Module):
+    """Conv2d with equalised learning rate: stride 1 with 'same' padding, or with `down` the
+    port's filtered downsampling — pad, [1,3,3,1] blur, k x k conv with stride 2 (s -> s/2).
+
+    Anti-aliasing before the stride keeps D from seeing high frequencies folded into low ones:
+    of the energy between the new and the old Nyquist frequency, a 2x2 box average folds back
+    |cos(pi f)|^2 ~ 18 % on average, the blur |cos(pi f)|^6 ~ 2 %.
+    """
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, bias: bool = True, down: bool = False):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(c_out, c_in, kernel, kernel))
         self.bias = nn.Parameter(torch.zeros(c_out)) if bias else None
-        self.scale, self.padding = 1 / math.sqrt(c_in * kernel * kernel), kernel // 2
+        self.scale, self.down = 1 / math.sqrt(c_in * kernel * kernel), down
+        self.padding = 0 if down else kernel // 2
+        p = len(BLUR_TAPS) - 2 + kernel - 1  # the port's ConvLayer padding for factor 2
+        self.blur_pad = ((p + 1) // 2, p // 2)
+        # a constant, not state: kept out of the state dict (checkpoints hold parameters only)
+        self.register_buffer("blur_kernel", blur_kernel(), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.weight * self.scale, self.bias, padding=self.padding)
+        if self.down:
+            x = blur(x, self.blur_kernel, self.blur_pad)
+        stride = 2 if self.down else 1
+        return F.conv2d(x, self.weight * self.scale, self.bias, stride=stride, padding=self.padding)
 
 
 class ModulatedConv2d(nn.Module):
@@ -236,17 +274,19 @@ class StyleGAN2Generator(nn.Module):
 
 
 class DiscriminatorBlock(nn.Module):
-    """Residual down block (B, c_in, s, s) -> (B, c_out, s/2, s/2)."""
+    """Residual down block (B, c_in, s, s) -> (B, c_out, s/2, s/2): 3x3 conv, then a filtered
+    3x3 stride-2 conv; skip: filtered 1x1 stride-2 conv without bias; sum / sqrt 2 (the port's
+    `ResBlock`)."""
 
     def __init__(self, c_in: int, c_out: int):
         super().__init__()
         self.conv1 = EqualConv2d(c_in, c_in, 3)
-        self.conv2 = EqualConv2d(c_in, c_out, 3)
-        self.skip = EqualConv2d(c_in, c_out, 1, bias=False)
+        self.conv2 = EqualConv2d(c_in, c_out, 3, down=True)
+        self.skip = EqualConv2d(c_in, c_out, 1, bias=False, down=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = lrelu(F.avg_pool2d(self.conv2(lrelu(self.conv1(x))), 2))
-        return (y + self.skip(F.avg_pool2d(x, 2))) / SQRT2
+        y = lrelu(self.conv2(lrelu(self.conv1(x))))
+        return (y + self.skip(x)) / SQRT2
 
 
 def minibatch_stddev(x: torch.Tensor, group: int = MBSTD_GROUP) -> torch.Tensor:
