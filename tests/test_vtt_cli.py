@@ -91,10 +91,10 @@ def test_study_commands_end_to_end(workspace, monkeypatch):
 
     tokens = {}
     for name in ("Dr A", "Dr B"):
-        link = run(
-            "study", "invite", "pilot", "--name", name, "--base-url", "https://x.org"
-        ).strip()
+        out = run("study", "invite", "pilot", "--name", name, "--base-url", "https://x.org")
+        link = out.splitlines()[0].strip()  # the link alone on stdout's first line
         assert link.startswith("https://x.org/?token=")
+        assert "works in any browser until you revoke it" in out
         tokens[name] = parse_qs(urlparse(link).query)["token"][0]
 
     from db.session import database_url, make_engine, session_scope
