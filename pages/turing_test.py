@@ -50,13 +50,14 @@ if case is None:
     st.stop()
 
 st.progress(done / max(total, 1), text=f"Case {case.position} of {case.total}")
+left, right = st.columns([3, 2], gap="large")  # the score beside the picture: no scrolling
 # An integer width equal to the image's own: Streamlit then sends these exact bytes (a wider
 # target or "auto" could make it re-encode them, which would undo the padding).
-st.image(png, width=png_size(png)[0], output_format="PNG")
+left.image(png, width=png_size(png)[0], output_format="PNG")
 
 # Not cleared on submit: if saving fails, the rater's score and comment stay in the form. Each
 # case has its own form and widget keys, so the next case starts empty.
-with st.form(key=f"rate-{case.position}", clear_on_submit=False):
+with right.form(key=f"rate-{case.position}", clear_on_submit=False):
     score = st.select_slider(
         "0 = certainly real · 10 = certainly synthetic",
         options=[NOT_RATED, *range(11)],
@@ -68,18 +69,18 @@ with st.form(key=f"rate-{case.position}", clear_on_submit=False):
 
 if sent:
     if score == NOT_RATED:
-        st.warning("Please move the slider to a score from 0 to 10 first.")
+        right.warning("Please move the slider to a score from 0 to 10 first.")
     else:
         try:
             with session_scope(engine()) as s:
                 flow.submit(s, rater, case.public_id, score, comment)
         except StudyError as e:
-            st.error(str(e))
+            right.error(str(e))
         except Exception as e:  # noqa: BLE001 - a rater never sees a traceback
             ref = errors.report(e, "saving a rating failed")
-            st.error(
+            right.error(
                 f"Your answer could not be saved because of a problem on the server "
-                f"(reference {ref}). Your score and comment are still filled in above: press "
+                f"(reference {ref}). Your score and comment are still filled in: press "
                 f"**Send answer** to try again."
             )
         else:

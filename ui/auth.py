@@ -1,8 +1,10 @@
-"""Role resolution and page guards.
+"""Role resolution, page guards and the sign-in form.
 
 A visitor whose URL has `?token=…` is a rater *only* if the token is valid; the token is copied
 into the session and re-checked on every run (a revoked token stops working at once). Everyone
-else is a researcher, behind the password when one is configured. Every researcher page calls
+else is a researcher, behind the password when one is configured; without a password only a
+browser on this machine is (anyone else gets `local_only_page`). Wrong passwords pause sign-in
+(synthct.access back-off, kept in the database). Every researcher page calls
 `require_researcher()` first: Streamlit may run a script in pages/ directly on a freshly started
 server, before any session has called `st.navigation`, and the guard must hold even then.
 """
@@ -145,9 +147,10 @@ def login_page() -> None:
     from ui.state import engine
 
     st.title("synthct — sign in")
-    with st.form("login", clear_on_submit=True):  # the password never stays in the page
+    box = st.columns([2, 3])[0]  # a password field of a sensible width in the wide layout
+    with box.form("login", clear_on_submit=True):  # the password never stays in the page
         pw = st.text_input("Researcher password", type="password")
-        ok = st.form_submit_button("Sign in")
+        ok = st.form_submit_button("Sign in", type="primary")
     if not ok:
         return
     from db.session import session_scope
@@ -156,7 +159,7 @@ def login_page() -> None:
     with session_scope(engine()) as s:
         wait = sign_in_wait(s, key)
     if wait > 0:
-        st.error(_paused(wait))
+        box.error(_paused(wait))
         return
     stored = configured_password_hash(secrets_map()) or ""
     if isinstance(pw, str) and verify_password(pw, stored):
@@ -167,15 +170,13 @@ def login_page() -> None:
     with session_scope(engine()) as s:
         failed = record_failed_sign_in(s, key)
     if failed.wait_s > 0:
-        st.error("Wrong password. " + _paused(failed.wait_s))
+        box.error("Wrong password. " + _paused(failed.wait_s))
     else:
         tries = "1 more try" if failed.tries_left == 1 else f"{failed.tries_left} more tries"
-        st.error(f"Wrong password ({tries}, then signing in pauses for a while).")
+        box.error(f"Wrong password ({tries}, then signing in pauses for a while).")
 
 
 def _paused(wait: float) -> str:
-    seconds = max(1, math.ceil(wait))
     return (
-        f"Too many failed sign-in attempts: signing in is paused for {seconds} s "
-        f"(try again after that)."
+        f"Too many failed sign-in attempts: signing in is paused for {max(1, math.ceil(wait))} s."
     )
