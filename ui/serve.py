@@ -13,7 +13,7 @@ import sys
 
 from streamlit import config
 
-from synthct.access import configured_password_hash, exposure_refusal, is_loopback_address
+from synthct.access import configured_password_hash, exposure_refusal
 
 EXIT_REFUSED = 2
 
@@ -36,7 +36,3 @@ def refuse_unsafe_start() -> None:
     if reason:
         print(reason, file=sys.stderr, flush=True)
         sys.exit(EXIT_REFUSED)
-
-
-def serves_loopback_only() -> bool:
-    return is_loopback_address(configured_address())
