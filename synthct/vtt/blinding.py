@@ -88,6 +88,8 @@ def pad_png(png: bytes, length: int, nonce_bytes: bytes) -> bytes:
     data = nonce_bytes + bytes(data_len - NONCE_BYTES)
     crc = zlib.crc32(PAD_TYPE + data) & 0xFFFFFFFF
     chunk = struct.pack(">I", data_len) + PAD_TYPE + data + struct.pack(">I", crc)
+    # Right after IHDR, the nonce lies in the first 64 KiB, which Streamlit hashes into the media
+    # URL even for files over 1 MiB (it samples head, middle and tail of large files).
     ihdr_end = chunks[0][2]
     return png[:ihdr_end] + chunk + png[ihdr_end:]
 
