@@ -128,6 +128,18 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX ix_ratings_rater_id ON ratings (rater_id)",
         ),
     ),
+    Migration(
+        3,
+        "researcher sign-in back-off",
+        (
+            """CREATE TABLE sign_in_throttle (
+                scope VARCHAR(64) PRIMARY KEY,
+                failures INTEGER NOT NULL,
+                last_failure_at {ts} NOT NULL,
+                locked_until {ts} NOT NULL
+            )""",
+        ),
+    ),
 )
 
 _DIALECT_TYPES = {

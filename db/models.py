@@ -127,3 +127,19 @@ class Rating(Base):
     shown_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     answered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     duration_s: Mapped[float] = mapped_column(Float)
+
+
+# -- researcher sign-in back-off (design §9) ------------------------------------------------------
+class SignInThrottle(Base):
+    """Failed researcher sign-ins per scope ("global", or one browser session's random key).
+
+    Kept in the database, not in a session, so that every server process sharing the database
+    sees the same counts and a reload (a new session) does not reset the global back-off.
+    """
+
+    __tablename__ = "sign_in_throttle"
+
+    scope: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer)  # consecutive failures within the window
+    last_failure_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    locked_until: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -13,6 +13,7 @@ from db.session import session_scope  # noqa: E402
 from synthct.errors import SynthctError  # noqa: E402
 from ui import charts  # noqa: E402
 from ui import studies as ui_studies  # noqa: E402
+from ui.serve import password_configured  # noqa: E402
 from ui.state import engine, workspace  # noqa: E402
 
 ws = workspace()
@@ -89,6 +90,14 @@ with tab_raters:
     default_url = ui_studies.default_base_url(
         st.context.url, st.get_option("server.baseUrlPath") or ""
     )
+    if not password_configured():
+        st.warning(
+            "No researcher password is set: this app serves only this machine, so invite links "
+            "work only here, and anyone who reached it without a token would see every page. "
+            "Before inviting raters elsewhere, set a password (`synthct password-hash`) and "
+            "serve the app behind TLS (README, “Multi-site setup”).",
+            icon=":material/warning:",
+        )
     with st.form("invite"):
         c1, c2 = st.columns(2)
         rater_name = c1.text_input("Rater name", key="st-rater")
@@ -106,8 +115,10 @@ with tab_raters:
     shown = {r: link for (sname, r), link in links.items() if sname == study}
     if shown:
         st.caption(
-            "Invite links (copy them now: the token is stored only as a hash and cannot be "
-            "shown again after you leave this page)."
+            "Invite links: each is personal to its rater and works in any browser, any number "
+            "of times, until you revoke it; anyone holding it rates as that rater. Copy them "
+            "now: the token is stored only as a hash and cannot be shown again after you leave "
+            "this page."
         )
         for r, link in shown.items():
             st.markdown(f"**{r}**")

@@ -1,18 +1,22 @@
 """Visual Turing Test — the only page a rater ever sees.
 
-Shows one case at a time (PNG at a fixed width), a 0–10 slider that must be moved before the
+Shows one case at a time (PNG at its native width), a 0–10 slider that must be moved before the
 answer can be sent, an optional comment, progress, and a closing page. Order, timing and resume
-come from the database (synthct.vtt.flow); nothing here names a case, a file or a source.
+come from the database (synthct.vtt.flow); nothing here names a case, a file or a source. Every
+image has the same byte length and its own URL (synthct.vtt.blinding). A save that fails keeps
+the score and comment in the form and says so; sending again retries. Nobody here sees an error's
+details (ui/errors.py logs them with a reference).
 """
 
 import streamlit as st
 
 from db.session import session_scope
 from synthct.vtt import StudyError, flow
+from synthct.vtt.blinding import png_size
+from ui import errors
 from ui.state import engine, workspace
 
 NOT_RATED = "–"
-IMAGE_WIDTH = "content"  # every case PNG has the same size (one RenderParams per study)
 
 token = st.session_state.get("token") or st.query_params.get("token")
 with session_scope(engine()) as s:
@@ -22,6 +26,10 @@ if rater is None:
     st.stop()
 
 st.title("Visual Turing Test")
+st.caption(
+    ":material/key: This link is personal to you: it opens your own set of cases on any device "
+    "until the study organiser withdraws it. Please do not pass it on."
+)
 with st.expander("Instructions", expanded=False):
     st.markdown(
         "Each picture shows part of a head-and-neck CT scan with the tumour outlined. "
@@ -42,25 +50,38 @@ if case is None:
     st.stop()
 
 st.progress(done / max(total, 1), text=f"Case {case.position} of {case.total}")
-st.image(png, width=IMAGE_WIDTH, output_format="PNG")
+left, right = st.columns([3, 2], gap="large")  # the score beside the picture: no scrolling
+# An integer width equal to the image's own: Streamlit then sends these exact bytes (a wider
+# target or "auto" could make it re-encode them, which would undo the padding).
+left.image(png, width=png_size(png)[0], output_format="PNG")
 
-with st.form(key=f"rate-{case.position}", clear_on_submit=True):
+# Not cleared on submit: if saving fails, the rater's score and comment stay in the form. Each
+# case has its own form and widget keys, so the next case starts empty.
+with right.form(key=f"rate-{case.position}", clear_on_submit=False):
     score = st.select_slider(
         "0 = certainly real · 10 = certainly synthetic",
         options=[NOT_RATED, *range(11)],
         value=NOT_RATED,
+        key=f"score-{case.position}",
     )
-    comment = st.text_area("Comment (optional)", max_chars=2000)
+    comment = st.text_area("Comment (optional)", max_chars=2000, key=f"comment-{case.position}")
     sent = st.form_submit_button("Send answer", type="primary")
 
 if sent:
     if score == NOT_RATED:
-        st.warning("Please move the slider to a score from 0 to 10 first.")
+        right.warning("Please move the slider to a score from 0 to 10 first.")
     else:
         try:
             with session_scope(engine()) as s:
                 flow.submit(s, rater, case.public_id, score, comment)
         except StudyError as e:
-            st.error(str(e))
+            right.error(str(e))
+        except Exception as e:  # noqa: BLE001 - a rater never sees a traceback
+            ref = errors.report(e, "saving a rating failed")
+            right.error(
+                f"Your answer could not be saved because of a problem on the server "
+                f"(reference {ref}). Your score and comment are still filled in: press "
+                f"**Send answer** to try again."
+            )
         else:
             st.rerun()

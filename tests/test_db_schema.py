@@ -21,7 +21,7 @@ def _version(engine) -> int:
 
 
 def test_init_db_creates_schema_matching_models(db_engine):
-    assert _version(db_engine) == latest_version() == 2
+    assert _version(db_engine) == latest_version() == 3
     ins = inspect(db_engine)
     for table in Base.metadata.sorted_tables:
         cols = {c["name"]: c for c in ins.get_columns(table.name)}
@@ -36,10 +36,10 @@ def test_init_db_creates_schema_matching_models(db_engine):
 
 
 def test_init_db_is_idempotent(db_engine):
-    assert init_db(db_engine) == 2
+    assert init_db(db_engine) == 3
     with db_engine.connect() as conn:
         rows = conn.execute(text("SELECT version FROM schema_version ORDER BY version")).all()
-    assert [r[0] for r in rows] == [1, 2]
+    assert [r[0] for r in rows] == [1, 2, 3]
 
 
 def _job(now):
@@ -53,11 +53,26 @@ def test_upgrade_from_version_1_keeps_jobs(db_url):
     now = datetime.now(UTC)
     with session_scope(engine) as s:
         s.add(_job(now))
-    assert init_db(engine) == 2
+    assert init_db(engine) == 3
     assert inspect(engine).has_table("ratings")
     with session_scope(engine) as s:
         job = s.query(Job).one()
         assert job.args == ["train", "--steps", "1"] and job.kind == "train"
+    engine.dispose()
+
+
+def test_upgrade_from_version_2_keeps_studies_and_adds_the_sign_in_backoff(db_url):
+    from db.studies import list_studies
+
+    engine = make_engine(db_url)
+    assert upgrade(engine, target=2) == 2
+    assert not inspect(engine).has_table("sign_in_throttle")
+    with session_scope(engine) as s:
+        _seed_study(s)
+    assert init_db(engine) == 3
+    assert inspect(engine).has_table("sign_in_throttle")
+    with session_scope(engine) as s:
+        assert [st.name for st in list_studies(s)] == ["s"]
     engine.dispose()
 
 
@@ -67,7 +82,7 @@ def test_adopts_unversioned_database_created_by_create_all(db_url):
     Base.metadata.create_all(engine, tables=[Job.__table__])
     with session_scope(engine) as s:
         s.add(_job(datetime.now(UTC)))
-    assert init_db(engine) == 2
+    assert init_db(engine) == 3
     with session_scope(engine) as s:
         assert s.query(Job).count() == 1
     engine.dispose()
@@ -76,9 +91,13 @@ def test_adopts_unversioned_database_created_by_create_all(db_url):
 def test_adopts_unversioned_database_with_every_table(db_url):
     engine = make_engine(db_url)
     Base.metadata.create_all(engine)
-    assert init_db(engine) == 2
+    assert init_db(engine) == 3
     with engine.connect() as conn:
-        assert [r[0] for r in conn.execute(text("SELECT version FROM schema_version"))] == [1, 2]
+        assert [r[0] for r in conn.execute(text("SELECT version FROM schema_version"))] == [
+            1,
+            2,
+            3,
+        ]
     engine.dispose()
 
 
@@ -86,11 +105,11 @@ def test_failed_migration_rolls_back_completely(db_url):
     engine = make_engine(db_url)
     broken = (
         *MIGRATIONS,
-        Migration(3, "half-broken", ("CREATE TABLE extra (id INTEGER)", "CREATE TABLE oops (")),
+        Migration(4, "half-broken", ("CREATE TABLE extra (id INTEGER)", "CREATE TABLE oops (")),
     )
     with pytest.raises((OperationalError, ProgrammingError)):
         upgrade(engine, broken)
-    assert _version(engine) == 2
+    assert _version(engine) == 3
     assert not inspect(engine).has_table("extra")  # DDL rolled back with the failing statement
     engine.dispose()
 

@@ -91,10 +91,10 @@ def test_study_commands_end_to_end(workspace, monkeypatch):
 
     tokens = {}
     for name in ("Dr A", "Dr B"):
-        link = run(
-            "study", "invite", "pilot", "--name", name, "--base-url", "https://x.org"
-        ).strip()
+        out = run("study", "invite", "pilot", "--name", name, "--base-url", "https://x.org")
+        link = out.splitlines()[0].strip()  # the link alone on stdout's first line
         assert link.startswith("https://x.org/?token=")
+        assert "works in any browser until you revoke it" in out
         tokens[name] = parse_qs(urlparse(link).query)["token"][0]
 
     from db.session import database_url, make_engine, session_scope
@@ -162,3 +162,27 @@ def test_bench_vtt_small_run_loses_nothing(tmp_path):
     res = run_vtt_bench(tmp_path, raters=4, cases=6)
     assert res["rows"] == res["n"] == 24 and res["errors"] == 0
     assert 0 < res["median_ms"] <= res["p95_ms"] <= res["max_ms"]
+
+
+def test_invite_describes_the_link_and_warns_while_no_password_is_set(
+    workspace, tmp_path, monkeypatch
+):
+    from db.session import database_url, make_engine
+    from synthct.access import hash_password
+    from tests.app.helpers import make_study
+
+    engine = make_engine(database_url(workspace.database))
+    make_study(workspace, engine, name="pw", n=1, raters=())
+    engine.dispose()
+    monkeypatch.chdir(tmp_path)  # no .streamlit/secrets.toml here
+    monkeypatch.delenv("SYNTHCT_RESEARCHER_PASSWORD_HASH", raising=False)
+    res = CliRunner().invoke(app, ["study", "invite", "pw", "--name", "Dr A"])
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert lines[0].startswith("http://localhost:8501/?token=")
+    assert "personal link for 'Dr A'" in res.output and "one-time" not in res.output
+    assert any(ln.startswith("warning: no researcher password is set") for ln in lines)
+    monkeypatch.setenv("SYNTHCT_RESEARCHER_PASSWORD_HASH", hash_password("a long passphrase"))
+    res = CliRunner().invoke(app, ["study", "invite", "pw", "--name", "Dr B"])
+    assert res.exit_code == 0, res.output
+    assert "warning" not in res.output

@@ -268,9 +268,9 @@ def test_blinding_nothing_reveals_the_source(db_engine, workspace, monkeypatch):
         rater = rater_for_token(s, token)
         case = next_case(s, rater)
         assert set(PublicCase.__dataclass_fields__) == {"public_id", "position", "total"}
-        for pid in truth:
-            png = _png_chunks(case_image(s, workspace, rater, pid) if pid == case.public_id else (
-                study_dir(workspace, "s1") / "cases" / f"{pid}.png").read_bytes())  # fmt: skip
+        assert case.public_id in truth
+        for pid in truth:  # every image this rater's browser can receive
+            png = _png_chunks(case_image(s, workspace, rater, pid))
             sizes.setdefault(truth[pid], set()).add(png)
     for c in manifest["cases"]:  # nothing identifying inside the bytes either
         data = (study_dir(workspace, "s1") / "cases" / f"{c['public_id']}.png").read_bytes()

@@ -8,14 +8,19 @@ import typer
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     @app.command("password-hash")
     def password_hash() -> None:
-        """Read a researcher password (hidden prompt) and print its scrypt hash.
+        """Read a researcher password (hidden prompt, at least 12 characters) and print its
+        scrypt hash.
 
         Put the hash in $SYNTHCT_RESEARCHER_PASSWORD_HASH or in .streamlit/secrets.toml as
         `researcher_password_hash = "…"`; the password itself is never stored.
         """
-        from synthct.access import hash_password
+        from synthct.access import MIN_PASSWORD_LENGTH, hash_password
+        from synthct.errors import ConfigError
 
         pw = typer.prompt("Researcher password", hide_input=True, confirmation_prompt=True)
-        if not pw:
-            raise typer.BadParameter("the password must not be empty")
+        if len(pw) < MIN_PASSWORD_LENGTH:
+            raise ConfigError(
+                f"the password has {len(pw)} characters; at least {MIN_PASSWORD_LENGTH} are "
+                "needed (a passphrase of a few words is easiest)"
+            )
         typer.echo(hash_password(pw))

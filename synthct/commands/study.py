@@ -92,13 +92,30 @@ def invite_cmd(
     base_url: Annotated[str, typer.Option(help="Address of the app.")] = "http://localhost:8501",
     ws_path: WorkspaceOpt = None,
 ) -> None:
-    """Invite a rater: prints a link with an unguessable token (shown only this once)."""
+    """Invite a rater: prints their personal link (an unguessable token, shown only this once).
+
+    The link works in any browser, any number of times, until `synthct study revoke`.
+    """
     from db.session import session_scope
+    from synthct.access import password_configured_outside_app
     from synthct.vtt.flow import invite
 
     with session_scope(_engine(workspace(ws_path))) as s:
         inv = invite(s, study, name, base_url=base_url)
     typer.echo(inv.link)
+    typer.echo(
+        f"personal link for {inv.name!r}: it works in any browser until you revoke it "
+        f"(`synthct study revoke {study} --name …`); anyone holding it rates as {inv.name!r}",
+        err=True,
+    )
+    if not password_configured_outside_app():
+        typer.echo(
+            "warning: no researcher password is set ($SYNTHCT_RESEARCHER_PASSWORD_HASH or "
+            ".streamlit/secrets.toml): the app serves only its own machine, so this link works "
+            "only there; to invite raters elsewhere set one (`synthct password-hash`) and serve "
+            "behind TLS (README, 'Multi-site setup')",
+            err=True,
+        )
 
 
 @study_app.command("revoke")

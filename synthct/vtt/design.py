@@ -16,6 +16,7 @@ set's size and the set's NIfTI pairs (contract 5), so both arrive on the same gr
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -300,6 +301,33 @@ def read_case_png(ws: Workspace, study_name: str, public_id: str, expected_sha25
             f"study {study_name!r}: case image {path} was changed after sealing"
         )
     return data
+
+
+def padded_length(
+    ws: Workspace, study_name: str, manifest_sha256: str, public_ids: tuple[str, ...]
+) -> int:
+    """The byte length every image of the study is padded to (synthct.vtt.blinding).
+
+    From the sizes of the sealed case PNGs, so it also holds for studies sealed before padding
+    existed; cached per sealed manifest (case files never change after sealing).
+    """
+    return _padded_length(str(study_dir(ws, study_name) / CASES_DIR), manifest_sha256, public_ids)
+
+
+@functools.lru_cache(maxsize=32)
+def _padded_length(cases_dir: str, manifest_sha256: str, public_ids: tuple[str, ...]) -> int:
+    from synthct.vtt.blinding import study_length
+
+    sizes = []
+    for pid in public_ids:
+        path = Path(cases_dir) / f"{check_name(pid, 'case id')}.png"
+        try:
+            sizes.append(path.stat().st_size)
+        except FileNotFoundError:
+            raise TamperedStudyError(f"case image {path} is missing") from None
+    if not sizes:
+        raise StudyError(f"study folder {cases_dir} lists no cases")
+    return study_length(sizes)
 
 
 # -- workspace wrapper (CLI) --------------------------------------------------------------------

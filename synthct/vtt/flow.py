@@ -221,10 +221,17 @@ def next_case(session: Session, rater: Any) -> PublicCase | None:
 
 
 def case_image(session: Session, ws: Workspace, rater: Any, public_id: str) -> bytes:
-    """PNG bytes of a case assigned to this rater (checked against the sealed hash)."""
+    """The PNG bytes a rater receives for a case assigned to them.
+
+    The sealed case PNG (checked against its sealed hash) padded to the study's one byte length,
+    with a nonce for this (rater, case slot): see synthct.vtt.blinding. Every image of a study
+    has the same length and each slot its own bytes, so neither the size nor Streamlit's
+    content-hash URL says anything about the case.
+    """
     from db.ratings import assignment_for
-    from db.studies import get_study_by_id
-    from synthct.vtt.design import load_manifest, read_case_png
+    from db.studies import get_study_by_id, study_cases
+    from synthct.vtt.blinding import nonce, pad_png
+    from synthct.vtt.design import load_manifest, padded_length, read_case_png
 
     row = _active(session, rater)
     found = assignment_for(session, row.id, str(public_id))
@@ -232,7 +239,11 @@ def case_image(session: Session, ws: Workspace, rater: Any, public_id: str) -> b
         raise StudyError(f"case {public_id!r} is not part of this rater's study")
     study = get_study_by_id(session, row.study_id)
     load_manifest(ws, study)  # refuses a tampered manifest
-    return read_case_png(ws, study.name, found[1].public_id, found[1].png_sha256)
+    case = found[1]
+    png = read_case_png(ws, study.name, case.public_id, case.png_sha256)
+    ids = tuple(sorted(c.public_id for c in study_cases(session, study.id)))
+    length = padded_length(ws, study.name, study.manifest_sha256, ids)
+    return pad_png(png, length, nonce(row.token_hash.encode("ascii"), case.public_id))
 
 
 def validate_score(score: Any) -> int:

@@ -23,13 +23,13 @@ def test_password_gate(workspace, monkeypatch):
     from synthct.workspace import atomic_write_json
 
     atomic_write_json(workspace.case_index, {"cases": []})  # no demo build behind the gate
-    monkeypatch.setenv("SYNTHCT_RESEARCHER_PASSWORD_HASH", hash_password("open sesame"))
+    monkeypatch.setenv("SYNTHCT_RESEARCHER_PASSWORD_HASH", hash_password("open sesame, please"))
     at = AppTest.from_file(APP, default_timeout=60).run()
     assert at.title[0].value == "synthct — sign in"
     at.text_input[0].input("wrong")
     at.button[0].click().run()
     assert "Wrong password" in at.error[0].value
-    at.text_input[0].input("open sesame")
+    at.text_input[0].input("open sesame, please")
     at.button[0].click().run()
     assert at.title[0].value == "Browse"
 
@@ -49,9 +49,9 @@ def test_open_access_is_announced_and_password_removes_the_note(workspace, monke
     atomic_write_json(workspace.case_index, {"cases": []})
     at = AppTest.from_file(APP, default_timeout=60).run()
     assert any("Open access" in c.value for c in at.caption)
-    monkeypatch.setenv("SYNTHCT_RESEARCHER_PASSWORD_HASH", hash_password("pw"))
+    monkeypatch.setenv("SYNTHCT_RESEARCHER_PASSWORD_HASH", hash_password("pw for the lab"))
     at = AppTest.from_file(APP, default_timeout=60).run()
-    at.text_input[0].input("pw")
+    at.text_input[0].input("pw for the lab")
     at.button[0].click().run()
     assert at.title[0].value == "Browse"
     assert not any("Open access" in c.value for c in at.caption)

@@ -59,29 +59,37 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_streamlit(ws, port: int, password_hash: str | None, address: str | None, env_extra=None):
+    """`streamlit run streamlit_app.py` as a newcomer types it, plus a port (and an address);
+    returns (process, log path, open log file). STREAMLIT_* variables come only from
+    `env_extra`."""
+    env = dict(os.environ, SYNTHCT_WORKSPACE=str(ws.root), OMP_NUM_THREADS="1")
+    for var in ("SYNTHCT_DATABASE_URL", "SYNTHCT_RESEARCHER_PASSWORD_HASH"):
+        env.pop(var, None)
+    env = {k: v for k, v in env.items() if not k.startswith("STREAMLIT_")}
+    if password_hash:
+        env["SYNTHCT_RESEARCHER_PASSWORD_HASH"] = password_hash
+    env.update(env_extra or {})
+    log = ARTIFACTS / f"server-{port}.log"
+    ARTIFACTS.mkdir(exist_ok=True)
+    log_file = open(log, "wb")  # noqa: SIM115 - closed by the caller
+    args = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", f"--server.port={port}"]
+    if address is not None:
+        args.append(f"--server.address={address}")
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+    return proc, log, log_file
+
+
 class Server:
     """`streamlit run streamlit_app.py` on a free port; `url` is its root."""
 
-    def __init__(self, ws, password_hash: str | None = None) -> None:
+    def __init__(
+        self, ws, password_hash: str | None = None, address: str | None = "127.0.0.1"
+    ) -> None:
+        """address: passed as --server.address; None leaves it to .streamlit/config.toml."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = dict(os.environ, SYNTHCT_WORKSPACE=str(ws.root), OMP_NUM_THREADS="1")
-        env.pop("SYNTHCT_DATABASE_URL", None)
-        env.pop("SYNTHCT_RESEARCHER_PASSWORD_HASH", None)
-        if password_hash:
-            env["SYNTHCT_RESEARCHER_PASSWORD_HASH"] = password_hash
-        self.log = ARTIFACTS / f"server-{self.port}.log"
-        ARTIFACTS.mkdir(exist_ok=True)
-        self._log = open(self.log, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [
-                sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
-                f"--server.port={self.port}", "--server.address=127.0.0.1",
-                "--server.headless=true", "--browser.gatherUsageStats=false",
-                "--server.fileWatcherType=none", "--server.runOnSave=false",
-            ],
-            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        self.proc, self.log, self._log = start_streamlit(ws, self.port, password_hash, address)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -37,6 +37,7 @@ def _check_stranger(page, url: str) -> None:
     wait_idle(page)
     seen = _wait_text(page, "synthct — sign in", "This page is not available.")
     if seen == "synthct — sign in":
+        page.get_by_label("Researcher password").wait_for()  # the form renders after the title
         assert page.get_by_label("Researcher password").count() == 1
         assert page.locator('[data-testid="stSidebarNav"]').count() == 0
     else:
@@ -65,7 +66,7 @@ def _check_rater(page, url: str) -> None:
 def test_fresh_server_first_request_to_a_researcher_page(demo, page, first):
     ws, links = demo
     token = list(links.values())[-1].split("token=", 1)[1]
-    server = Server(ws, password_hash=hash_password("e2e secret"))
+    server = Server(ws, password_hash=hash_password("e2e secret phrase"))
     try:
         if first == "stranger":
             _check_stranger(page, f"{server.url}/dashboard")
