@@ -50,7 +50,7 @@ def ingest(
     """
     from synthct.datasets import REJECTED, ingest_report
 
-    ws = _workspace(workspace)
+    ws = _workspace(workspace, create=True)
     result = ingest_report(
         src, ws, test_fraction=test_fraction, val_fraction=val_fraction, seed=seed, progress=True
     )
