@@ -446,7 +446,10 @@ def test_first_interrupt_stops_at_a_step_boundary_second_stops_at_once(workspace
 
     cfg = tiny_cfg(checkpoint_every=100)
     with pytest.raises(Cancelled, match=r"stopped at step 3/6 .*step-00000003\.pt"):
-        train(cfg, workspace, "cnc", progress=interrupt_at(3, 1), system_factory=tiny_factory())
+        try:
+            train(cfg, workspace, "cnc", progress=interrupt_at(3, 1), system_factory=tiny_factory())
+        except KeyboardInterrupt:
+            pytest.fail("the first interrupt stopped training at once, without a checkpoint")
     run_dir = workspace.run_dir("cnc")
     assert [s for s, _ in list_checkpoints(run_dir)] == [3]
     assert json.loads((run_dir / "status.json").read_text())["state"] == "cancelled"
