@@ -152,8 +152,9 @@ def train(
         log.status("running", done)
         return path
 
+    stop = StopRequest()
     try:
-        with StopRequest() as stop:
+        with stop:
             if start == 0 and rank == 0:
                 log.snapshot(0, probe.snapshot(system, ema))
             for step in range(start, cfg.steps):
@@ -191,10 +192,14 @@ def train(
                 bar.set_postfix({k: f"{v:.3g}" for k, v in list(losses.items())[:4]})
     except Cancelled:
         raise  # recorded as "cancelled" with its checkpoint; not a failure
-    except (Terminated, KeyboardInterrupt) as e:  # a second stop request: stop at once
+    except (Terminated, KeyboardInterrupt) as e:
         if rank == 0:
-            kept = f"checkpoint step {saved}" if saved else "no checkpoint"
-            log.status("cancelled", log.last_step, f"stopped at once ({type(e).__name__}); {kept}")
+            if stop.requested is not None:  # a second stop request: stopped at once, on purpose
+                kept = f"checkpoint step {saved}" if saved else "no checkpoint"
+                why = f"stopped at once ({type(e).__name__}); {kept}"
+                log.status("cancelled", log.last_step, why)
+            else:
+                log.status("failed", log.last_step, f"{type(e).__name__}: {e}")
         raise
     except BaseException as e:
         if rank == 0:
