@@ -1,9 +1,13 @@
 """Repository functions for the `jobs` table (background processes). Session passed in.
 
-Status life cycle: queued -> running -> done | failed | cancelled (queued -> cancelled too). Every
-transition out of `running` is conditional on the row still being `running`, so a late writer
-(a child finishing just after a cancel, a reconcile racing a normal exit) never overwrites the
-first terminal status. `claim_job` is the one place a job starts: a single conditional UPDATE
+Status life cycle: queued -> running -> done | failed | cancelled (queued -> cancelled too), and
+running -> cancelling -> cancelled | done while a cancelled job stops at its next safe point (a
+training job writes its checkpoint first). Every transition out of `running`/`cancelling` is
+conditional on the row's current status, so a late writer (a child finishing just after a
+cancel, a reconcile racing a normal exit) never overwrites the first terminal status. A
+`cancelling` job still holds its device (it is still running).
+
+`claim_job` is the one place a job starts: a single conditional UPDATE
 that also checks the device's capacity, so two schedulers can never start two jobs past the limit
 (PostgreSQL: the device's rows are locked first with SELECT … FOR UPDATE; SQLite serialises
 writers, so the single statement is already atomic).
@@ -19,8 +23,9 @@ from sqlalchemy.orm import Session, aliased
 
 from db.models import Job
 
-STATUSES = ("queued", "running", "done", "failed", "cancelled")
+STATUSES = ("queued", "running", "cancelling", "done", "failed", "cancelled")
 TERMINAL = ("done", "failed", "cancelled")
+ACTIVE = ("running", "cancelling")  # a process exists (or is starting) and holds its device
 
 
 def _now() -> datetime:
@@ -68,7 +73,19 @@ def queued_jobs(session: Session) -> list[Job]:
 
 
 def running_jobs(session: Session) -> list[Job]:
-    return list(session.scalars(select(Job).where(Job.status == "running").order_by(Job.id)))
+    """Jobs whose process runs: `running` and `cancelling` (stopping), oldest first."""
+    return list(session.scalars(select(Job).where(Job.status.in_(ACTIVE)).order_by(Job.id)))
+
+
+def request_cancel(session: Session, job_id: int) -> bool:
+    """Move a running job to `cancelling` (its process is being asked to stop); True if moved."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == "running")
+        .values(status="cancelling", message="cancelling: stopping at the next safe point")
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
 
 
 def set_log_path(session: Session, job_id: int, log_path: str) -> None:
@@ -85,7 +102,7 @@ def claim_job(session: Session, job_id: int, device: str, limit: int) -> bool:
         # statement and so sees whatever the previous lock holder committed.
         session.execute(
             select(Job.id)
-            .where(Job.device == device, Job.status.in_(("queued", "running")))
+            .where(Job.device == device, Job.status.in_(("queued", *ACTIVE)))
             .order_by(Job.id)
             .with_for_update()
         ).all()
@@ -93,7 +110,7 @@ def claim_job(session: Session, job_id: int, device: str, limit: int) -> bool:
     running = (
         select(func.count())
         .select_from(other)
-        .where(other.device == device, other.status == "running")
+        .where(other.device == device, other.status.in_(ACTIVE))
         .scalar_subquery()
     )
     result = session.execute(
@@ -117,6 +134,7 @@ def set_pid(session: Session, job_id: int, pid: int) -> bool:
 
 
 def set_progress(session: Session, job_id: int, progress: float, message: str) -> bool:
+    """Progress of a running job (a `cancelling` job keeps its "cancelling" message)."""
     result = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.status == "running")

@@ -219,9 +219,11 @@ with tab_results:
         st.subheader("Intra-rater consistency (duplicates)")
         st.dataframe(stats["intra_rater"], hide_index=True)
 
+    from synthct.csvsafe import to_csv_text  # no cell a spreadsheet would run as a formula
+
     st.download_button(
         "Download ratings (CSV)",
-        export.to_csv(index=False).encode(),
+        to_csv_text(export).encode(),
         file_name=f"{study}-ratings.csv",
         mime="text/csv",
         key="st-export",

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import signal
 import sys
+from typing import NoReturn
 
 import typer
 
-from synthct.errors import SynthctError
+from synthct.errors import Cancelled, SynthctError, environment_error_message
 
 app = typer.Typer(
     name="synthct",
@@ -47,22 +49,61 @@ def _register_commands() -> None:
 _register_commands()
 
 
-def main() -> None:
-    """Console entry point: user errors become one line on stderr and exit status 2."""
+def _fail(message: str, code: int) -> NoReturn:
+    from synthct.redact import redact
+
+    typer.echo(redact(message), err=True)
+    sys.exit(code)
+
+
+def _database_error_message(e: BaseException) -> str | None:
+    """One line for a database that cannot be reached or named (no traceback, no password)."""
+    if not type(e).__module__.startswith("sqlalchemy"):
+        return None
+    from sqlalchemy.exc import ArgumentError, OperationalError
+
+    from db.session import database_url
+    from synthct.redact import redact_url
+
+    if isinstance(e, OperationalError):
+        reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
+        return f"database {redact_url(database_url())} cannot be used: {reason}"
+    if isinstance(e, ArgumentError):
+        return f"database URL is not valid ({e}); check $SYNTHCT_DATABASE_URL"
+    return None
+
+
+def main(args: list[str] | None = None) -> None:
+    """Console entry point. Exit status: 0 done; 2 a usage or user error (one line, or Typer's
+    short usage message; `synthct` or a command group alone prints its help); 130 interrupted
+    or cancelled; 143 terminated (SIGTERM; partial outputs are removed first). Nothing a user can trigger prints a traceback, and no output holds a secret.
+    """
+    from synthct.stopping import Terminated, raise_terminated
+
+    signal.signal(signal.SIGTERM, raise_terminated)  # unwind: partial outputs are removed
     try:
-        app(standalone_mode=False)
+        code = app(args=args, prog_name="synthct", standalone_mode=False)
     except SynthctError as e:
-        typer.echo(f"error: {e}", err=True)
-        sys.exit(2)
+        _fail(f"error: {e}", 2)
+    except Cancelled as e:
+        _fail(f"cancelled: {e}", 130)
+    except typer.TyperException as e:  # Typer's own (vendored click) usage errors
+        show = getattr(e, "show", None)
+        if callable(show):
+            show()
+        else:
+            typer.echo(f"Error: {e.format_message()}", err=True)
+        sys.exit(getattr(e, "exit_code", 2))
     except typer.Exit as e:
         sys.exit(e.exit_code)
-    except typer.Abort:
-        typer.echo("aborted", err=True)
-        sys.exit(130)
-    except Exception as e:  # click usage errors
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        raise
+    except (typer.Abort, KeyboardInterrupt):
+        _fail("aborted", 130)
+    except Terminated:
+        _fail("terminated", 143)
+    except Exception as e:  # a full disk, a permission or database problem is one line;
+        message = environment_error_message(e) or _database_error_message(e)  # a defect is not
+        if message is None:
+            raise
+        _fail(f"error: {message}", 2)
+    # standalone_mode=False returns the status of a `raise typer.Exit(n)` (or Ctrl-C: 130)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -24,6 +24,12 @@ of view) and whose slice thickness is the packed grid's. A model trained on thes
 cut back into its (tile, tile, rows * cols) volume with `synthct.slices.unmosaic` (the grid is
 recorded in the datacard). Seeds, empty-mask policies and atomicity are those of the 3D sets.
 
+Memory does not grow with the number of cases: case indices are drawn as they are needed
+(redraws first, so at most a few batches of cases are ever pending), finished cases go to a
+temporary list on disk in case order, and the datacard is written from it as a stream. A set
+of 10^6 cases has a datacard of ~150 MB on disk; `write_set` returns the card without its
+per-case lists (`cases`, `seeds`), which only the file holds.
+
 The sampling loop is hand-written because it is specific to this product: per-case seeds,
 out-of-memory batch halving and a bounded thread pool for gzip-compressed NIfTI writing (zlib
 releases the GIL, so a few threads overlap compression with sampling).
@@ -34,9 +40,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import warnings
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -47,7 +55,14 @@ import numpy as np
 
 from synthct.errors import ConfigError, SynthctError, WorkspaceError
 from synthct.io import Volume, load_volume, save_png, save_volume, spacing_affine
-from synthct.workspace import Workspace, atomic_dir, atomic_write_json, check_name, read_json
+from synthct.workspace import (
+    Workspace,
+    atomic_dir,
+    atomic_write,
+    atomic_write_json,
+    check_name,
+    read_json,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -310,12 +325,15 @@ def write_set(
     progress: Progress | None = None,
     mosaic_grid: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
-    """Sample `options.n` pairs from `system` into `out_dir` (atomically); returns the datacard.
+    """Sample `options.n` pairs from `system` into `out_dir` (atomically); returns the datacard
+    without its per-case lists (`cases`, `seeds`: in datacard.json only, see the module notes).
 
     `spacing` (mm, x y z) is the voxel size of the written volumes (3D: the packed grid's image
     half; 2D: `slice_spacing` of it); it goes into every affine. 2D systems write (R, R, 1)
-    pairs, or with `mosaic_grid` (rows, cols) the mosaic's (R/rows, R/cols, rows*cols) volume. `provenance` holds the run-level datacard fields (run, checkpoint, run_config,
+    pairs, or with `mosaic_grid` (rows, cols) the mosaic's (R/rows, R/cols, rows*cols) volume.
+    `provenance` holds the run-level datacard fields (run, checkpoint, run_config,
     training_cases, …). A CUDA out-of-memory error halves the batch (down to 1) and retries.
+    Memory stays flat in `options.n`.
     """
     import torch
 
@@ -337,9 +355,6 @@ def write_set(
     width = max(4, len(str(options.n)))
     system.eval()
 
-    # Work items: (case index, attempt). Resampling appends redraws of the same case index.
-    queue: list[tuple[int, int]] = [(i, 0) for i in range(options.n)]
-    final: dict[int, dict[str, Any]] = {}
     counts = {
         "requested": options.n,
         "written": 0,
@@ -362,6 +377,8 @@ def write_set(
         workers = max(1, options.write_workers)
         pool = ThreadPoolExecutor(max_workers=workers)
         pending: set[Future] = set()
+        work = _CaseQueue(options.n)
+        ordered = _OrderedRecords(tmp / _RECORDS)
 
         def drain(limit: int) -> None:
             while len(pending) > limit:
@@ -371,8 +388,7 @@ def write_set(
                     f.result()  # re-raise a write error here, inside atomic_dir
 
         try:
-            while queue:
-                items = queue[:batch]
+            while items := work.take(batch):
                 seeds = [case_seed(options.seed, i, a) for i, a in items]
                 centres = [_centre_for(s, n_centres, centre_index) for s in seeds]
                 try:
@@ -392,9 +408,9 @@ def write_set(
                             "free the GPU or use --device cpu"
                         ) from None
                     batch = max(1, batch // 2)
+                    work.put_back(items)
                     warnings.warn(f"out of memory: retrying with batch size {batch}", stacklevel=2)
                     continue
-                del queue[: len(items)]
                 for k, (i, attempt) in enumerate(items):
                     mask, removed = postprocess_mask(masks[k], options.mask_postprocess)
                     counts["components_removed"] += removed
@@ -403,38 +419,40 @@ def write_set(
                     if empty and options.empty_masks == "resample":
                         if attempt < options.max_redraws:
                             counts["redraws"] += 1
-                            queue.append((i, attempt + 1))
+                            work.redraw(i, attempt + 1)
                             continue
                         counts["resample_exhausted"] += 1
                     if empty and options.empty_masks == "drop":
                         counts["dropped"] += 1
+                        ordered.add(i, None)
                         continue
                     counts["empty_masks_kept"] += int(empty)
                     name = f"SYN-{i + 1:0{width}d}"
                     image = to_hu_int16(images[k], data_cfg.hu_window)
-                    final[i] = {
-                        "index": i,
-                        "seed": seeds[k],
-                        "redraws": attempt,
-                        "centre": centres[k],
-                        "mask_voxels": int(np.count_nonzero(mask)),
-                        "_name": name,
-                    }
+                    ordered.add(
+                        i,
+                        {
+                            "index": i,
+                            "seed": seeds[k],
+                            "redraws": attempt,
+                            "centre": centres[k],
+                            "mask_voxels": int(np.count_nonzero(mask)),
+                            "_name": name,
+                        },
+                    )
                     pending.add(
                         pool.submit(_write_pair, tmp, name, image, mask, affine, png_window)
                     )
                     drain(2 * workers + batch)
-                done_cases = len(final) + counts["dropped"]
                 report(
-                    min(1.0, done_cases / options.n) * 0.98,
-                    f"{done_cases}/{options.n} pairs sampled",
+                    min(1.0, ordered.finished / options.n) * 0.98,
+                    f"{ordered.finished}/{options.n} pairs sampled",
                 )
             drain(0)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+            ordered.close()
 
-        cases = _renumber(tmp, [final[i] for i in sorted(final)], width, png)
-        counts["written"] = len(cases)
         shape = [int(data_cfg.size), int(data_cfg.size), int(data_cfg.size) // 2]
         view: dict[str, Any] = {}
         if slices:
@@ -451,7 +469,8 @@ def write_set(
                 "layout": "slices" if mosaic_grid is None else "mosaic",
                 "grid": None if mosaic_grid is None else [int(v) for v in mosaic_grid],
             }
-        card = {
+        counts["written"] = ordered.written
+        head = {
             "name": out_dir.name,
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "synthct_version": _version(),
@@ -463,9 +482,9 @@ def write_set(
                 **(provenance or {}).get("model", {}),
                 **view,
             },
-            "seeds": [c["seed"] for c in cases],
+        }
+        tail = {
             "base_seed": options.seed,
-            "cases": cases,
             "counts": counts,
             "postprocess": {
                 "mask": options.mask_postprocess,
@@ -484,9 +503,101 @@ def write_set(
             "shape": shape,
             "metrics": {},
         }
-        atomic_write_json(tmp / DATACARD, card)
+        records = tmp / _RECORDS
+        _renumber(tmp, records, width, png)
+        _write_datacard(tmp / DATACARD, head, records, tail)
+        records.unlink()
     report(1.0, f"{counts['written']} pairs written to {out_dir}")
-    return card
+    return {**head, **tail}
+
+
+# -- bounded bookkeeping of a set being written ---------------------------------------------------
+_RECORDS = ".cases.jsonl"  # finished cases in index order, while the set is written
+
+
+class _CaseQueue:
+    """Work items (case index, attempt), produced on demand: cases put back after an
+    out-of-memory retry, then redraws, then fresh indices. Redraws come before fresh cases, so
+    the items held never exceed a few batches, whatever n is."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.next_index = n, 0
+        self.waiting: deque[tuple[int, int]] = deque()
+
+    def take(self, k: int) -> list[tuple[int, int]]:
+        items = []
+        while self.waiting and len(items) < k:
+            items.append(self.waiting.popleft())
+        while self.next_index < self.n and len(items) < k:
+            items.append((self.next_index, 0))
+            self.next_index += 1
+        return items
+
+    def put_back(self, items: list[tuple[int, int]]) -> None:
+        self.waiting.extendleft(reversed(items))
+
+    def redraw(self, index: int, attempt: int) -> None:
+        self.waiting.append((index, attempt))
+
+
+class _OrderedRecords:
+    """Finished cases appended to a JSON-lines file in case-index order. Cases finish slightly
+    out of order (a redraw finishes after later cases), so those ahead of the next expected
+    index wait here — at most a few batches' worth of small dicts. `None` marks a dropped case.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.file = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed by close()
+        self.waiting: dict[int, dict[str, Any] | None] = {}
+        self.next, self.finished, self.written = 0, 0, 0
+
+    def add(self, index: int, record: dict[str, Any] | None) -> None:
+        self.waiting[index] = record
+        self.finished += 1
+        while self.next in self.waiting:
+            rec = self.waiting.pop(self.next)
+            if rec is not None:
+                self.file.write(json.dumps(rec) + "\n")
+                self.written += 1
+            self.next += 1
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _iter_records(path: Path) -> Iterator[dict[str, Any]]:
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            yield json.loads(line)
+
+
+def _write_datacard(path: Path, head: dict[str, Any], records: Path, tail: dict[str, Any]) -> None:
+    """datacard.json as `json.dumps(card, indent=2)` would write it, with the per-case lists
+    (`seeds`, `cases`) streamed from `records` rather than built in memory."""
+
+    def field(key: str, value: Any) -> str:
+        body = json.dumps(value, indent=2, default=str).replace("\n", "\n  ")
+        return f"  {json.dumps(key)}: {body}"
+
+    def streamed(f, key: str, items: Iterator[Any]) -> None:
+        f.write(f"  {json.dumps(key)}: [".encode())
+        first = True
+        for item in items:
+            body = json.dumps(item, indent=2, default=str).replace("\n", "\n    ")
+            f.write(("\n    " if first else ",\n    ").encode() + body.encode())
+            first = False
+        f.write(b"]" if first else b"\n  ]")
+
+    def write(f) -> None:
+        f.write(b"{\n")
+        f.write(",\n".join(field(k, v) for k, v in head.items()).encode() + b",\n")
+        streamed(f, "seeds", (r["seed"] for r in _iter_records(records)))
+        f.write(f",\n{field('base_seed', tail['base_seed'])},\n".encode())
+        streamed(f, "cases", _iter_records(records))
+        rest = {k: v for k, v in tail.items() if k != "base_seed"}
+        f.write(b",\n" + ",\n".join(field(k, v) for k, v in rest.items()).encode() + b"\n}\n")
+
+    atomic_write(path, write)
 
 
 def slice_pngs(
@@ -517,21 +628,23 @@ def _write_pair(
         save_png(label, folder / PNG_LABELS / f"{name}.png")
 
 
-def _renumber(
-    folder: Path, cases: list[dict[str, Any]], width: int, png: bool = False
-) -> list[dict[str, Any]]:
-    """Give the written cases contiguous ids SYN-0001… in case order (gaps appear after drops)."""
-    out = []
-    for k, c in enumerate(cases):
-        old, new = c.pop("_name"), f"SYN-{k + 1:0{width}d}"
-        if old != new:
-            os.replace(folder / IMAGES / f"{old}__CT.nii.gz", folder / IMAGES / f"{new}__CT.nii.gz")
-            os.replace(folder / LABELS / f"{old}.nii.gz", folder / LABELS / f"{new}.nii.gz")
-            if png:
-                for sub in (PNG_IMAGES, PNG_LABELS):
-                    os.replace(folder / sub / f"{old}.png", folder / sub / f"{new}.png")
-        out.append({"case_id": new, **c})
-    return out
+def _renumber(folder: Path, records: Path, width: int, png: bool = False) -> None:
+    """Give the written cases contiguous ids SYN-0001… in case order (gaps appear after drops),
+    renaming their files, and rewrite `records` with each case's final `case_id` (streamed)."""
+    final = records.with_name(records.name + ".final")
+    with open(final, "w", encoding="utf-8") as out:
+        for k, c in enumerate(_iter_records(records)):
+            old, new = c.pop("_name"), f"SYN-{k + 1:0{width}d}"
+            if old != new:
+                os.replace(
+                    folder / IMAGES / f"{old}__CT.nii.gz", folder / IMAGES / f"{new}__CT.nii.gz"
+                )
+                os.replace(folder / LABELS / f"{old}.nii.gz", folder / LABELS / f"{new}.nii.gz")
+                if png:
+                    for sub in (PNG_IMAGES, PNG_LABELS):
+                        os.replace(folder / sub / f"{old}.png", folder / sub / f"{new}.png")
+            out.write(json.dumps({"case_id": new, **c}) + "\n")
+    os.replace(final, records)
 
 
 def _version() -> str:
@@ -599,6 +712,25 @@ def generate_from_run(
     progress: Progress | None = None,
 ) -> Path:
     """`synthct generate`: load a run's checkpoint and write WS/synthetic/<out>/; returns the folder."""
+    return sample_from_run(
+        ws, run, out, options, checkpoint, ema=ema, device=device, overwrite=overwrite,
+        progress=progress,
+    )[0]  # fmt: skip
+
+
+def sample_from_run(
+    ws: Workspace,
+    run: str,
+    out: str,
+    options: GenerateOptions,
+    checkpoint: str | int = "latest",
+    ema: bool = True,
+    device: str = "auto",
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> tuple[Path, dict[str, Any]]:
+    """`generate_from_run`, also returning the datacard without its per-case lists (counts,
+    provenance), so a caller never has to load a possibly huge datacard.json back."""
     from synthct.checkpoint import load_generator
     from synthct.config import to_dict
 
@@ -637,7 +769,7 @@ def generate_from_run(
         "centre": options.centre,
         "model": {"kind": run_cfg.model.kind, "size": int(run_cfg.data.size)},
     }
-    write_set(
+    card = write_set(
         out_dir,
         system,
         run_cfg.data,
@@ -650,7 +782,7 @@ def generate_from_run(
         progress=progress,
         mosaic_grid=grid,  # type: ignore[arg-type]
     )
-    return out_dir
+    return out_dir, card
 
 
 # -- reading sets ---------------------------------------------------------------------------------

@@ -24,7 +24,6 @@ Wasserstein-1 distance in HU between the intensity histograms of a fixed batch o
 from __future__ import annotations
 
 import csv
-import io
 import itertools
 import json
 from collections.abc import Callable
@@ -34,8 +33,15 @@ from typing import Any
 import numpy as np
 
 from synthct.config import RunConfig, from_dict, load_yaml
+from synthct.csvsafe import csv_text
 from synthct.errors import ConfigError
-from synthct.workspace import Workspace, atomic_write_json, atomic_write_text, check_name
+from synthct.workspace import (
+    NAME_MAX_LENGTH,
+    Workspace,
+    atomic_write_json,
+    atomic_write_text,
+    check_name,
+)
 
 Metric = Callable[[Path], float]
 N_METRIC_SAMPLES = 8
@@ -55,7 +61,7 @@ def load_grid(path: str | Path) -> dict[str, Any]:
     for key in ("name", "base", "stages"):
         if key not in spec:
             raise ConfigError(f"{path}: missing {key!r}")
-    check_name(str(spec["name"]), "grid name")
+    check_name(str(spec["name"]), "grid name", max_length=NAME_MAX_LENGTH - 8)  # + "-s2-01"
     stages = spec["stages"]
     if not isinstance(stages, list) or not stages:
         raise ConfigError(f"{path}: 'stages' must be a non-empty list of {{grid: {{key: [..]}}}}")
@@ -259,23 +265,21 @@ def write_summary(ws: Workspace, name: str, rows: list[dict], metric: str) -> Pa
     ranked = sorted(rows, key=lambda r: r["score"])
     keys = list(dict.fromkeys(k for r in ranked for k in r["overrides"]))
     loss_keys = list(dict.fromkeys(k for r in ranked for k in r["losses"]))
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["rank", "run", "stage", *keys, "steps", metric, *loss_keys])
-    for rank, r in enumerate(ranked, 1):
-        w.writerow(
-            [
-                rank,
-                r["run"],
-                r["stage"],
-                *(r["overrides"].get(k, "") for k in keys),
-                r["steps"],
-                f"{r['score']:.6g}",
-                *(f"{r['losses'].get(k, float('nan')):.5g}" for k in loss_keys),
-            ]
-        )
+    table = [
+        [
+            rank,
+            r["run"],
+            r["stage"],
+            *(r["overrides"].get(k, "") for k in keys),
+            r["steps"],
+            f"{r['score']:.6g}",
+            *(f"{r['losses'].get(k, float('nan')):.5g}" for k in loss_keys),
+        ]
+        for rank, r in enumerate(ranked, 1)
+    ]
+    header = ["rank", "run", "stage", *keys, "steps", metric, *loss_keys]
     atomic_write_json(out / "summary.json", {"grid": name, "metric": metric, "rows": ranked})
-    return atomic_write_text(out / "summary.csv", buf.getvalue())
+    return atomic_write_text(out / "summary.csv", csv_text(table, header))
 
 
 def read_summary(path: str | Path) -> list[dict[str, str]]:

@@ -5,6 +5,15 @@ started in its own session (so its process group holds every child it spawns). T
 the job's argv through the synthct CLI in-process, with stdout and stderr in WS/jobs/<id>.log, and
 records the outcome itself: done, failed (with the error) or, after `cancel`, cancelled.
 
+Cancelling a running job is a request, not a kill: the row becomes `cancelling` and the job's
+process gets SIGTERM. Training stops at its next step boundary, writes a checkpoint and records
+`cancelled` (resume it with `synthct train --run R --resume`); other commands stop at once and
+remove their partial output. A job that has not ended `SYNTHCT_CANCEL_TIMEOUT_S` seconds (default
+300) after the request is killed by its own watchdog, and a second cancel kills it at once.
+
+Nothing secret reaches a log, a row or the screen: the wrapper's output, every message and
+every database URL shown pass through `synthct.redact`.
+
 Scheduling has no daemon: `pump(ws)` starts queued jobs while capacity allows (one job per GPU,
 `SYNTHCT_MAX_CPU_JOBS` CPU jobs, default 1) and is called by the app on each refresh, by
 `submit`, by `cancel` and by every job wrapper when it exits, so the queue advances by itself.
@@ -12,7 +21,8 @@ The start is a conditional UPDATE (db/jobs.claim_job), so concurrent pumps never
 
 `reconcile(session)` repairs the table after crashes or restarts: a `running` job whose process
 is gone, or whose pid now belongs to someone else, becomes `failed` (with the exit status when
-this process is the parent), so nothing stays `running` forever.
+this process is the parent; a `cancelling` one becomes `cancelled`), so nothing stays `running`
+forever. `pump` then removes the partial folders such dead processes left in the workspace.
 
 Inside a job, commands report progress with one line::
 
@@ -25,6 +35,7 @@ Hand-written because the pieces are small and specific: subprocess + process gro
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import signal
 import subprocess
@@ -37,6 +48,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import typer
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -44,14 +56,24 @@ from sqlalchemy.orm import Session
 from db import jobs as repo
 from db.models import Base, Job
 from db.session import ENV_DATABASE_URL, database_url, make_engine, session_scope
-from synthct.errors import ConfigError, SynthctError, WorkspaceError
+from synthct.errors import (
+    Cancelled,
+    ConfigError,
+    SynthctError,
+    WorkspaceError,
+    environment_error_message,
+)
+from synthct.redact import redact, redact_url
+from synthct.stopping import Terminated
 from synthct.workspace import ENV_WORKSPACE, Workspace
 
 ENV_JOB_ID = "SYNTHCT_JOB_ID"
 ENV_MAX_CPU_JOBS = "SYNTHCT_MAX_CPU_JOBS"
+ENV_CANCEL_TIMEOUT = "SYNTHCT_CANCEL_TIMEOUT_S"
 GPU_JOBS_PER_DEVICE = 1
 START_GRACE_S = 60.0  # a claimed job without a pid after this long never started
-CANCEL_GRACE_S = 5.0
+CANCEL_GRACE_S = 5.0  # how long `cancel` waits for the job to end before it returns
+CANCEL_TIMEOUT_S = 300.0  # a cancelled job still alive this long after the request is killed
 
 Progress = Callable[[float, str], None]
 
@@ -122,18 +144,31 @@ def submit(
     return job_id
 
 
+def _shown(job: Job) -> Job:
+    """A detached row made safe to show: credentials in its message and argv masked."""
+    job.message = redact(job.message or "")
+    job.args = [redact(str(a)) for a in (job.args or [])]
+    return job
+
+
 def list_jobs(ws: Workspace, status: str | None = None, limit: int | None = 200) -> list[Job]:
-    """Jobs newest first (detached rows: read their attributes freely)."""
+    """Jobs newest first (detached rows, credentials masked: read their attributes freely)."""
     with session_scope(engine_for(ws)) as s:
-        return repo.list_jobs(s, status, limit)
+        rows = repo.list_jobs(s, status, limit)
+        s.expunge_all()
+    return [_shown(j) for j in rows]
 
 
 def get_job(ws: Workspace, job_id: int) -> Job:
+    """One job (a detached row, credentials masked); WorkspaceError if it does not exist."""
     with session_scope(engine_for(ws)) as s:
         job = repo.get_job(s, job_id)
+        if job is not None:
+            s.expunge(job)
     if job is None:
-        raise WorkspaceError(f"job {job_id} does not exist in {database_url(ws.database)}")
-    return job
+        where = redact_url(database_url(ws.database))
+        raise WorkspaceError(f"job {job_id} does not exist in {where}")
+    return _shown(job)
 
 
 def tail_log(job: Job, n: int = 50) -> str:
@@ -154,30 +189,66 @@ def tail_log(job: Job, n: int = 50) -> str:
     except FileNotFoundError:
         return ""
     lines = data.decode("utf-8", errors="replace").splitlines()
-    return "\n".join(lines[-n:]) if n > 0 else ""
+    return redact("\n".join(lines[-n:])) if n > 0 else ""
 
 
 def cancel(ws: Workspace, job_id: int, grace_s: float = CANCEL_GRACE_S) -> Job:
-    """Cancel a queued job, or end a running job's whole process group (SIGTERM, then SIGKILL)."""
+    """Cancel a job; returns its row after waiting up to `grace_s` seconds for it to end.
+
+    queued: cancelled at once (it never starts). running: becomes `cancelling` and its process
+    gets SIGTERM — training writes a checkpoint at its next step boundary, other commands stop
+    at once — and it records `cancelled` itself; if it has not ended after
+    $SYNTHCT_CANCEL_TIMEOUT_S (default 300 s) its watchdog kills it. cancelling (a second
+    cancel): its whole process group is killed now and the job recorded as cancelled.
+    """
     engine = engine_for(ws)
     with session_scope(engine) as s:
         job = repo.get_job(s, job_id)
         if job is None:
             raise WorkspaceError(f"job {job_id} does not exist")
-        if job.status not in ("queued", "running"):
-            raise WorkspaceError(f"job {job_id} is already {job.status}; nothing to cancel")
-        moved = repo.finish_job(
-            s, job_id, "cancelled", "cancelled by user", from_status=("queued", "running")
-        )
-        pid = job.pid
-    if moved and pid:
-        _terminate_group(job_id, pid, grace_s)
+        status, pid = job.status, job.pid
+        if status == "queued" or (status == "running" and pid is None):
+            # not started (or claimed but not yet spawned: _spawn ends it when it sees this)
+            repo.finish_job(s, job_id, "cancelled", "cancelled by user", ("queued", "running"))
+            status = "done-now"
+        elif status == "running":
+            repo.request_cancel(s, job_id)
+        elif status != "cancelling":
+            raise WorkspaceError(f"job {job_id} is already {status}; nothing to cancel")
+    if status == "running":
+        if _alive(pid) and _is_job_process(pid, job_id):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGTERM)  # the wrapper; it stops its own children
+        _wait_for_exit(job_id, pid, grace_s)
+    elif status == "cancelling":
+        if pid:
+            _kill_group(pid, signal.SIGKILL)
+            _wait_for_exit(job_id, pid, 2.0)
+        with session_scope(engine) as s:
+            repo.finish_job(s, job_id, "cancelled", "cancelled by user (killed)", ("cancelling",))
     pump(ws)
     return get_job(ws, job_id)
 
 
+def _wait_for_exit(job_id: int, pid: int, timeout: float) -> bool:
+    """Wait up to `timeout` s for the job's leader to exit (reaping it when it is our child);
+    then kill any process it left in its group. True when it exited."""
+    proc = _children.get(job_id)
+    deadline = time.monotonic() + timeout
+    while _alive(pid):
+        if proc is not None:
+            proc.poll()
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    if _group_alive(pid):
+        _kill_group(pid, signal.SIGKILL)  # its orphans (e.g. children it did not stop)
+    return True
+
+
 def reconcile(session: Session) -> list[int]:
-    """Fail `running` jobs whose process is gone or not ours; returns the ids changed."""
+    """End jobs whose process is gone or not ours: `running` ones become failed, `cancelling`
+    ones cancelled. Returns the ids changed."""
     changed = []
     now = datetime.now(UTC)
     exited: dict[int, tuple[int, int]] = {}
@@ -204,7 +275,13 @@ def reconcile(session: Session) -> list[int]:
             continue
         else:
             msg = f"process {job.pid} is no longer running (found by reconcile)"
-        if repo.finish_job(session, job.id, "failed", msg):
+        if job.status == "cancelling":
+            moved = repo.finish_job(
+                session, job.id, "cancelled", f"cancelled by user; {msg}", ("cancelling",)
+            )
+        else:
+            moved = repo.finish_job(session, job.id, "failed", msg)
+        if moved:
             changed.append(job.id)
             if job.pid and not _alive(job.pid):
                 _kill_group(job.pid, signal.SIGKILL)  # orphans left in the dead leader's group
@@ -221,6 +298,7 @@ def pump(ws: Workspace, max_cpu_jobs: int | None = None) -> list[int]:
     engine = engine_for(ws)
     with session_scope(engine) as s:
         reconcile(s)
+    ws.remove_stale_partials()  # what killed writers left behind (live writers' work is kept)
     with session_scope(engine) as s:
         queued = [(j.id, j.device) for j in repo.queued_jobs(s)]
     started = []
@@ -285,8 +363,10 @@ def _spawn(ws: Workspace, engine: Engine, job_id: int) -> None:
     with session_scope(engine) as s:
         ok = repo.set_pid(s, job_id, proc.pid)
         status = repo.get_job(s, job_id).status
-    if not ok and status == "cancelled":  # cancelled between claim and start
+    if not ok and status in ("cancelled", "cancelling"):  # cancelled between claim and start
         _terminate_group(job_id, proc.pid, CANCEL_GRACE_S)
+        with session_scope(engine) as s:
+            repo.finish_job(s, job_id, "cancelled", "cancelled by user", ("cancelling",))
 
 
 # -- processes ------------------------------------------------------------------------------------
@@ -391,7 +471,7 @@ def job_progress_callback(min_interval: float = 0.5) -> Progress:
         last[0] = now
         try:
             with session_scope(engine) as s:
-                repo.set_progress(s, job_id, fraction, message[:500])
+                repo.set_progress(s, job_id, fraction, redact(message)[:500])
         except SQLAlchemyError as e:
             warnings.warn(f"job {job_id}: could not record progress ({e})", stacklevel=2)
 
@@ -407,19 +487,124 @@ def set_job_result(location: str | os.PathLike) -> None:
         repo.set_result(s, job_id, str(location))
 
 
-class _Terminated(BaseException):
-    """Raised in the job wrapper by SIGTERM, so `finally`/atomic_dir clean-ups run."""
+_Terminated = Terminated  # raised in the job wrapper by SIGTERM, so clean-ups run
 
 
-def _on_sigterm(_signum, _frame) -> None:
-    raise _Terminated()
+class _RedactingStream(io.TextIOBase):
+    """The job's stdout/stderr: everything written to its log passes through `redact`."""
+
+    def __init__(self, raw) -> None:
+        self.raw = raw
+
+    def write(self, text: str) -> int:
+        self.raw.write(redact(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        return self.raw.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self.raw, "encoding", None) or "utf-8"
+
+    @property
+    def errors(self) -> str | None:  # type: ignore[override]
+        return getattr(self.raw, "errors", None)
+
+
+def cancel_timeout_s() -> float:
+    raw = os.environ.get(ENV_CANCEL_TIMEOUT, "")
+    try:
+        value = float(raw) if raw else CANCEL_TIMEOUT_S
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ConfigError(f"${ENV_CANCEL_TIMEOUT}={raw!r}: expected a positive number of seconds")
+    return value
+
+
+class _Watchdog:
+    """Kills the job's whole process group if it has not ended `timeout` s after the first
+    stop request (a step or a clean-up that hangs must not hold the device forever)."""
+
+    def __init__(self, engine: Engine, job_id: int) -> None:
+        self.engine, self.job_id, self.timer = engine, job_id, None
+        try:
+            self.timeout = cancel_timeout_s()
+        except ConfigError as e:
+            print(f"warning: {e}; using {CANCEL_TIMEOUT_S:g} s", file=sys.stderr)
+            self.timeout = CANCEL_TIMEOUT_S
+
+    def arm(self, _signum: int = signal.SIGTERM) -> None:
+        if self.timer is None:
+            self.timer = threading.Timer(self.timeout, self._kill)
+            self.timer.daemon = True
+            self.timer.start()
+
+    def _kill(self) -> None:
+        why = f"killed: still running {self.timeout:g} s after it was asked to stop"
+        with contextlib.suppress(Exception):
+            with session_scope(self.engine) as s:
+                if not repo.finish_job(
+                    s, self.job_id, "cancelled", f"cancelled by user; {why}", ("cancelling",)
+                ):
+                    repo.finish_job(s, self.job_id, "failed", f"terminated by SIGTERM; {why}")
+            print(f"job {self.job_id}: {why}", flush=True)
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+
+
+def _outcome(e: BaseException) -> tuple[str, str, int]:
+    """(status, message, exit code) of a command that raised `e` (SystemExit included)."""
+    import click
+
+    if isinstance(e, Cancelled):
+        print(f"cancelled: {e}", file=sys.stderr)
+        return "cancelled", f"cancelled: {e}", 130
+    if isinstance(e, _Terminated):
+        return "failed", "terminated by SIGTERM", 143
+    if isinstance(e, SynthctError):
+        print(f"error: {e}", file=sys.stderr)
+        return "failed", f"error: {e}", 2
+    if isinstance(e, SystemExit):
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        return ("failed", f"exited with status {code}", code) if code else ("done", "done", 0)
+    if isinstance(e, KeyboardInterrupt):
+        return "failed", "interrupted", 130
+    if isinstance(e, typer.Exit | click.exceptions.Exit):
+        code = e.exit_code
+        return ("done", "done", 0) if code == 0 else ("failed", f"exited with {code}", code)
+    if isinstance(e, typer.TyperException | click.ClickException):  # usage errors in the argv
+        e.show()
+        return "failed", f"usage error: {e.format_message()}", 2
+    message = environment_error_message(e)
+    if message is not None:
+        print(f"error: {message}", file=sys.stderr)
+        return "failed", f"error: {message}", 2
+    print(redact("".join(traceback.format_exception(e))), file=sys.stderr, end="")
+    return "failed", f"{type(e).__name__}: {e}"[:500], 1
 
 
 def run_job(job_id: int) -> int:
     """The job wrapper (``python -m synthct.jobs <id>``): run the argv, record the outcome, pump."""
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    sys.stdout, sys.stderr = _RedactingStream(sys.stdout), _RedactingStream(sys.stderr)
     ws = Workspace.resolve()
     engine = engine_for_url(database_url(ws.database))
+    watchdog = _Watchdog(engine, job_id)
+
+    def on_sigterm(signum, _frame) -> None:
+        watchdog.arm(signum)
+        raise _Terminated()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    from synthct.stopping import add_stop_listener
+
+    add_stop_listener(watchdog.arm)  # training handles SIGTERM itself: stop at the next step
     with session_scope(engine) as s:
         job = repo.get_job(s, job_id)
     if job is None or job.status != "running":
@@ -434,33 +619,22 @@ def run_job(job_id: int) -> int:
     try:
         from synthct.cli import app
 
-        app(args=list(job.args), prog_name="synthct", standalone_mode=False)
-    except _Terminated:
-        status, message, code = "failed", "terminated by SIGTERM", 143
-    except SynthctError as e:
-        print(f"error: {e}", file=sys.stderr)
-        status, message, code = "failed", f"error: {e}", 2
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        if code:
-            status, message = "failed", f"exited with status {code}"
-    except KeyboardInterrupt:
-        status, message, code = "failed", "interrupted", 130
+        rc = app(args=list(job.args), prog_name="synthct", standalone_mode=False)
+        if isinstance(rc, int) and rc != 0:  # `raise typer.Exit(n)` (or Ctrl-C) comes back as n
+            status, message, code = "failed", f"exited with status {rc}", rc
     except BaseException as e:  # noqa: BLE001 - any crash must end up in the row and the log
-        import click
-
-        if isinstance(e, click.exceptions.Exit):
-            code = e.exit_code
-            status, message = ("done", "done") if code == 0 else ("failed", f"exited with {code}")
-        elif isinstance(e, click.ClickException):
-            e.show()
-            status, message, code = "failed", f"usage error: {e.format_message()}", 2
-        else:
-            traceback.print_exc()
-            status, message, code = "failed", f"{type(e).__name__}: {e}"[:500], 1
+        status, message, code = _outcome(e)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    message = redact(message)
     with session_scope(engine) as s:
-        repo.finish_job(s, job_id, status, message, progress=1.0 if status == "done" else None)
+        moved = repo.finish_job(
+            s, job_id, status, message, ("running",), progress=1.0 if status == "done" else None
+        )
+        if not moved:  # cancel was requested: whatever stopped the work, it ends as cancelled
+            if status not in ("done", "cancelled"):
+                status, message = "cancelled", "cancelled by user"
+            progress = 1.0 if status == "done" else None
+            repo.finish_job(s, job_id, status, message, ("cancelling",), progress=progress)
     print(
         f"[{datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC] job {job_id}: {status} ({message})",
         flush=True,

@@ -13,6 +13,11 @@ Exact resume: the data order is a pure function of (seed, step) — epoch permut
 (seed, epoch), slice draws from (seed, step) — and every RNG the loop or the model touches is checkpointed, so a run killed with
 SIGKILL and resumed reproduces on CPU the loss values of an uninterrupted run.
 
+Cancel: the first SIGTERM or SIGINT (a cancelled background job, Ctrl-C) asks the loop to stop at
+the next step boundary; it writes a checkpoint there, records the run as `cancelled` in
+status.json and raises `synthct.errors.Cancelled`, so `--resume` continues exactly where it
+stopped. A second signal stops at once (see `synthct.stopping`).
+
 Mode-collapse alarm (rule): every `collapse_every` steps the loop generates a fixed-seed batch of
 8 EMA samples, takes their image halves (average-pooled to <= 16x16x8 voxels) and computes their
 diversity: the mean pairwise RMS distance between samples (in [-1, 1] units). The same number is
@@ -47,8 +52,9 @@ from torch import nn
 
 from synthct import checkpoint as ckpt
 from synthct.config import RunConfig, from_dict, save_yaml, to_dict
-from synthct.errors import ConfigError, LeakageError, SynthctError, WorkspaceError
+from synthct.errors import Cancelled, ConfigError, LeakageError, SynthctError, WorkspaceError
 from synthct.models.base import GANSystem, StepContext
+from synthct.stopping import StopRequest, Terminated
 from synthct.workspace import Workspace, atomic_write_json, atomic_write_text, check_name
 
 COLLAPSE_RATIO = 0.25  # flag when sample diversity < this fraction of the real diversity
@@ -130,41 +136,71 @@ def train(
     probe = make_probe(data, run_cfg, device)
     wall0 = time.perf_counter() - elapsed
     bar = _tqdm(start, cfg.steps, run, rank)
+    saved = start  # the step of the newest checkpoint (0: none)
+
+    def save_checkpoint(done: int) -> Path | None:
+        """Phase 4's checkpoint (every rank gathers RNG; rank 0 writes); returns its path."""
+        nonlocal saved
+        rng = ckpt.gather_rng(gen, world)
+        saved = done
+        if rank != 0:
+            return None
+        info = {"spacing": list(data.spacing), "centres": data.centre_names}
+        wall = time.perf_counter() - wall0
+        state = ckpt.checkpoint_state(run_cfg, done, system, opts, ema, rng, wall, alarm, info)
+        path = ckpt.save_checkpoint(state, run_dir, keep=cfg.keep_checkpoints)
+        log.status("running", done)
+        return path
+
+    stop = StopRequest()
     try:
-        if start == 0 and rank == 0:
-            log.snapshot(0, probe.snapshot(system, ema))
-        for step in range(start, cfg.steps):
-            # 1. data: this rank's shard of the global batch, a pure function of (seed, step)
-            real, centre = next_batch(data, run_cfg, step, rank, world, gen, device, channels_last)
-            # 2. one iteration: the model's D/G/E updates all go through ctx.update
-            update = make_update(opts, step, world)
-            ctx = StepContext(step, device, gen, update, autocast, cfg.train_encoder)
-            losses = system.train_step(real, ctx, centre)
-            # 3. EMA of the generator weights
-            for name, m in ema.items():
-                ema_update(m, getattr(system, name), ema_decay_at(step, cfg.ema_decay))
-            done = step + 1
-            # 4. log, snapshot, collapse alarm, checkpoint (rank 0 writes; RNG gathered from all)
-            wall = time.perf_counter() - wall0
-            if rank == 0 and due(done, cfg.log_every, cfg.steps):
-                log.losses(done, wall, losses)
-                if progress:
-                    progress(done / cfg.steps, f"step {done}/{cfg.steps}")
-            if rank == 0 and due(done, cfg.snapshot_every, cfg.steps):
-                log.snapshot(done, probe.snapshot(system, ema))
-            if rank == 0 and due(done, cfg.collapse_every, cfg.steps):
-                log.collapse(done, probe.check(system, ema, alarm))
-            if due(done, cfg.checkpoint_every, cfg.steps):
-                rng = ckpt.gather_rng(gen, world)
-                if rank == 0:
-                    info = {"spacing": list(data.spacing), "centres": data.centre_names}
-                    state = ckpt.checkpoint_state(
-                        run_cfg, done, system, opts, ema, rng, wall, alarm, info
-                    )
-                    ckpt.save_checkpoint(state, run_dir, keep=cfg.keep_checkpoints)
-                    log.status("running", done)
-            bar.update(1)
-            bar.set_postfix({k: f"{v:.3g}" for k, v in list(losses.items())[:4]})
+        with stop:
+            if start == 0 and rank == 0:
+                log.snapshot(0, probe.snapshot(system, ema))
+            for step in range(start, cfg.steps):
+                # 0. a stop request (cancel, Ctrl-C) is honoured here, between two steps
+                if stop_agreed(stop, world, device):
+                    path = save_checkpoint(step) if step > saved else None
+                    if path is None and step > 0 and rank == 0:
+                        path = ckpt.checkpoint_path(run_dir, step)  # written at this step
+                    raise cancelled(run, run_dir, step, cfg.steps, stop, log, path)
+                # 1. data: this rank's shard of the global batch, a pure function of (seed, step)
+                real, centre = next_batch(
+                    data, run_cfg, step, rank, world, gen, device, channels_last
+                )
+                # 2. one iteration: the model's D/G/E updates all go through ctx.update
+                update = make_update(opts, step, world)
+                ctx = StepContext(step, device, gen, update, autocast, cfg.train_encoder)
+                losses = system.train_step(real, ctx, centre)
+                # 3. EMA of the generator weights
+                for name, m in ema.items():
+                    ema_update(m, getattr(system, name), ema_decay_at(step, cfg.ema_decay))
+                done = step + 1
+                # 4. log, snapshot, collapse alarm, checkpoint (rank 0 writes; RNG from all)
+                wall = time.perf_counter() - wall0
+                if rank == 0 and due(done, cfg.log_every, cfg.steps):
+                    log.losses(done, wall, losses)
+                    if progress:
+                        progress(done / cfg.steps, f"step {done}/{cfg.steps}")
+                if rank == 0 and due(done, cfg.snapshot_every, cfg.steps):
+                    log.snapshot(done, probe.snapshot(system, ema))
+                if rank == 0 and due(done, cfg.collapse_every, cfg.steps):
+                    log.collapse(done, probe.check(system, ema, alarm))
+                if due(done, cfg.checkpoint_every, cfg.steps):
+                    save_checkpoint(done)
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.3g}" for k, v in list(losses.items())[:4]})
+    except Cancelled:
+        raise  # recorded as "cancelled" with its checkpoint; not a failure
+    except (Terminated, KeyboardInterrupt) as e:
+        if rank == 0:
+            if stop.requested is not None:  # a second stop request: stopped at once, on purpose
+                kept = f"checkpoint step {saved}" if saved else "no checkpoint"
+                why = f"stopped at once ({type(e).__name__}); {kept}"
+                log.status("cancelled", log.last_step, why)
+            else:
+                log.status("failed", log.last_step, f"{type(e).__name__}: {e}")
+        raise
     except BaseException as e:
         if rank == 0:
             log.status("failed", log.last_step, f"{type(e).__name__}: {e}")
@@ -177,6 +213,29 @@ def train(
     if rank == 0:
         log.status("done", cfg.steps, "finished")
     return run_dir
+
+
+def stop_agreed(stop: StopRequest, world: int, device: torch.device) -> bool:
+    """Has a stop been requested (on any rank)? Under DDP every rank must stop at the same
+    step, or the others would wait forever in the next all-reduce."""
+    flag = stop.requested is not None
+    if world > 1:
+        t = torch.tensor([float(flag)], device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        flag = bool(t.item())
+    return flag
+
+
+def cancelled(run, run_dir, step, steps, stop, log, path) -> Cancelled:
+    """Record a stop at `step` in status.json and build the exception that ends the run."""
+    why = f"stop requested ({stop.describe() or 'on another rank'})"
+    kept = f"checkpoint {path.name}" if path is not None else "nothing trained yet"
+    message = (
+        f"run {run!r} stopped at step {step}/{steps} on a {why}; {kept}; continue it with "
+        f"`synthct train --run {run} --resume`"
+    )
+    log.status("cancelled", step, message)
+    return Cancelled(message)
 
 
 # -- pure helpers ----------------------------------------------------------------------------

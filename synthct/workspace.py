@@ -16,10 +16,14 @@ Layout of a workspace (design §4)::
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,6 +107,14 @@ class Workspace:
     def synthetic_dir(self, name: str) -> Path:
         return self.confine(self.synthetic / name)
 
+    def remove_stale_partials(self) -> list[Path]:
+        """Partial folders of killed writers, removed from every folder that receives atomic
+        folders (see `remove_stale_partials`)."""
+        removed: list[Path] = []
+        for d in (self.data, self.synthetic, self.evals, self.segmentation, self.studies):
+            removed += remove_stale_partials(d)
+        return removed
+
     def confine(self, path: str | os.PathLike) -> Path:
         """Resolve `path` (relative paths are taken inside the workspace) and refuse escapes."""
         p = Path(path)
@@ -114,12 +126,38 @@ class Workspace:
         return p
 
 
-def check_name(name: str, what: str = "name") -> str:
-    """A run/set/study name must be a plain folder name: letters, digits, '-', '_', '.'."""
-    ok = name and name not in {".", ".."} and all(c.isalnum() or c in "-_." for c in name)
-    if not ok:
-        raise WorkspaceError(f"{what} {name!r} is not valid: use letters, digits, '-', '_' or '.'")
+NAME_MAX_LENGTH = 64
+ID_MAX_LENGTH = 128  # identifiers derived from a name (evaluation ids, default experiment names)
+NAME_RULE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+NAME_RULE_TEXT = (
+    "1-64 characters: letters, digits, '.', '_' or '-', starting with a letter or digit"
+)
+
+
+def check_name(name: str, what: str = "name", max_length: int = NAME_MAX_LENGTH) -> str:
+    """The one rule for names of runs, synthetic sets, studies, experiments and grids (they
+    become folder names): 1-64 characters from letters, digits, '.', '_', '-', starting with a
+    letter or digit — so no hidden folder (never listed), no path, no over-long file name.
+
+    `max_length` is larger only for identifiers synthct derives from such names (an evaluation
+    id is the set's name plus its settings). Returns `name`; raises WorkspaceError naming the
+    value and the rule.
+    """
+    if not isinstance(name, str) or not NAME_RULE.match(name) or len(name) > max_length:
+        shown = name if not isinstance(name, str) or len(name) <= 80 else name[:77] + "..."
+        rule = NAME_RULE_TEXT.replace("1-64", f"1-{max_length}")
+        length = f" ({len(name)} characters)" if isinstance(name, str) else ""
+        raise WorkspaceError(f"{what} {shown!r}{length} is not valid: use {rule}")
     return name
+
+
+def is_valid_name(name: str) -> bool:
+    """True when `name` follows the naming rule (for forms that check as the user types)."""
+    try:
+        check_name(name)
+    except WorkspaceError:
+        return False
+    return True
 
 
 # -- atomic writes -----------------------------------------------------------------------------
@@ -168,17 +206,100 @@ def read_json(path: str | os.PathLike) -> Any:
         raise WorkspaceError(f"{path} is not valid JSON: {e}") from None
 
 
+# -- partial folders ---------------------------------------------------------------------------
+PARTIAL_SUFFIX = ".partial"
+# .<final name>.<host tag>-<pid>.<random>.partial — the writer is named, so leftovers of a killed
+# writer can be told from a live one's work in progress.
+_PARTIAL = re.compile(r"^\.(?P<name>.+)\.(?P<host>[0-9a-f]{8})-(?P<pid>\d+)\.[^.]+\.partial$")
+
+
+def _host_tag() -> str:
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _boot_time() -> float:
+    """When the machine booted (seconds since the epoch), to 10 ms (/proc/stat's btime is
+    truncated to whole seconds, too coarse to tell a reused pid)."""
+    return time.time() - float(Path("/proc/uptime").read_text().split()[0])
+
+
+def process_start_time(pid: int) -> float | None:
+    """Start time (seconds since the epoch, ~0.02 s accuracy) of live process `pid`; None when it
+    does not exist or is a zombie. Without /proc (not Linux): 0.0 for any live process."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return None
+    except OSError:  # no /proc: liveness only
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            return 0.0
+        return 0.0
+    fields = raw.rsplit(")", 1)[1].split()  # fields[0] is the state, fields[19] the start time
+    if fields[0] in ("Z", "X"):
+        return None
+    try:
+        return _boot_time() + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def _writer_alive(pid: int, folder: Path) -> bool:
+    """Is the process that created partial `folder` still running? A pid that now belongs to a
+    process started after the folder last changed is a reused pid, not the writer."""
+    start = process_start_time(pid)
+    if start is None:
+        return False
+    try:
+        changed = folder.stat().st_ctime
+    except FileNotFoundError:
+        return True  # already gone: nothing to do
+    return start <= changed + 0.25  # start times are known to ~0.02 s
+
+
+def remove_stale_partials(folder: str | os.PathLike) -> list[Path]:
+    """Delete the partial folders `atomic_dir` left in `folder` when their writer was killed
+    (SIGKILL, power loss). A live writer's partial, and any partial written on another host
+    (a shared workspace), are left alone. Returns the folders removed."""
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    host, removed = _host_tag(), []
+    for entry in entries:
+        m = _PARTIAL.match(entry.name)
+        if m is None or m["host"] != host or not entry.is_dir(follow_symlinks=False):
+            continue
+        path = Path(entry.path)
+        if not _writer_alive(int(m["pid"]), path):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_dir(final: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling folder; on success rename it to `final`, on error delete it.
 
     The final folder therefore appears only when complete, and a crash never leaves half a set.
+    The temporary folder is hidden and names its writer (host and pid); partial folders of
+    writers that were killed are removed first (`remove_stale_partials`).
     """
     final = Path(final)
     if final.exists() and not overwrite:
         raise WorkspaceError(f"{final} already exists; choose another name or remove it")
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    remove_stale_partials(final.parent)
+    tmp = Path(
+        tempfile.mkdtemp(
+            prefix=f".{final.name}.{_host_tag()}-{os.getpid()}.",
+            suffix=PARTIAL_SUFFIX,
+            dir=final.parent,
+        )
+    )
     try:
         yield tmp
         if final.exists():

@@ -143,6 +143,51 @@ def test_cancel_stops_the_process_and_its_children(ws):
         jobs.cancel(ws, job_id)
 
 
+def test_cancel_asks_the_job_to_stop_at_its_safe_point(ws):
+    """A job that stops like training (a safe point after the request) is `cancelling` until
+    it gets there, then records `cancelled` itself with what it kept — not `failed`."""
+    args = ["jobs", "sleep", "30", "--stop-delay", "1.0"]
+    job_id = jobs.submit(ws, "test", args, device="cpu")
+    pid = wait_for(lambda: jobs.get_job(ws, job_id).pid, what="pid")
+    wait_for(lambda: jobs.get_job(ws, job_id).message.startswith("slept"), what="its loop")
+    job = jobs.cancel(ws, job_id, grace_s=0.2)
+    assert job.status == "cancelling" and jobs._alive(pid)  # still on its way to the safe point
+    wait_for(lambda: status(ws, job_id) == "cancelled", what="cancelled", timeout=30)
+    job = jobs.get_job(ws, job_id)
+    assert job.message.startswith("cancelled: stopped after") and job.finished_at is not None
+    assert "Traceback" not in jobs.tail_log(job, 100)
+
+
+def test_a_second_cancel_kills_a_job_that_is_still_stopping(ws):
+    args = ["jobs", "sleep", "60", "--stop-delay", "50", "--children", "1"]
+    job_id = jobs.submit(ws, "test", args, device="cpu")
+    job = jobs.get_job(ws, job_id)
+    kid = int(wait_for(lambda: re.search(r"child pid (\d+)", jobs.tail_log(job)), what="child")[1])
+    wait_for(lambda: jobs.get_job(ws, job_id).message.startswith("slept"), what="its loop")
+    pid = jobs.get_job(ws, job_id).pid
+    assert jobs.cancel(ws, job_id, grace_s=0.5).status == "cancelling"
+    t0 = time.monotonic()
+    job = jobs.cancel(ws, job_id)
+    assert job.status == "cancelled" and "killed" in job.message
+    assert time.monotonic() - t0 < 5
+    wait_for(lambda: not jobs._alive(pid) and not jobs._alive(kid), timeout=10, what="all dead")
+    with pytest.raises(WorkspaceError, match="already cancelled"):
+        jobs.cancel(ws, job_id)
+
+
+def test_a_job_that_does_not_stop_in_time_is_killed_by_its_watchdog(ws, monkeypatch):
+    monkeypatch.setenv("SYNTHCT_CANCEL_TIMEOUT_S", "1.5")  # inherited by the job
+    args = ["jobs", "sleep", "60", "--stop-delay", "50"]
+    job_id = jobs.submit(ws, "test", args, device="cpu")
+    pid = wait_for(lambda: jobs.get_job(ws, job_id).pid, what="pid")
+    wait_for(lambda: jobs.get_job(ws, job_id).message.startswith("slept"), what="its loop")
+    assert jobs.cancel(ws, job_id, grace_s=0.1).status == "cancelling"
+    wait_for(lambda: not jobs._alive(pid), timeout=15, what="killed by the watchdog")
+    jobs.pump(ws)
+    job = jobs.get_job(ws, job_id)
+    assert job.status == "cancelled" and "killed" in job.message, job.message
+
+
 def test_cancel_queued_job_never_starts_it(ws):
     job_id = jobs.submit(ws, "test", ["jobs", "sleep", "5"], device="cuda:3", start=False)
     assert jobs.cancel(ws, job_id).status == "cancelled"

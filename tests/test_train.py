@@ -318,26 +318,49 @@ def packed_ws(tmp_path_factory):
     return ws
 
 
-def test_kill_and_resume_reproduces_losses(packed_ws, tmp_path):
-    """SIGKILL `python -m synthct train` (tiny HA-GAN) after a mid-run checkpoint, then resume:
-    the whole losses.csv equals an uninterrupted run with the same seed."""
+TINY_STEPS = 40
+
+
+def _tiny_config(path: Path, **train) -> Path:
+    """configs/hagan-tiny.yaml for TINY_STEPS logged steps (train overrides on top), at `path`."""
     from synthct.config import load_run_config
 
     cfg = to_dict(load_run_config(REPO / "configs" / "hagan-tiny.yaml"))
-    cfg["train"].update(steps=40, checkpoint_every=5, log_every=1, snapshot_every=20,
+    cfg["train"].update(steps=TINY_STEPS, checkpoint_every=5, log_every=1, snapshot_every=20,
                         collapse_every=20)  # fmt: skip
-    save_yaml(cfg, tmp_path / "tiny.yaml")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "synthct", "train", "--config", str(tmp_path / "tiny.yaml"),
-           "--workspace", str(packed_ws.root)]  # fmt: skip
+    cfg["train"].update(train)
+    save_yaml(cfg, path)
+    return path
+
+
+def _train_cmd(ws, config: Path | None = None) -> list[str]:
+    cmd = [sys.executable, "-m", "synthct", "train", "--workspace", str(ws.root)]
+    return cmd + (["--config", str(config)] if config else [])
+
+
+TRAIN_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def straight_losses(packed_ws, tmp_path_factory):
+    """losses.csv of an uninterrupted `python -m synthct train` of the tiny HA-GAN."""
+    config = _tiny_config(tmp_path_factory.mktemp("cfg") / "tiny.yaml")
+    res = subprocess.run([*_train_cmd(packed_ws, config), "--run", "straight"], env=TRAIN_ENV,
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    return read_losses(packed_ws.run_dir("straight"))
+
+
+def test_kill_and_resume_reproduces_losses(packed_ws, straight_losses, tmp_path):
+    """SIGKILL `python -m synthct train` (tiny HA-GAN) after a mid-run checkpoint, then resume:
+    the whole losses.csv equals an uninterrupted run with the same seed."""
+    cmd = _train_cmd(packed_ws, _tiny_config(tmp_path / "tiny.yaml"))
 
     def run(name: str, *extra: str) -> subprocess.CompletedProcess:
-        return subprocess.run([*cmd, "--run", name, *extra], env=env, capture_output=True,
+        return subprocess.run([*cmd, "--run", name, *extra], env=TRAIN_ENV, capture_output=True,
                               text=True, timeout=300)  # fmt: skip
 
-    straight = run("straight")
-    assert straight.returncode == 0, straight.stderr[-2000:]
-    proc = subprocess.Popen([*cmd, "--run", "killed"], env=env, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([*cmd, "--run", "killed"], env=TRAIN_ENV, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)  # fmt: skip
     ckdir = packed_ws.run_dir("killed") / "checkpoints"
     deadline = time.monotonic() + 240
@@ -351,9 +374,96 @@ def test_kill_and_resume_reproduces_losses(packed_ws, tmp_path):
     assert status["state"] == "running" and status["step"] < 40, "process was not killed mid-run"
     resumed = run("killed", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    a, b = read_losses(packed_ws.run_dir("straight")), read_losses(packed_ws.run_dir("killed"))
+    a, b = straight_losses, read_losses(packed_ws.run_dir("killed"))
     assert len(a) == 40 and a == b
     assert set(a[0]) >= {"d_loss", "g_loss", "e_loss", "sub_e_loss"}
+
+
+def _rows(path: Path) -> int:
+    try:
+        return max(0, len(path.read_text().splitlines()) - 1)
+    except FileNotFoundError:
+        return 0
+
+
+def test_cancelled_training_job_resumes_from_its_cancel_checkpoint(
+    packed_ws, straight_losses, tmp_path, monkeypatch
+):
+    """Cancel a background training job mid-run (no periodic checkpoint before its end): it
+    stops at a step boundary, writes a checkpoint there and records `cancelled` — job row and
+    run — not `failed`; resumed, its losses.csv equals the uninterrupted run's."""
+    from synthct import jobs
+    from synthct.checkpoint import list_checkpoints
+
+    monkeypatch.setenv("SYNTHCT_WORKSPACE", str(packed_ws.root))
+    monkeypatch.delenv("SYNTHCT_DATABASE_URL", raising=False)
+    monkeypatch.delenv("SYNTHCT_JOB_ID", raising=False)
+    config = _tiny_config(tmp_path / "tiny.yaml", checkpoint_every=1000)
+    job_id = jobs.submit(packed_ws, "train", ["train", "--config", str(config), "--run", "cnc"],
+                         device="cpu")  # fmt: skip
+    run_dir = packed_ws.run_dir("cnc")
+    deadline = time.monotonic() + 240
+    while _rows(run_dir / "losses.csv") < 5:
+        job = jobs.get_job(packed_ws, job_id)
+        assert job.status == "running", jobs.tail_log(job)
+        assert time.monotonic() < deadline, "training did not start"
+        time.sleep(0.05)
+    job = jobs.cancel(packed_ws, job_id, grace_s=120)
+    assert job.status == "cancelled", (job.message, jobs.tail_log(job))
+    status = json.loads((run_dir / "status.json").read_text())
+    step = status["step"]
+    assert status["state"] == "cancelled" and 5 <= step < TINY_STEPS, status
+    assert [s for s, _ in list_checkpoints(run_dir)] == [step]  # the cancel checkpoint only
+    assert f"step-{step:08d}.pt" in job.message and "--resume" in job.message
+    assert _rows(run_dir / "losses.csv") == step
+    assert "Traceback" not in jobs.tail_log(job, 200)
+
+    resumed = subprocess.run([*_train_cmd(packed_ws), "--run", "cnc", "--resume"], env=TRAIN_ENV,
+                             capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert read_losses(run_dir) == straight_losses
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "done"
+
+
+def test_first_interrupt_stops_at_a_step_boundary_second_stops_at_once(workspace, monkeypatch):
+    """In process: a SIGINT during step 3 lets the step finish, writes checkpoint 3 and raises
+    Cancelled (resume matches an uninterrupted run); two SIGINTs stop at once
+    (KeyboardInterrupt), recorded as cancelled, keeping the last periodic checkpoint."""
+    from synthct.checkpoint import list_checkpoints
+    from synthct.errors import Cancelled
+    from synthct.train import train
+
+    install_packed(monkeypatch, 16)
+    full = train(tiny_cfg(checkpoint_every=100), workspace, "full", system_factory=tiny_factory())
+
+    def interrupt_at(step_wanted: int, times: int):
+        def progress(fraction, message):
+            if message == f"step {step_wanted}/6":
+                for _ in range(times):
+                    os.kill(os.getpid(), signal.SIGINT)
+
+        return progress
+
+    cfg = tiny_cfg(checkpoint_every=100)
+    with pytest.raises(Cancelled, match=r"stopped at step 3/6 .*step-00000003\.pt"):
+        try:
+            train(cfg, workspace, "cnc", progress=interrupt_at(3, 1), system_factory=tiny_factory())
+        except KeyboardInterrupt:
+            pytest.fail("the first interrupt stopped training at once, without a checkpoint")
+    run_dir = workspace.run_dir("cnc")
+    assert [s for s, _ in list_checkpoints(run_dir)] == [3]
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "cancelled"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    train(cfg, workspace, "cnc", resume=True, system_factory=tiny_factory())
+    assert read_losses(run_dir) == read_losses(full)
+
+    cfg = tiny_cfg(checkpoint_every=2)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, workspace, "twice", progress=interrupt_at(3, 2), system_factory=tiny_factory())
+    run_dir = workspace.run_dir("twice")
+    assert [s for s, _ in list_checkpoints(run_dir)] == [2]  # no cancel checkpoint: stopped now
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "cancelled" and "at once" in status["message"]
 
 
 def test_augmented_batches_are_seeded_and_keep_the_mask_binary(monkeypatch):

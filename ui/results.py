@@ -123,9 +123,9 @@ def list_evals(ws: Workspace) -> list[str]:
 
 
 def load_eval(ws: Workspace, eval_id: str) -> EvalView:
-    from synthct.workspace import check_name
+    from synthct.workspace import ID_MAX_LENGTH, check_name
 
-    folder = ws.evals / check_name(eval_id, "evaluation id")
+    folder = ws.evals / check_name(eval_id, "evaluation id", max_length=ID_MAX_LENGTH)
     return EvalView(
         id=eval_id,
         result=read_json(folder / "metrics.json"),
@@ -286,9 +286,13 @@ def gallery_volumes(
 # -- segmentation ---------------------------------------------------------------------------------
 def fold_curves(ws: Workspace, experiment: str) -> pd.DataFrame:
     """Per-fold training curves of an experiment: experiment, fold, epoch, train_loss, val_dice."""
-    from synthct.workspace import check_name
+    from synthct.workspace import ID_MAX_LENGTH, check_name
 
-    folds_dir = ws.segmentation / check_name(experiment, "experiment name") / "folds"
+    folds_dir = (
+        ws.segmentation
+        / check_name(experiment, "experiment name", max_length=ID_MAX_LENGTH)
+        / "folds"
+    )
     frames = []
     for d in sorted(folds_dir.glob("fold-*")):
         df = _read_csv(d / "curve.csv")

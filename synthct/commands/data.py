@@ -60,12 +60,12 @@ def ingest(
     """
     from synthct.datasets import REJECTED, SPLITS, ingest_report
 
-    ws = _workspace(workspace)
     if test_fraction + val_fraction + gan_fraction >= 1:
         raise typer.BadParameter(
             f"--test-fraction {test_fraction} + --val-fraction {val_fraction} + --gan-fraction "
             f"{gan_fraction} must be below 1 (some cases must stay in train)"
         )
+    ws = _workspace(workspace, create=True)
     result = ingest_report(
         src,
         ws,

@@ -24,7 +24,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
 
         settings = DemoSettings.tiny() if tiny else DemoSettings()
         settings = dataclasses.replace(settings, base_url=base_url)
-        ws = workspace(ws_path)
+        ws = workspace(ws_path, create=True)
         t0 = time.perf_counter()
         with tqdm(total=100, desc="demo", unit="%", bar_format="{l_bar}{bar}| {desc}") as bar:
 

@@ -10,7 +10,9 @@ import typer
 
 from synthct.commands._common import WorkspaceOpt, bench_header, echo_json, workspace
 
-jobs_app = typer.Typer(help="Background jobs: list, show, cancel, tail logs, run the queue.")
+jobs_app = typer.Typer(
+    help="Background jobs: list, show, cancel, tail logs, run the queue.", no_args_is_help=True
+)
 
 
 class _BarProgress:
@@ -70,7 +72,7 @@ def generate(
 
     3D models write (S, S, S/2) pairs; 2D slice models (fastgan, stylegan2) write one-slice
     (R, R, 1) pairs with the in-plane spacing scaled to the same field of view."""
-    from synthct.generate import GenerateOptions, generate_from_run
+    from synthct.generate import GenerateOptions, sample_from_run
     from synthct.jobs import set_job_result
 
     ws = workspace(workspace_path)
@@ -87,16 +89,13 @@ def generate(
     )
     progress = _BarProgress(n, f"generate {out}")
     try:
-        out_dir = generate_from_run(
+        out_dir, card = sample_from_run(
             ws, run, out, options, step, ema=ema, device=device, overwrite=overwrite,
             progress=progress,
         )  # fmt: skip
     finally:
         progress.close()
     set_job_result(out_dir)
-    from synthct.generate import load_datacard
-
-    card = load_datacard(out_dir)
     echo_json({"set": str(out_dir), "counts": card["counts"]})
 
 
@@ -153,14 +152,25 @@ def jobs_show(job_id: int, workspace_path: WorkspaceOpt = None) -> None:
 @jobs_app.command("cancel")
 def jobs_cancel(
     job_id: int,
-    grace: Annotated[float, typer.Option(help="Seconds between SIGTERM and SIGKILL.")] = 5.0,
+    wait: Annotated[
+        float,
+        typer.Option(
+            "--wait", "--grace", min=0, help="Seconds to wait for the job to stop before returning."
+        ),
+    ] = 10.0,
     workspace_path: WorkspaceOpt = None,
 ) -> None:
-    """Cancel a queued job, or stop a running one (its whole process group)."""
+    """Cancel a job. A queued job never starts; a running one stops at its next safe point
+    (training: after writing a checkpoint, recorded as cancelled; resume it with
+    `synthct train --run R --resume`). Cancelling a job that is still stopping kills it."""
     from synthct import jobs
 
-    job = jobs.cancel(workspace(workspace_path), job_id, grace_s=grace)
-    typer.echo(f"job {job.id}: {job.status}")
+    job = jobs.cancel(workspace(workspace_path), job_id, grace_s=wait)
+    typer.echo(f"job {job.id}: {job.status} ({job.message})")
+    if job.status == "cancelling":
+        typer.echo(
+            f"it is still stopping; `synthct jobs cancel {job.id}` again kills it now", err=True
+        )
 
 
 @jobs_app.command("tail")
@@ -210,13 +220,20 @@ def jobs_sleep(
     seconds: float,
     children: Annotated[int, typer.Option(help="Also start this many sleeping subprocesses.")] = 0,
     fail: Annotated[bool, typer.Option(help="Exit with an error at the end.")] = False,
+    stop_delay: Annotated[
+        float | None,
+        typer.Option(help="Honour a stop request (SIGTERM/SIGINT) this many seconds later."),
+    ] = None,
 ) -> None:
-    """Test helper: sleep (reporting progress), optionally with child processes."""
+    """Test helper: sleep (reporting progress), optionally with child processes; with
+    --stop-delay it stops like training does (a safe point some time after the request)."""
+    import contextlib
     import subprocess
     import sys
 
-    from synthct.errors import SynthctError
+    from synthct.errors import Cancelled, SynthctError
     from synthct.jobs import job_progress_callback
+    from synthct.stopping import StopRequest
 
     procs = [
         subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({seconds + 60})"])
@@ -226,9 +243,17 @@ def jobs_sleep(
         typer.echo(f"child pid {p.pid}")
     progress = job_progress_callback(min_interval=0.1)
     start = time.monotonic()
-    while (elapsed := time.monotonic() - start) < seconds:
-        progress(elapsed / seconds, f"slept {elapsed:.1f}/{seconds} s")
-        time.sleep(min(0.05, seconds))
+    with StopRequest() if stop_delay is not None else contextlib.nullcontext() as stop:
+        asked = None
+        while (elapsed := time.monotonic() - start) < seconds:
+            progress(elapsed / seconds, f"slept {elapsed:.1f}/{seconds} s")
+            time.sleep(min(0.05, seconds))
+            if stop is not None and stop.requested is not None:
+                asked = asked or time.monotonic()
+                if time.monotonic() - asked >= stop_delay:
+                    for p in procs:
+                        p.kill()
+                    raise Cancelled(f"stopped after {elapsed:.1f} s of sleep")
     for p in procs:
         p.kill()
         p.wait()
@@ -288,7 +313,145 @@ def bench_generate(
     )
 
 
+def _rss_mb(pid: int) -> tuple[float, float] | None:
+    """(current RSS, peak RSS) of process `pid` in MB from /proc, None once it has exited."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    kb = {k: float(v.split()[0]) for k, v in (ln.split(":", 1) for ln in text.splitlines())
+          if k in ("VmRSS", "VmHWM")}  # fmt: skip
+    if "VmRSS" not in kb:  # a zombie has no memory left to report
+        return None
+    return kb["VmRSS"] / 1024, kb.get("VmHWM", kb["VmRSS"]) / 1024
+
+
+def make_bench_run(ws, name: str, size: int, width: float, latent: int) -> None:
+    """A random-weight HA-GAN run in `ws` (checkpoint, config, training cases) to sample from."""
+    import hashlib
+    import json
+
+    from synthct.checkpoint import checkpoint_state, save_checkpoint
+    from synthct.config import DataConfig, ModelConfig, RunConfig, save_yaml, to_dict
+    from synthct.models import build_system
+
+    cfg = RunConfig(data=DataConfig(size=size), model=ModelConfig(latent_dim=latent, width=width))
+    system = build_system(cfg.model, size)
+    run_dir = ws.run_dir(name)
+    info = {"spacing": [1.5, 1.5, 3.0], "centres": ["BENCH"]}
+    save_checkpoint(checkpoint_state(cfg, 1, system, {}, {}, [], 0.0, {}, info), run_dir)
+    save_yaml(to_dict(cfg), run_dir / "config.yaml")
+    ids = ["BENCH-000"]
+    digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()
+    (run_dir / "train_cases.json").write_text(
+        json.dumps({"split": "train", "case_ids": ids, "sha256": digest})
+    )
+
+
+def measure_generate_memory(
+    ws, run: str, n: int, seconds: float, batch: int = 4, interval: float = 0.1
+) -> dict:
+    """Run `synthct generate --n n` as its own process and sample its RSS every `interval` s
+    until it ends, or cancel it (SIGTERM, as `synthct jobs cancel` does) after `seconds`.
+
+    Returns n, finished, wall_s, pairs (written, or sampled when cancelled), peak_mb (VmHWM),
+    rss_mb at 10 %, 50 % and 100 % of the run, rc, exit_s (SIGTERM to exit, partial folder
+    removed) and leftovers (partial folders after exit).
+    """
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    out = f"mem-{n}"
+    cmd = [sys.executable, "-m", "synthct", "generate", "--run", run, "--n", str(n), "--out", out,
+           "--device", "cpu", "--batch", str(batch), "-w", str(ws.root)]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    samples: list[tuple[float, float]] = []
+    peak, finished, pairs, exit_s = 0.0, True, 0, 0.0
+    while proc.poll() is None:
+        got = _rss_mb(proc.pid)
+        if got is not None:
+            samples.append((time.monotonic() - t0, got[0]))
+            peak = max(peak, got[1])
+        if time.monotonic() - t0 >= seconds:
+            finished = False
+            pairs = sum(len(list(p.glob("labelsTr/*"))) for p in ws.synthetic.glob(f".{out}.*"))
+            t_term = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=300)
+            exit_s = time.monotonic() - t_term
+            break
+        time.sleep(interval)
+    wall = time.monotonic() - t0
+    if finished:
+        from synthct.generate import load_datacard
+
+        pairs = (
+            int(load_datacard(ws.synthetic_dir(out))["counts"]["written"])
+            if proc.returncode == 0
+            else 0
+        )
+
+    def at(fraction: float) -> float:
+        t = fraction * samples[-1][0]
+        return next(r for s, r in samples if s >= t) if samples else float("nan")
+
+    return {
+        "n": n,
+        "finished": finished,
+        "rc": proc.returncode,
+        "wall_s": wall,
+        "pairs": pairs,
+        "peak_mb": peak,
+        "rss_mb": {f"{int(f * 100)}%": at(f) for f in (0.1, 0.5, 1.0)},
+        "exit_s": exit_s,
+        "leftovers": [p.name for p in ws.synthetic.iterdir() if p.name.startswith(".")],
+    }
+
+
+def bench_generate_memory(
+    n: Annotated[
+        list[int] | None, typer.Option("--n", help="Set sizes (repeat the option).")
+    ] = None,
+    seconds: Annotated[
+        float, typer.Option(help="Cancel a run still going after this long (SIGTERM).")
+    ] = 60.0,
+    size: Annotated[int, typer.Option(help="S (pairs are S x S x S/2).")] = 32,
+    width: Annotated[float, typer.Option(help="HA-GAN width multiplier.")] = 0.0625,
+    latent: Annotated[int, typer.Option(help="Latent size.")] = 16,
+    batch: Annotated[int, typer.Option(help="Pairs per forward pass.")] = 4,
+) -> None:
+    """Peak memory (RSS) of `synthct generate --n N` against N (default 10^3 and 10^6): memory
+    must not grow with N. A random-weight tiny HA-GAN run in a temporary workspace, CPU."""
+    import tempfile
+
+    from synthct.workspace import Workspace
+
+    sizes = n or [1000, 1_000_000]
+    typer.echo(f"### {bench_header('bench generate-memory')}")
+    with tempfile.TemporaryDirectory(prefix="synthct-bench-mem-") as tmp:
+        ws = Workspace.resolve(Path(tmp) / "ws").ensure()
+        make_bench_run(ws, "bench", size, width, latent)
+        for k in sizes:
+            r = measure_generate_memory(ws, "bench", k, seconds, batch)
+            how = (
+                f"finished in {r['wall_s']:.1f} s" if r["finished"]
+                else f"cancelled (SIGTERM) after {r['wall_s'] - r['exit_s']:.1f} s with "
+                f"{r['pairs']} pairs written, exited {r['exit_s']:.1f} s later"
+            )  # fmt: skip
+            rss = ", ".join(f"{key} {v:.0f} MB" for key, v in r["rss_mb"].items())
+            typer.echo(
+                f"- `generate --n {k}` (HA-GAN S={size}, width {width}, batch {batch}, CPU): "
+                f"{how}; **peak RSS {r['peak_mb']:.0f} MB**; RSS over the run: {rss}; "
+                f"exit {r['rc']}; partial folders left: {len(r['leftovers'])}"
+            )
+
+
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     app.command("generate")(generate)
     app.add_typer(jobs_app, name="jobs")
     bench_app.command("generate")(bench_generate)
+    bench_app.command("generate-memory")(bench_generate_memory)

@@ -258,7 +258,11 @@ def export_cmd(
     ],
     ws_path: WorkspaceOpt = None,
 ) -> None:
-    """Raw ratings joined with the sealed manifest as CSV (contains the truth: researchers only)."""
+    """Raw ratings joined with the sealed manifest as CSV (contains the truth: researchers only).
+
+    Text cells a spreadsheet would run as a formula (=, +, -, @, tab, CR first) are written
+    with a leading ' (see synthct/csvsafe.py)."""
+    from synthct.csvsafe import to_csv_text
     from synthct.workspace import atomic_write_text
 
     ws = workspace(ws_path)
@@ -270,7 +274,7 @@ def export_cmd(
     with session_scope(_engine(ws)) as s:
         digest = _study(s, study).manifest_sha256
     df = export_frame(rows, manifest, study, digest)
-    atomic_write_text(path, df.to_csv(index=False))
+    atomic_write_text(path, to_csv_text(df))  # rater names and comments cannot run formulas
     typer.echo(f"wrote {len(df)} ratings to {path}")
 
 

@@ -92,12 +92,12 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         """Run a hyper-parameter grid as separate runs and write a ranked summary table."""
         from synthct import hpo
 
-        w = workspace(ws)
-        if dry_run:
+        if dry_run:  # lists the grid only: no workspace needed
             spec = hpo.load_grid(grid)
             for name, over in hpo.expand_stage(spec, 0, {}):
                 typer.echo(f"{name}: {over}")
             return
+        w = workspace(ws)
         summary = hpo.run_hpo(grid, w, steps=steps, max_stages=stages, metric=metric)
         typer.echo(hpo.format_table(hpo.read_summary(summary)))
         typer.echo(f"summary: {summary}")

@@ -196,7 +196,9 @@ def _extract(
 
 
 def _csv(path: Path, df: pd.DataFrame) -> None:
-    atomic_write_text(path, df.to_csv(index=False))
+    from synthct.csvsafe import to_csv_text  # case ids cannot become spreadsheet formulas
+
+    atomic_write_text(path, to_csv_text(df))
 
 
 # -- the command ---------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from synthct.config import DataConfig, config_hash, to_dict
+from synthct.csvsafe import to_csv_text
 from synthct.errors import ConfigError, WorkspaceError
 from synthct.metrics.sets import VolumeSet, ids_sha256
 from synthct.metrics.slice_cases import (  # re-exported: callers and tests use slice_eval.*
@@ -272,7 +273,7 @@ def run_slice_evaluation(
     final = ws.evals / eval_id
     with atomic_dir(final, overwrite=True) as tmp:
         atomic_write_json(tmp / "metrics.json", result)
-        atomic_write_text(tmp / "embedding.csv", pd.DataFrame(emb).to_csv(index=False))
+        atomic_write_text(tmp / "embedding.csv", to_csv_text(pd.DataFrame(emb)))
     merged = dict(load_datacard(set_dir).get("metrics") or {})
     merged[eval_id] = summarise(result)
     update_datacard(set_dir, "metrics", merged)

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from synthct.config import from_dict, to_dict
+from synthct.csvsafe import to_csv_text
 from synthct.datasets import case_ids_hash
 from synthct.errors import ConfigError, WorkspaceError
 from synthct.segment.data import SegCase
@@ -47,7 +48,13 @@ from synthct.segment.train import (
     load_torch,
     train_fold,
 )
-from synthct.workspace import Workspace, atomic_write_json, atomic_write_text, check_name
+from synthct.workspace import (
+    ID_MAX_LENGTH,
+    Workspace,
+    atomic_write_json,
+    atomic_write_text,
+    check_name,
+)
 
 EXPERIMENTS = ("real", "synthetic", "mixed", "pretrain-finetune")
 Progress = Callable[[float, str], None]
@@ -228,7 +235,7 @@ def run_experiment_cases(
         )
     else:
         original = unavailable(source_grid_reason)
-    atomic_write_text(exp_dir / "per_case.csv", table.to_csv(index=False))
+    atomic_write_text(exp_dir / "per_case.csv", to_csv_text(table))
     results = {
         "name": exp_dir.name,
         "experiment": cfg.experiment,
@@ -305,7 +312,11 @@ def run_experiment(
     """
     from synthct.segment import data
 
-    name = check_name(name or cfg.default_name(), "experiment name")
+    name = (
+        check_name(name, "experiment name")
+        if name
+        else check_name(cfg.default_name(), "experiment name", max_length=ID_MAX_LENGTH)
+    )
     exp_dir = ws.confine(ws.segmentation / name)
     seg = cfg.seg
     trainval = data.load_real_cases(ws, seg, "train") + data.load_real_cases(ws, seg, "val")
