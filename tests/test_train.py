@@ -425,7 +425,9 @@ def test_cancelled_training_job_resumes_from_its_cancel_checkpoint(
     assert json.loads((run_dir / "status.json").read_text())["state"] == "done"
 
 
-def test_first_interrupt_stops_at_a_step_boundary_second_stops_at_once(workspace, monkeypatch):
+def test_first_interrupt_stops_at_a_step_boundary_second_stops_at_once(
+    workspace, monkeypatch, request
+):
     """In process: a SIGINT during step 3 lets the step finish, writes checkpoint 3 and raises
     Cancelled (resume matches an uninterrupted run); two SIGINTs stop at once
     (KeyboardInterrupt), recorded as cancelled, keeping the last periodic checkpoint."""
@@ -435,6 +437,9 @@ def test_first_interrupt_stops_at_a_step_boundary_second_stops_at_once(workspace
 
     install_packed(monkeypatch, 16)
     full = train(tiny_cfg(checkpoint_every=100), workspace, "full", system_factory=tiny_factory())
+    # A shell starts background jobs with SIGINT ignored; this test needs Python's own handler.
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, outer))
 
     def interrupt_at(step_wanted: int, times: int):
         def progress(fraction, message):
