@@ -87,7 +87,7 @@ with tab_runs:
             )
             st.plotly_chart(charts.loss_figure(run.losses, cols, weight), key="dash-loss")
         if not run.collapse.empty:
-            from synthct.train import COLLAPSE_RATIO
+            from synthct.run_log import COLLAPSE_RATIO
 
             st.plotly_chart(charts.collapse_figure(run.collapse, COLLAPSE_RATIO), key="dash-col")
         if run.samples:

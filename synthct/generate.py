@@ -12,17 +12,12 @@ case can be regenerated alone (`generate_case`) and the set does not depend on t
 The same command on the same machine gives byte-identical files; across batch sizes or devices
 the latents are identical and the outputs agree up to the backend's float rounding of batched
 convolutions (~1e-6 in [-1, 1]: at most 1 HU, and a mask voxel only where the output is ~0).
-Postprocessing follows design §2/§5: the packed (S, S, S) output is unpacked by
-`synthct.preprocess.unpack` into image HU and mask, the mask optionally filtered by connected
-components (scipy.ndimage.label), and empty masks handled by a stated policy (keep, drop or
-resample with bounded redraws). The set folder appears only when complete (`atomic_dir`).
-
-2D systems (FastGAN, StyleGAN2: `data_view == "slices"`) generate (B, 2, R, R) slice pairs:
-channel 0 -> HU (`unit_to_hu`, int16), channel 1 > 0 -> mask (uint8); each pair is written as a
-one-slice NIfTI (R, R, 1) whose in-plane spacing is the packed grid's scaled by S / R (same field
-of view) and whose slice thickness is the packed grid's. A model trained on thesis mosaics is
-cut back into its (tile, tile, rows * cols) volume with `synthct.slices.unmosaic` (the grid is
-recorded in the datacard). Seeds, empty-mask policies and atomicity are those of the 3D sets.
+Postprocessing: the model's view turns generator output into image HU and mask volumes
+(`DataView.to_volumes`: packed pairs are unpacked into S x S x S/2 halves, 2D slice pairs into
+one-slice (R, R, 1) volumes or a mosaic's stack) with the voxel size it states
+(`DataView.output_spacing`); the mask is optionally filtered by connected components
+(scipy.ndimage.label), and empty masks are handled by a stated policy (keep, drop or resample
+with bounded redraws). The set folder appears only when complete (`atomic_dir`).
 
 Memory does not grow with the number of cases: case indices are drawn as they are needed
 (redraws first, so at most a few batches of cases are ever pending), finished cases go to a
@@ -39,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import warnings
@@ -55,6 +49,7 @@ import numpy as np
 
 from synthct.errors import ConfigError, SynthctError, WorkspaceError
 from synthct.io import Volume, load_volume, save_png, save_volume, spacing_affine
+from synthct.runtime import case_ids_hash, pick_device
 from synthct.workspace import (
     Workspace,
     atomic_dir,
@@ -67,8 +62,8 @@ from synthct.workspace import (
 if TYPE_CHECKING:
     import torch
 
-    from synthct.config import DataConfig, RunConfig
-    from synthct.models.base import GANSystem
+    from synthct.config import RunConfig
+    from synthct.models.base import GenerativeModel
 
 Progress = Callable[[float, str], None]
 
@@ -180,32 +175,13 @@ def to_hu_int16(image_hu: np.ndarray, hu_window: tuple[float, float]) -> np.ndar
     return np.rint(np.clip(image_hu, lo, hi)).astype(np.int16)
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    """ "auto" -> CUDA when available else CPU; "cuda"/"cuda:N"/"cpu" as given (checked)."""
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ConfigError(
-            f"device {device!r} is not valid; expected auto, cpu, cuda or cuda:N"
-        ) from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but CUDA is not available on this machine")
-    if dev.type not in ("cpu", "cuda"):
-        raise ConfigError(f"device {device!r} is not supported; expected auto, cpu or cuda")
-    return dev
-
-
 # -- sampling -------------------------------------------------------------------------------------
-def _latents(system: GANSystem, seeds: list[int], device: torch.device) -> torch.Tensor:
+def _latents(model: GenerativeModel, seeds: list[int], device: torch.device) -> torch.Tensor:
     """(B, …) latents, row i from seed i alone on a CPU generator (device-independent)."""
     import torch
 
     rows = [
-        system.sample_latent(1, generator=torch.Generator().manual_seed(s), device="cpu")
+        model.sample_latent(1, generator=torch.Generator().manual_seed(s), device="cpu")
         for s in seeds
     ]
     return torch.cat(rows).to(device)
@@ -220,88 +196,38 @@ def _centre_for(seed: int, n_centres: int, fixed: int | None) -> int | None:
     return int(np.random.default_rng(seed).integers(n_centres))
 
 
-def is_slice_system(system) -> bool:
-    """True for 2D systems whose `generate` returns (B, 2, R, R) slice pairs."""
-    return getattr(system, "data_view", "volumes") == "slices"
-
-
-def slice_spacing(
-    spacing: tuple[float, float, float], size: int, resolution: int
-) -> tuple[float, float, float]:
-    """Voxel size (mm) of an R x R slice covering the S x S field of view of the packed grid:
-    (sx * S / R, sy * S / R, sz)."""
-    f = size / resolution
-    return (float(spacing[0]) * f, float(spacing[1]) * f, float(spacing[2]))
-
-
-def slices_to_volumes(
-    out: np.ndarray, hu_window: tuple[float, float], grid: tuple[int, int] | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """2D generator output (B, 2, R, R) in [-1, 1] -> (image_hu (B, X, Y, Z) float32, mask uint8).
-
-    grid None: each pair is one axial slice, Z = 1. grid (rows, cols): each pair is a mosaic of
-    rows * cols axial tiles (`synthct.slices.mosaic`), cut back into (R/rows, R/cols, rows*cols).
-    """
-    import torch
-
-    from synthct.preprocess import unit_to_hu
-
-    x = np.clip(np.asarray(out, dtype=np.float32), -1.0, 1.0)
-    if grid is None:
-        vol = x[..., None]  # (B, 2, X, Y, 1)
-    else:
-        from synthct.slices import unmosaic
-
-        tiles = unmosaic(torch.from_numpy(x), int(grid[0]), int(grid[1])).numpy()
-        vol = np.moveaxis(tiles, 2, -1)  # (B, 2, Z, X, Y) -> (B, 2, X, Y, Z)
-    image_hu = unit_to_hu(vol[:, 0], hu_window).astype(np.float32)
-    return image_hu, (vol[:, 1] > 0).astype(np.uint8)
-
-
 def sample_pairs(
-    system: GANSystem,
+    model: GenerativeModel,
     seeds: list[int],
-    data_cfg: DataConfig,
     device: torch.device | str = "cpu",
     centres: list[int | None] | None = None,
-    mosaic_grid: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Generate and unpack one batch: (image_hu (B, S, S, S/2) float32, mask (B, S, S, S/2) uint8);
-    for a 2D system (image_hu (B, R, R, 1), mask (B, R, R, 1)) (see `slices_to_volumes`)."""
+    """Generate one batch as volumes: (image_hu (B, X, Y, Z) float32, mask uint8), the layout of
+    the model's view (`DataView.to_volumes`: (S, S, S/2) halves, or (R, R, 1) slices)."""
     import torch
 
-    from synthct.preprocess import unpack
-
     device = torch.device(device)
-    z = _latents(system, seeds, device)
+    z = _latents(model, seeds, device)
     centre = None
     if centres is not None and any(c is not None for c in centres):
         centre = torch.tensor([int(c) for c in centres], dtype=torch.long, device=device)
-    out = system.generate(z, centre) if centre is not None else system.generate(z)
-    if is_slice_system(system):
-        return slices_to_volumes(
-            out.detach().float().cpu().numpy(), data_cfg.hu_window, mosaic_grid
-        )
-    packed = out.detach().float().cpu().numpy()[:, 0]  # (B, S, S, S)
-    image_hu, mask = unpack(packed, data_cfg)
-    return image_hu.astype(np.float32, copy=False), mask.astype(np.uint8, copy=False)
+    out = model.generate(z, centre) if centre is not None else model.generate(z)
+    return model.view.to_volumes(out.detach().float().cpu().numpy())
 
 
 def generate_case(
-    system: GANSystem,
+    model: GenerativeModel,
     seed: int,
-    data_cfg: DataConfig,
     device: torch.device | str = "cpu",
     mask_postprocess: str = "binary",
     centre: int | None = None,
-    mosaic_grid: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Regenerate one case from its recorded seed: (image int16 HU (S, S, S/2), mask uint8);
-    2D systems: (R, R, 1) (or the mosaic's volume with `mosaic_grid`)."""
-    centre = _centre_for(seed, int(getattr(system, "n_centres", 0)), centre)
-    image_hu, mask = sample_pairs(system, [seed], data_cfg, device, [centre], mosaic_grid)
+    """Regenerate one case from its recorded seed: (image int16 HU, mask uint8) in the layout of
+    the model's view ((S, S, S/2) for volume models, (R, R, 1) or a mosaic's stack for 2D)."""
+    centre = _centre_for(seed, model.n_centres, centre)
+    image_hu, mask = sample_pairs(model, [seed], device, [centre])
     m, _ = postprocess_mask(mask[0], mask_postprocess)
-    return to_hu_int16(image_hu[0], data_cfg.hu_window), m
+    return to_hu_int16(image_hu[0], model.view.data_cfg.hu_window), m
 
 
 def _is_oom(err: BaseException) -> bool:
@@ -314,8 +240,7 @@ def _is_oom(err: BaseException) -> bool:
 
 def write_set(
     out_dir: str | os.PathLike,
-    system: GANSystem,
-    data_cfg: DataConfig,
+    model: GenerativeModel,
     spacing: tuple[float, float, float],
     options: GenerateOptions,
     device: torch.device | str = "cpu",
@@ -323,37 +248,34 @@ def write_set(
     provenance: dict[str, Any] | None = None,
     overwrite: bool = False,
     progress: Progress | None = None,
-    mosaic_grid: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
-    """Sample `options.n` pairs from `system` into `out_dir` (atomically); returns the datacard
+    """Sample `options.n` pairs from `model` into `out_dir` (atomically); returns the datacard
     without its per-case lists (`cases`, `seeds`: in datacard.json only, see the module notes).
 
-    `spacing` (mm, x y z) is the voxel size of the written volumes (3D: the packed grid's image
-    half; 2D: `slice_spacing` of it); it goes into every affine. 2D systems write (R, R, 1)
-    pairs, or with `mosaic_grid` (rows, cols) the mosaic's (R/rows, R/cols, rows*cols) volume.
-    `provenance` holds the run-level datacard fields (run, checkpoint, run_config,
-    training_cases, …). A CUDA out-of-memory error halves the batch (down to 1) and retries.
-    Memory stays flat in `options.n`.
+    `spacing` (mm, x y z) is the voxel size of the written volumes (`DataView.output_spacing` of
+    the packed grid's); it goes into every affine. `provenance` holds the run-level datacard
+    fields (run, checkpoint, run_config, training_cases, …). A CUDA out-of-memory error halves
+    the batch (down to 1) and retries. Memory stays flat in `options.n`.
     """
     import torch
 
+    view = model.view
+    data_cfg = view.data_cfg
     out_dir = Path(out_dir)
     spacing = tuple(float(s) for s in spacing)  # type: ignore[assignment]
     if len(spacing) != 3 or not all(s > 0 and np.isfinite(s) for s in spacing):
         raise ConfigError(f"spacing must be three positive mm values, got {spacing}")
     affine = spacing_affine(spacing)  # type: ignore[arg-type]
     device = torch.device(device)
-    n_centres = int(getattr(system, "n_centres", 0))
-    slices = is_slice_system(system)
-    if options.format == "png" and not (slices and mosaic_grid is None):
+    if options.format == "png" and not view.supports_png():
         raise ConfigError(
             "--format png writes one PNG per slice pair: it is for 2D slice models (fastgan, "
-            f"stylegan2 on slices), not {getattr(system, 'kind', 'this model')!r} volumes"
+            f"stylegan2 on slices), not {model.kind!r} {view.sample_name()}s"
         )
     png = options.format == "png"
     png_window = tuple(data_cfg.hu_window) if png else None
     width = max(4, len(str(options.n)))
-    system.eval()
+    model.eval()
 
     counts = {
         "requested": options.n,
@@ -390,21 +312,18 @@ def write_set(
         try:
             while items := work.take(batch):
                 seeds = [case_seed(options.seed, i, a) for i, a in items]
-                centres = [_centre_for(s, n_centres, centre_index) for s in seeds]
+                centres = [_centre_for(s, model.n_centres, centre_index) for s in seeds]
                 try:
                     with torch.no_grad():
-                        images, masks = sample_pairs(
-                            system, seeds, data_cfg, device, centres, mosaic_grid
-                        )
+                        images, masks = sample_pairs(model, seeds, device, centres)
                 except Exception as e:
                     if not _is_oom(e):
                         raise
                     if device.type == "cuda":
                         torch.cuda.empty_cache()
                     if batch == 1:
-                        what = "slice pair" if slices else f"{data_cfg.size}^3 pair"
                         raise GenerationError(
-                            f"out of GPU memory generating one {what} on {device}; "
+                            f"out of GPU memory generating one {view.sample_name()} on {device}; "
                             "free the GPU or use --device cpu"
                         ) from None
                     batch = max(1, batch // 2)
@@ -453,22 +372,6 @@ def write_set(
             pool.shutdown(wait=True, cancel_futures=True)
             ordered.close()
 
-        shape = [int(data_cfg.size), int(data_cfg.size), int(data_cfg.size) // 2]
-        view: dict[str, Any] = {}
-        if slices:
-            r = int(system.resolution)
-            if mosaic_grid is None:
-                shape = [r, r, 1]
-            else:
-                rows, cols = (int(v) for v in mosaic_grid)
-                shape = [r // rows, r // cols, rows * cols]
-            view = {
-                "size": r,
-                "data_view": "slices",
-                "data_size": int(data_cfg.size),
-                "layout": "slices" if mosaic_grid is None else "mosaic",
-                "grid": None if mosaic_grid is None else [int(v) for v in mosaic_grid],
-            }
         counts["written"] = ordered.written
         head = {
             "name": out_dir.name,
@@ -476,11 +379,11 @@ def write_set(
             "synthct_version": _version(),
             **(provenance or {}),
             "model": {
-                "kind": getattr(system, "kind", "unknown"),
+                "kind": model.kind,
                 "size": int(data_cfg.size),
-                "latent_dim": int(getattr(system, "latent_dim", 0)),
+                "latent_dim": int(model.latent_dim),
                 **(provenance or {}).get("model", {}),
-                **view,
+                **view.card_fields(),
             },
         }
         tail = {
@@ -500,7 +403,7 @@ def write_set(
             "device": str(device),
             "batch_size_used": batch,
             "spacing": list(spacing),
-            "shape": shape,
+            "shape": view.output_shape(),
             "metrics": {},
         }
         records = tmp / _RECORDS
@@ -668,7 +571,7 @@ def load_training_cases(run_dir: Path) -> dict[str, Any]:
         raise WorkspaceError(
             f"{path}: expected {{'split', 'case_ids', 'sha256'}}, got {data!r:.200}"
         )
-    digest = hashlib.sha256("\n".join(sorted(map(str, ids))).encode()).hexdigest()
+    digest = case_ids_hash(ids)
     if data.get("sha256") and data["sha256"] != digest:
         raise WorkspaceError(
             f"{path}: sha256 {data['sha256']} does not match its case ids (computed {digest})"
@@ -744,18 +647,11 @@ def sample_from_run(
         )
     training = load_training_cases(run_dir)
     recorded = read_json(run_dir / "train_cases.json")  # may also hold spacing and centres
-    dev = resolve_device(device)
-    system, run_cfg, meta = load_generator(run_dir, checkpoint, ema=ema, device=dev)
-    spacing = packed_spacing(ws, run_cfg, meta, recorded)
-    grid = None
-    if is_slice_system(system):
-        if recorded.get("layout") == "mosaic":
-            grid = tuple(int(v) for v in recorded["grid"])
-            spacing = slice_spacing(spacing, run_cfg.data.size, system.resolution // grid[1])
-        else:
-            spacing = slice_spacing(spacing, run_cfg.data.size, system.resolution)
+    dev = pick_device(device)
+    model, run_cfg, meta = load_generator(run_dir, checkpoint, ema=ema, device=dev)
+    spacing = model.view.output_spacing(packed_spacing(ws, run_cfg, meta, recorded))
     centres = meta.get("centres") or recorded.get("centres")
-    centre_index = _centre_index(options.centre, centres, int(getattr(system, "n_centres", 0)))
+    centre_index = _centre_index(options.centre, centres, model.n_centres)
     provenance = {
         "run": run,
         "checkpoint": {
@@ -771,16 +667,14 @@ def sample_from_run(
     }
     card = write_set(
         out_dir,
-        system,
-        run_cfg.data,
-        spacing,  # type: ignore[arg-type]
+        model,
+        spacing,
         options,
         device=dev,
         centre_index=centre_index,
         provenance=provenance,
         overwrite=overwrite,
         progress=progress,
-        mosaic_grid=grid,  # type: ignore[arg-type]
     )
     return out_dir, card
 

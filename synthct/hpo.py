@@ -88,13 +88,17 @@ def load_grid(path: str | Path) -> dict[str, Any]:
 
 
 def apply_overrides(cfg: dict, overrides: dict[str, Any]) -> dict:
-    """Copy of a run-config dict with dotted keys ("model.lr_g") set."""
+    """Copy of a run-config dict with dotted keys set: "model.lr_g", or a key of the model
+    kind's own section, "model.hagan.lr_e" (0.1.0 grids wrote it "model.lr_e"; still read)."""
     cfg = json.loads(json.dumps(cfg))
     for key, value in overrides.items():
-        section, _, name = key.partition(".")
-        if not name or section not in ("data", "model", "train"):
+        section, *path = key.split(".")
+        if not path or section not in ("data", "model", "train"):
             raise ConfigError(f"grid key {key!r}: expected 'data.X', 'model.X' or 'train.X'")
-        cfg.setdefault(section, {})[name] = value
+        where = cfg.setdefault(section, {})
+        for part in path[:-1]:
+            where = where.setdefault(part, {})
+        where[path[-1]] = value
     return cfg
 
 
@@ -143,7 +147,7 @@ def hu_w1(run_dir: Path) -> float:
 
     from synthct.checkpoint import load_generator
     from synthct.preprocess import load_packed
-    from synthct.train import image_half
+    from synthct.views.volumes import image_half
 
     run_dir = Path(run_dir)
     system, cfg, _ = load_generator(run_dir, "latest", ema=True)
@@ -207,7 +211,7 @@ def run_hpo(
     max_stages: int | None = None,
     metric: str | Metric = "fid",
     progress: Callable[[float, str], None] | None = None,
-    system_factory: Callable | None = None,
+    model_factory: Callable | None = None,
 ) -> Path:
     """Train every grid point (skipping done runs), score them, write the ranked summary.
 
@@ -233,7 +237,7 @@ def run_hpo(
             run_dir = ws.run_dir(name)
             state = run_state(run_dir)
             if state != "done":
-                train(cfg, ws, name, resume=state != "new", system_factory=system_factory)
+                train(cfg, ws, name, resume=state != "new", model_factory=model_factory)
             score = float(score_fn(run_dir))
             rows.append(
                 {

@@ -22,9 +22,11 @@ from collections.abc import Callable
 
 import torch
 
-from synthct.config import ModelConfig
+from synthct.config import DataConfig, ModelConfig
 from synthct.models.base import StepContext
-from synthct.train import autocast_for, make_update, pick_device
+from synthct.models.registry import build_model
+from synthct.runtime import pick_device
+from synthct.train import autocast_for, make_update
 
 # Dense peak TFLOP/s by device-name substring (vendor datasheets, no sparsity).
 # Note: PyTorch lets cuDNN use TF32 tensor cores for fp32 convolutions by default, so an "fp32"
@@ -79,23 +81,7 @@ def peak_tflops(device: torch.device, precision: str) -> float | None:
     return None
 
 
-def random_pairs(batch: int, size: int, device: torch.device) -> torch.Tensor:
-    """(B, 1, S, S, S) in [-1, 1]: uniform image half, {-1, 1} mask half."""
-    g = torch.Generator().manual_seed(0)
-    x = torch.rand(batch, 1, size, size, size, generator=g) * 2 - 1
-    x[..., size // 2 :] = torch.sign(x[..., size // 2 :])
-    return x.to(device)
-
-
-def random_slice_pairs(batch: int, side: int, device: torch.device) -> torch.Tensor:
-    """(B, 2, R, R) in [-1, 1]: uniform CT channel, {-1, 1} mask channel (2D systems)."""
-    g = torch.Generator().manual_seed(0)
-    x = torch.rand(batch, 2, side, side, generator=g) * 2 - 1
-    x[:, 1] = torch.sign(x[:, 1])
-    return x.to(device)
-
-
-def bench_train(spec: BenchSpec, system_factory: Callable | None = None) -> dict:
+def bench_train(spec: BenchSpec, model_factory: Callable | None = None) -> dict:
     """Time `spec.steps` training iterations after warm-up; returns a dict of figures.
 
     Keys: label, model, size, batch, precision, compile, channels_last, fused, encoder, device,
@@ -107,22 +93,12 @@ def bench_train(spec: BenchSpec, system_factory: Callable | None = None) -> dict
     device = pick_device()
     torch.manual_seed(0)
     cfg = ModelConfig(kind=spec.model, width=spec.width, latent_dim=spec.latent)
-    if system_factory is None:
-        from synthct.models import build_system
-
-        system = build_system(cfg, spec.size)
-    else:
-        system = system_factory(cfg, spec.size)
-    system = system.to(device).train()
-    slices = getattr(system, "data_view", "volumes") == "slices"
-    if slices:
-        real = random_slice_pairs(spec.batch, system.resolution, device)
-    else:
-        real = random_pairs(spec.batch, spec.size, device)
+    data_cfg = DataConfig(size=spec.size)
+    system = (model_factory or build_model)(cfg, data_cfg).to(device).train()
+    real = system.view.random_batch(spec.batch, torch.Generator().manual_seed(0)).to(device)
     if spec.channels_last and device.type == "cuda":
-        fmt = torch.channels_last if slices else torch.channels_last_3d
-        system.to(memory_format=fmt)
-        real = real.contiguous(memory_format=fmt)
+        system.to(memory_format=system.view.memory_format)
+        real = real.contiguous(memory_format=system.view.memory_format)
     opts = system.configure_optimizers(fused=spec.fused)
     gen = torch.Generator().manual_seed(0)
     autocast = autocast_for(spec.precision, device)

@@ -16,7 +16,8 @@ import torch
 from synthct import generate as gen
 from synthct.config import DataConfig
 from synthct.errors import ConfigError, WorkspaceError
-from synthct.models.base import GANSystem
+from synthct.models.base import GenerativeModel
+from synthct.views import VolumeView
 
 S = 32
 LATENT = 6
@@ -27,7 +28,7 @@ def _grid(size: int) -> torch.Tensor:
     return torch.stack(torch.meshgrid(r, r, torch.linspace(-1, 1, size // 2), indexing="ij"))
 
 
-class Analytic(GANSystem):
+class Analytic(GenerativeModel):
     """Deterministic pair generator whose mask content is known from the latent.
 
     z[0] > 0: a ball tumour at the centre (else the mask is empty); z[1] > 0: plus a small
@@ -39,6 +40,7 @@ class Analytic(GANSystem):
     def __init__(self, size: int = S, latent_dim: int = LATENT) -> None:
         super().__init__()
         self.size, self.latent_dim = size, latent_dim
+        self.view = VolumeView(DataConfig(size=size))
         self.w = torch.nn.Parameter(torch.zeros(1))  # so .eval()/.to() behave like a model
         self.calls = 0
 
@@ -119,7 +121,6 @@ def _unpack_contract(monkeypatch):
 
 
 SPACING = (1.7, 1.9, 2.3)
-DATA = DataConfig(size=S)
 
 
 def _write(ws, name="set", system=None, **kw):
@@ -128,7 +129,6 @@ def _write(ws, name="set", system=None, **kw):
     summary = gen.write_set(
         out,
         system or Analytic(),
-        DATA,
         SPACING,
         _opts(**kw),
         provenance={"run": "r1", "training_cases": {"split": "train", "case_ids": ["A"]}},
@@ -213,7 +213,7 @@ def test_same_seed_gives_identical_set_independent_of_batch_size(workspace):
 def test_a_case_is_reproducible_alone(workspace):
     out, card = _write(workspace, n=4, batch_size=3)
     case = card["cases"][2]
-    image, mask = gen.generate_case(Analytic(), case["seed"], DATA)
+    image, mask = gen.generate_case(Analytic(), case["seed"])
     img_v, mask_v = gen.load_synthetic_pair(out, case["case_id"])
     np.testing.assert_array_equal(image, img_v.array.astype(np.int16))
     np.testing.assert_array_equal(mask, mask_v.array)
@@ -230,7 +230,7 @@ def test_existing_set_is_refused_unless_overwrite(workspace):
     out, _ = _write(workspace, n=1)
     with pytest.raises(WorkspaceError, match="already exists"):
         _write(workspace, n=1)
-    card = gen.write_set(out, Analytic(), DATA, SPACING, _opts(n=2), overwrite=True)
+    card = gen.write_set(out, Analytic(), SPACING, _opts(n=2), overwrite=True)
     assert card["counts"]["written"] == 2 and len(list((out / "labelsTr").iterdir())) == 2
 
 
@@ -343,16 +343,16 @@ def hagan_run(workspace):
     import copy
 
     from synthct.checkpoint import checkpoint_state, save_checkpoint
-    from synthct.config import ModelConfig, RunConfig, TrainConfig, save_yaml, to_dict
-    from synthct.models import build_system
+    from synthct.config import RunConfig, TrainConfig, save_yaml, to_dict
+    from synthct.models import build_model, model_config
 
     torch.manual_seed(0)
     cfg = RunConfig(
         data=DataConfig(size=S),
-        model=ModelConfig(kind="hagan", latent_dim=16, width=1 / 16, n_centres=2),
+        model=model_config(kind="hagan", latent_dim=16, width=1 / 16, n_centres=2),
         train=TrainConfig(steps=5),
     )
-    system = build_system(cfg.model, S)
+    system = build_model(cfg.model, DataConfig(size=S))
     ema = {"G": copy.deepcopy(system.G)}
     with torch.no_grad():
         for p in ema["G"].parameters():
@@ -410,7 +410,7 @@ def test_cli_generate_from_a_checkpoint(workspace, hagan_run):
 
     system, cfg, _ = load_generator(workspace.run_dir("tiny"), "latest", ema=True)
     c = card["cases"][1]
-    image, mask = gen.generate_case(system, c["seed"], cfg.data, centre=c["centre"])
+    image, mask = gen.generate_case(system, c["seed"], centre=c["centre"])
     img_v, mask_v = gen.load_synthetic_pair(out, c["case_id"])
     assert np.abs(image.astype(np.float32) - img_v.array).max() <= 1
     assert np.mean(mask != mask_v.array) < 1e-3
@@ -485,13 +485,11 @@ def test_memory_does_not_grow_with_the_number_of_cases(tmp_path):
     process-level figure (RSS at 10^3 vs 10^6 pairs) is `synthct bench generate-memory`."""
     import tracemalloc
 
-    data = DataConfig(size=8)
-
     def peak(n: int, name: str) -> int:
         opts = _opts(n=n, batch_size=8, write_workers=1, empty_masks="resample")
         tracemalloc.start()
         try:
-            card = gen.write_set(tmp_path / name, Analytic(size=8), data, SPACING, opts)
+            card = gen.write_set(tmp_path / name, Analytic(size=8), SPACING, opts)
             traced = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()

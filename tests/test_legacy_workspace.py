@@ -61,7 +61,7 @@ def test_checkpoint_regenerates_its_set(legacy):
     card = load_datacard(legacy.synthetic_dir(SET))
     assert meta["step"] == 4 and card["checkpoint"]["step"] == 4
     for case in card["cases"]:
-        image, mask = generate_case(system, case["seed"], run_cfg.data)
+        image, mask = generate_case(system, case["seed"])
         disk_image, disk_mask = load_synthetic_pair(legacy.synthetic_dir(SET), case["case_id"])
         assert image.shape == disk_image.array.shape == tuple(card["shape"])
         assert np.abs(image.astype(np.float64) - disk_image.array).max() <= 1.0

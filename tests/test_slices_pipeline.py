@@ -74,23 +74,23 @@ def test_2d_set_shapes_spacing_datacard_and_reproducibility(packed_ws, fastgan_r
 
 
 def test_half_resolution_2d_model_scales_the_in_plane_spacing():
-    from synthct.config import ModelConfig
-    from synthct.models import build_system
+    from synthct.models import build_model, model_config
 
-    system = build_system(ModelConfig(kind="stylegan2", latent_dim=8, width=1 / 32,
-                                      resolution=32, diffaug=""), 64)  # fmt: skip
-    assert gen.slice_spacing((1.5, 1.2, 3.0), 64, system.resolution) == (3.0, 2.4, 3.0)
-    img, msk = gen.sample_pairs(system, [1, 2], DataConfig(size=64))
+    system = build_model(model_config(kind="stylegan2", latent_dim=8, width=1 / 32,
+                                      resolution=32, diffaug=""), DataConfig(size=64))  # fmt: skip
+    assert system.view.output_spacing((1.5, 1.2, 3.0)) == (3.0, 2.4, 3.0)
+    img, msk = gen.sample_pairs(system, [1, 2])
     assert img.shape == (2, 32, 32, 1) and msk.shape == (2, 32, 32, 1) and msk.dtype == np.uint8
 
 
 def test_mosaic_output_is_cut_back_into_a_volume():
     from synthct.slices import mosaic
+    from synthct.views.slices import slices_to_volumes
 
     vol = torch.rand(2, 2, 4, 8, 8) * 2 - 1  # (B, channel, Z, X, Y)
     vol[:, 1] = torch.sign(vol[:, 1])
     tiles = mosaic(vol, 2, 2)  # (B, 2, 16, 16)
-    img, msk = gen.slices_to_volumes(tiles.numpy(), (-1000.0, 1000.0), grid=(2, 2))
+    img, msk = slices_to_volumes(tiles.numpy(), (-1000.0, 1000.0), grid=(2, 2))
     assert img.shape == (2, 8, 8, 4)
     np.testing.assert_allclose(img, vol[:, 0].permute(0, 2, 3, 1).numpy() * 1000, atol=1e-3)
     assert np.array_equal(msk, (vol[:, 1] > 0).permute(0, 2, 3, 1).numpy())
@@ -99,11 +99,11 @@ def test_mosaic_output_is_cut_back_into_a_volume():
 def test_png_format_is_refused_for_3d_models(tmp_path):
     from synthct.config import ModelConfig
     from synthct.errors import ConfigError
-    from synthct.models import build_system
+    from synthct.models import build_model
 
-    system = build_system(ModelConfig(kind="hagan", latent_dim=8, width=1 / 16), S)
+    system = build_model(ModelConfig(kind="hagan", latent_dim=8, width=1 / 16), DataConfig(size=S))
     with pytest.raises(ConfigError, match="png"):
-        gen.write_set(tmp_path / "x", system, DataConfig(size=S), (1, 1, 1),
+        gen.write_set(tmp_path / "x", system, (1, 1, 1),
                       gen.GenerateOptions(n=1, format="png"))  # fmt: skip
     with pytest.raises(ConfigError, match="format"):
         gen.GenerateOptions(n=1, format="jpeg")
@@ -125,17 +125,17 @@ def slice_evals(packed_ws, fastgan_run):  # noqa: F811
     set with the random extractor, the 3D set with the default one."""
     from synthct.config import ModelConfig, RunConfig, to_dict
     from synthct.metrics.evaluate import EvalOptions, run_evaluation
-    from synthct.models import build_system
+    from synthct.models import build_model
 
     gen.generate_from_run(packed_ws, "g2d", "set2d", gen.GenerateOptions(n=6), device="cpu")
     torch.manual_seed(0)
-    hagan = build_system(ModelConfig(kind="hagan", latent_dim=8, width=1 / 16), S)
+    hagan = build_model(ModelConfig(kind="hagan", latent_dim=8, width=1 / 16), DataConfig(size=S))
     train_ids = json.loads((fastgan_run / "train_cases.json").read_text())["case_ids"]
     prov = {
         "run_config": to_dict(RunConfig(data=DataConfig(size=S))),
         "training_cases": {"split": "train", "case_ids": train_ids},
     }
-    gen.write_set(packed_ws.synthetic_dir("set3d"), hagan, DataConfig(size=S), (1.5, 1.5, 3.0),
+    gen.write_set(packed_ws.synthetic_dir("set3d"), hagan, (1.5, 1.5, 3.0),
                   gen.GenerateOptions(n=3), provenance=prov)  # fmt: skip
     common = dict(real="all", n_boot=5, baseline_repeats=3, kid_subsets=10, seed=0,
                   slices_per_case=2)  # fmt: skip

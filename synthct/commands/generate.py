@@ -279,23 +279,24 @@ def bench_generate(
     import torch
 
     from synthct.config import DataConfig, ModelConfig
-    from synthct.generate import GenerateOptions, resolve_device, write_set
-    from synthct.models import build_system
+    from synthct.generate import GenerateOptions, write_set
+    from synthct.models import build_model
+    from synthct.runtime import pick_device
 
-    dev = resolve_device(device)
-    system = build_system(ModelConfig(kind="hagan", latent_dim=latent, width=width), size).to(dev)
-    data = DataConfig(size=size)
+    dev = pick_device(device)
+    model_cfg = ModelConfig(kind="hagan", latent_dim=latent, width=width)
+    system = build_model(model_cfg, DataConfig(size=size)).to(dev)
     n_params = sum(p.numel() for p in system.G.parameters()) if hasattr(system, "G") else 0
     # warm-up (cuDNN autotune, allocator) outside the timing
     write_set_opts = GenerateOptions(n=batch, batch_size=batch, write_workers=workers)
     with tempfile.TemporaryDirectory() as tmp:
-        write_set(Path(tmp) / "warm", system, data, (1.5, 1.5, 1.5), write_set_opts, device=dev)
+        write_set(Path(tmp) / "warm", system, (1.5, 1.5, 1.5), write_set_opts, device=dev)
         target = out or Path(tmp) / "bench"
         opts = GenerateOptions(n=n, batch_size=batch, write_workers=workers)
         if dev.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        card = write_set(target, system, data, (1.5, 1.5, 1.5), opts, device=dev, overwrite=True)
+        card = write_set(target, system, (1.5, 1.5, 1.5), opts, device=dev, overwrite=True)
         total = time.perf_counter() - t0
         # sampling alone, same batches, for the split between compute and writing
         t1 = time.perf_counter()
@@ -333,10 +334,10 @@ def make_bench_run(ws, name: str, size: int, width: float, latent: int) -> None:
 
     from synthct.checkpoint import checkpoint_state, save_checkpoint
     from synthct.config import DataConfig, ModelConfig, RunConfig, save_yaml, to_dict
-    from synthct.models import build_system
+    from synthct.models import build_model
 
     cfg = RunConfig(data=DataConfig(size=size), model=ModelConfig(latent_dim=latent, width=width))
-    system = build_system(cfg.model, size)
+    system = build_model(cfg.model, cfg.data)
     run_dir = ws.run_dir(name)
     info = {"spacing": [1.5, 1.5, 3.0], "centres": ["BENCH"]}
     save_checkpoint(checkpoint_state(cfg, 1, system, {}, {}, [], 0.0, {}, info), run_dir)

@@ -441,7 +441,7 @@ def fid_for_generator(
     seed: int = 0,
     batch_size: int = 4,
 ) -> dict[str, Any]:
-    """FID of `n` fresh samples of a `GANSystem` vs real packed pairs, in `extractor` space."""
+    """FID of `n` fresh samples of a volume model vs real packed pairs, in `extractor` space."""
     import torch
 
     tensors = [*system.parameters(), *system.buffers()]

@@ -33,9 +33,9 @@ import time
 
 import torch
 
-from synthct.config import DIFFAUG_POLICIES, ModelConfig
+from synthct.config import DIFFAUG_POLICIES
 from synthct.errors import ConfigError
-from synthct.models.base import GANSystem, StepContext
+from synthct.models.base import StepContext
 
 TRANSLATION_RATIO = 1 / 8
 CUTOUT_RATIO = 1 / 2
@@ -111,49 +111,12 @@ def diff_augment(
     return x.contiguous()
 
 
-# -- helpers shared by fastgan.py and stylegan2.py ----------------------------------------------
+# -- randomness on the model's device ------------------------------------------------------------
 def device_generator(ctx: StepContext) -> torch.Generator:
     """A generator on ctx.device seeded from the loop's CPU generator (one draw per step), so
     latents, noise and augmentations are drawn on the device yet stay reproducible."""
     seed = int(torch.randint(0, 2**62, (1,), generator=ctx.generator))
     return torch.Generator(device=ctx.device).manual_seed(seed)
-
-
-class SliceGANSystem(GANSystem):
-    """What FastGAN and StyleGAN2 share: the slice data view, resolution, DiffAugment policy."""
-
-    data_view = "slices"  # the loop feeds (B, 2, R, R) pairs from synthct.slices, not volumes
-
-    def __init__(self, cfg: ModelConfig, size: int):
-        super().__init__()
-        if cfg.n_centres:
-            raise ConfigError(
-                f"centre conditioning (n_centres={cfg.n_centres}) is only available for kind 'hagan'"
-            )
-        self.cfg, self.size = cfg, size
-        self.resolution = resolve_resolution(cfg.resolution, size, self.kind)
-        self.latent_dim = cfg.latent_dim
-        self.policy = parse_policy(cfg.diffaug)
-
-
-def resolve_resolution(resolution: int, size: int, kind: str) -> int:
-    """The 2D side: `resolution` or, when 0, the data size S; a power of two in [32, 1024]."""
-    r = resolution or size
-    if r < 32 or r > 1024 or r & (r - 1):
-        raise ConfigError(
-            f"{kind} generates square slices with a power-of-two side in [32, 1024]; "
-            f"got resolution {r} (model.resolution={resolution}, data size {size})"
-        )
-    return r
-
-
-def check_pair_batch(real: torch.Tensor, resolution: int) -> None:
-    """Raise ValueError unless `real` is a (B, 2, R, R) slice-pair batch."""
-    if real.ndim != 4 or tuple(real.shape[1:]) != (2, resolution, resolution):
-        raise ValueError(
-            f"expected a batch of image+mask slice pairs (B, 2, {resolution}, {resolution}), "
-            f"got {tuple(real.shape)}"
-        )
 
 
 def time_train_steps(system, batch: int, steps: int, warmup: int = 1, seed: int = 0) -> float:
