@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 import torch
 
+from synthct.bench.blobs import blob_set, split_loader, write_blob_synthetic_set
 from synthct.config import DataConfig
 from synthct.errors import ConfigError, WorkspaceError
 from synthct.io import Volume, save_volume, spacing_affine
 from synthct.metrics import evaluate as E
 from synthct.metrics import sets as S
-from synthct.metrics.benchdata import blob_set, split_loader, write_blob_synthetic_set
 from synthct.metrics.distances import compute_fid
 from synthct.metrics.features import build_random_extractor, select_part
 

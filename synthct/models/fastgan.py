@@ -52,7 +52,6 @@ from synthct.models.diffaug import (
     check_pair_batch,
     device_generator,
     diff_augment,
-    time_train_steps,
 )
 from synthct.models.layers import trainable
 
@@ -428,14 +427,3 @@ class FastGAN(SliceGANSystem):
             return self.G(z)[0]
         finally:
             self.G.train(was_training)
-
-
-def bench_step(kind: str = "fastgan", size: int = 32, batch: int = 8, steps: int = 5,
-               width: float = 0.25, device: str | None = None) -> float:  # fmt: skip
-    """Training iterations per second of a 2D system ("fastgan" | "stylegan2") at size x size
-    (thesis optimiser settings, `width` x the reference channels) on CUDA when present, else CPU."""
-    from synthct.models import build_system, thesis_model_config
-
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    system = build_system(thesis_model_config(kind, width=width), size).to(dev)
-    return time_train_steps(system, batch, steps)
