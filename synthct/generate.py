@@ -86,7 +86,7 @@ class GenerationError(SynthctError):
 
 
 @dataclass(frozen=True)
-class GenerateOptions:
+class GenerateConfig:
     """How a set is sampled and postprocessed (recorded in the dataset card).
 
     mask_postprocess: "binary" (mask > 0 only) | "largest" (keep the largest connected
@@ -317,7 +317,7 @@ def write_set(
     system: GANSystem,
     data_cfg: DataConfig,
     spacing: tuple[float, float, float],
-    options: GenerateOptions,
+    options: GenerateConfig,
     device: torch.device | str = "cpu",
     centre_index: int | None = None,
     provenance: dict[str, Any] | None = None,
@@ -704,7 +704,7 @@ def generate_from_run(
     ws: Workspace,
     run: str,
     out: str,
-    options: GenerateOptions,
+    options: GenerateConfig,
     checkpoint: str | int = "latest",
     ema: bool = True,
     device: str = "auto",
@@ -722,7 +722,7 @@ def sample_from_run(
     ws: Workspace,
     run: str,
     out: str,
-    options: GenerateOptions,
+    options: GenerateConfig,
     checkpoint: str | int = "latest",
     ema: bool = True,
     device: str = "auto",

@@ -84,12 +84,12 @@ def _latent(seed: int) -> torch.Tensor:
     return torch.randn(1, LATENT, generator=torch.Generator().manual_seed(seed))[0]
 
 
-def _opts(**kw) -> gen.GenerateOptions:
+def _opts(**kw) -> gen.GenerateConfig:
     kw.setdefault("n", 6)
     kw.setdefault("seed", 7)
     kw.setdefault("batch_size", 4)
     kw.setdefault("write_workers", 2)
-    return gen.GenerateOptions(**kw)
+    return gen.GenerateConfig(**kw)
 
 
 @pytest.fixture(autouse=True)

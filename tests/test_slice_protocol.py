@@ -38,7 +38,7 @@ def _write_set(ws, name, images, masks, model, training_ids):
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory):
     from synthct.datasets import ingest
-    from synthct.metrics.evaluate import EvalOptions, run_evaluation
+    from synthct.metrics.evaluate import EvalConfig, run_evaluation
     from synthct.metrics.sets import load_real_set, real_hu_and_masks
     from synthct.phantom import write_phantom_set
     from synthct.preprocess import preprocess_workspace
@@ -71,7 +71,7 @@ def evaluated(tmp_path_factory):
     common = dict(real="test", extractor="random", level="slice", slices_per_case=K, n_boot=40,
                   baseline_repeats=30, kid_subsets=20, seed=0)  # fmt: skip
     results = {
-        name: run_evaluation(ws, EvalOptions(name, **common), progress=False)[1]
+        name: run_evaluation(ws, EvalConfig(name, **common), progress=False)[1]
         for name in ("perfect3d", "perfect2d", "bright3d")
     }
     return ws, results, n_test

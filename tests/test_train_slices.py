@@ -212,7 +212,7 @@ def test_mosaic_layout_trains_and_generates_volumes(packed_ws):
     records its grid, and generation cuts the mosaics back into volumes."""
     import json
 
-    from synthct.generate import GenerateOptions, generate_from_run, load_synthetic_pair
+    from synthct.generate import GenerateConfig, generate_from_run, load_synthetic_pair
     from synthct.slices import mosaic_grid
     from synthct.train import train
 
@@ -222,14 +222,14 @@ def test_mosaic_layout_trains_and_generates_volumes(packed_ws):
     record = json.loads((run_dir / "train_cases.json").read_text())
     rows, cols = mosaic_grid(cfg.data.size // 2)
     assert record["layout"] == "mosaic" and record["grid"] == [rows, cols]
-    set_dir = generate_from_run(packed_ws, "mosaic", "mosaic-set", GenerateOptions(n=2))
+    set_dir = generate_from_run(packed_ws, "mosaic", "mosaic-set", GenerateConfig(n=2))
     image, mask = load_synthetic_pair(set_dir, "SYN-0001")
     assert image.shape[2] == rows * cols and image.shape == mask.shape
 
 
 def test_the_preset_a_run_used_is_recorded_in_its_config_checkpoint_and_datacard(packed_ws):
     from synthct.checkpoint import load_generator
-    from synthct.generate import GenerateOptions, generate_from_run, load_datacard
+    from synthct.generate import GenerateConfig, generate_from_run, load_datacard
     from synthct.train import train
 
     cfg = tiny("stylegan2", steps=1, snapshot_every=0, collapse_every=0, checkpoint_every=1)
@@ -237,5 +237,5 @@ def test_the_preset_a_run_used_is_recorded_in_its_config_checkpoint_and_datacard
     run_dir = train(cfg, packed_ws, "preset-thesis")
     assert load_run_config(run_dir / "config.yaml").model.preset == "thesis"
     assert load_generator(run_dir)[1].model.preset == "thesis"
-    set_dir = generate_from_run(packed_ws, "preset-thesis", "preset-set", GenerateOptions(n=1))
+    set_dir = generate_from_run(packed_ws, "preset-thesis", "preset-set", GenerateConfig(n=1))
     assert load_datacard(set_dir)["run_config"]["model"]["preset"] == "thesis"

@@ -20,7 +20,7 @@ import numpy as np
 from synthct.bench.blobs import blob_set, split_loader, write_blob_synthetic_set
 from synthct.config import DataConfig
 from synthct.metrics.distances import compute_fid
-from synthct.metrics.evaluate import EvalOptions, run_evaluation
+from synthct.metrics.evaluate import EvalConfig, run_evaluation
 from synthct.workspace import Workspace
 
 
@@ -78,7 +78,7 @@ def time_end_to_end(size: int = 16, n_real: int = 100, n_synthetic: int = 200) -
         t0 = time.perf_counter()
         folder, result = run_evaluation(
             ws,
-            EvalOptions(synthetic="bench"),
+            EvalConfig(synthetic="bench"),
             real_loader=split_loader({"train": train, "test": test}),
         )
         secs = time.perf_counter() - t0

@@ -28,7 +28,7 @@ import torch
 
 from synthct.checkpoint import checkpoint_state, save_checkpoint
 from synthct.config import DataConfig, ModelConfig, RunConfig, save_yaml, to_dict
-from synthct.generate import GenerateOptions, load_datacard, resolve_device, write_set
+from synthct.generate import GenerateConfig, load_datacard, resolve_device, write_set
 from synthct.models import build_system
 from synthct.workspace import Workspace
 
@@ -54,11 +54,11 @@ def time_generate(
     data = DataConfig(size=size)
     n_params = sum(p.numel() for p in system.G.parameters()) if hasattr(system, "G") else 0
     # warm-up (cuDNN autotune, allocator) outside the timing
-    write_set_opts = GenerateOptions(n=batch, batch_size=batch, write_workers=workers)
+    write_set_opts = GenerateConfig(n=batch, batch_size=batch, write_workers=workers)
     with tempfile.TemporaryDirectory() as tmp:
         write_set(Path(tmp) / "warm", system, data, (1.5, 1.5, 1.5), write_set_opts, device=dev)
         target = out or Path(tmp) / "bench"
-        opts = GenerateOptions(n=n, batch_size=batch, write_workers=workers)
+        opts = GenerateConfig(n=n, batch_size=batch, write_workers=workers)
         if dev.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()

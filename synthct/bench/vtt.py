@@ -19,7 +19,7 @@ from sqlalchemy import text
 from db.session import init_db, make_engine, session_scope
 from synthct.vtt.design import create_study
 from synthct.vtt.flow import invite, next_case, rater_for_token, submit
-from synthct.vtt.render import RenderParams
+from synthct.vtt.render import RenderConfig
 from synthct.workspace import Workspace
 
 
@@ -39,7 +39,7 @@ def run_vtt_bench(folder: Path, raters: int = 20, cases: int = 50) -> dict:
         return image, (image > 150).astype(np.uint8)
 
     n_real = cases // 2
-    params = RenderParams(tiles=1, tile_px=16, gap_px=0)
+    params = RenderConfig(tiles=1, tile_px=16, gap_px=0)
     with session_scope(engine) as s:
         create_study(
             s,

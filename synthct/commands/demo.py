@@ -8,7 +8,7 @@ import time
 import typer
 
 from synthct.commands._common import WorkspaceOpt, workspace
-from synthct.demo import DemoSettings, build_demo
+from synthct.demo import DemoConfig, build_demo
 
 
 def demo(
@@ -19,7 +19,7 @@ def demo(
     """Build a complete demo workspace from the built-in phantoms (no download)."""
     from tqdm import tqdm  # ~0.1 s to import; only this command's progress bar needs it
 
-    settings = DemoSettings.tiny() if tiny else DemoSettings()
+    settings = DemoConfig.tiny() if tiny else DemoConfig()
     settings = dataclasses.replace(settings, base_url=base_url)
     ws = workspace(ws_path, create=True)
     t0 = time.perf_counter()

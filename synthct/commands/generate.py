@@ -71,12 +71,12 @@ def generate(
 
     3D models write (S, S, S/2) pairs; 2D slice models (fastgan, stylegan2) write one-slice
     (R, R, 1) pairs with the in-plane spacing scaled to the same field of view."""
-    from synthct.generate import GenerateOptions, sample_from_run
+    from synthct.generate import GenerateConfig, sample_from_run
     from synthct.jobs import set_job_result
 
     ws = workspace(workspace_path)
     step: str | int = int(checkpoint) if checkpoint.isdigit() else checkpoint
-    options = GenerateOptions(
+    options = GenerateConfig(
         n=n,
         seed=seed,
         batch_size=batch,

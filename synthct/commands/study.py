@@ -59,10 +59,10 @@ def create(
     """Pick, render and seal a study (real: test split; synthetic: SET)."""
     from db.session import session_scope
     from synthct.vtt.design import create_study_from_workspace
-    from synthct.vtt.render import RenderParams
+    from synthct.vtt.render import RenderConfig
 
     ws = workspace(ws_path).ensure()
-    params = RenderParams(
+    params = RenderConfig(
         plane=plane, slab=slab, window=window, overlay=overlay, tiles=tiles, tile_px=tile_px
     )
     engine = _engine(ws)

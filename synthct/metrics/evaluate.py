@@ -63,7 +63,7 @@ SLICE_OPTIONS = ("level", "slice_size", "slices_per_case", "tumour_mix")
 
 
 @dataclass(frozen=True)
-class EvalOptions:
+class EvalConfig:
     """What `synthct evaluate` computes (saved in metrics.json)."""
 
     synthetic: str
@@ -204,7 +204,7 @@ def _csv(path: Path, df: pd.DataFrame) -> None:
 # -- the command ---------------------------------------------------------------------------------
 def run_evaluation(
     ws: Workspace,
-    opts: EvalOptions,
+    opts: EvalConfig,
     progress: bool = True,
     real_loader: Callable[[Workspace, DataConfig, str], VolumeSet] | None = None,
 ) -> tuple[Path, dict]:

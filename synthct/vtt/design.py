@@ -2,7 +2,7 @@
 
 A study is fixed before it opens (design §8): real cases come from the held-out *test* split,
 synthetic cases from one synthetic set; every case (plus optional duplicates for intra-rater
-consistency) is rendered by `synthct.vtt.render` with one `RenderParams` into
+consistency) is rendered by `synthct.vtt.render` with one `RenderConfig` into
 WS/studies/<study>/cases/<public_id>.png, where the public id is an opaque `secrets.token_hex(8)`.
 The sealed manifest WS/studies/<study>/manifest.json maps every public id to its truth, source,
 case id and PNG SHA-256; the SHA-256 of the manifest bytes is stored in the `studies` table, and
@@ -31,7 +31,7 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from synthct.vtt import StudyError, TamperedStudyError
-from synthct.vtt.render import RenderParams, render_case_png
+from synthct.vtt.render import RenderConfig, render_case_png
 from synthct.workspace import Workspace, atomic_dir, atomic_write_bytes, check_name
 
 MANIFEST = "manifest.json"
@@ -107,7 +107,7 @@ def create_study(
     *,
     synthetic_source: str,
     real_source: str = REAL_SOURCE,
-    params: RenderParams | None = None,
+    params: RenderConfig | None = None,
     duplicates: int = 0,
     seed: int = 0,
     extra: dict[str, Any] | None = None,
@@ -122,7 +122,7 @@ def create_study(
     """
     from db.studies import add_study, get_study
 
-    params = params or RenderParams()
+    params = params or RenderConfig()
     d = study_dir(ws, name)
     if not real or not synthetic:
         raise StudyError(
@@ -341,7 +341,7 @@ def create_study_from_workspace(
     n_synthetic: int = 5,
     duplicates: int = 0,
     seed: int = 0,
-    params: RenderParams | None = None,
+    params: RenderConfig | None = None,
 ) -> StudyInfo:
     """Pick `n_real` test-split cases (packed arrays at the set's size, contract 2) and
     `n_synthetic` cases of `synthetic_set` (NIfTI, contract 5), then `create_study`."""
@@ -382,8 +382,8 @@ def create_study_from_workspace(
         image, mask = load_synthetic_pair(set_dir, cid)
         synthetic[cid] = (image.array, mask.array)
     spacing = tuple(float(s) for s in packed.spacing)
-    base = params or RenderParams()
-    params = RenderParams(**{**asdict(base), "spacing": spacing})
+    base = params or RenderConfig()
+    params = RenderConfig(**{**asdict(base), "spacing": spacing})
     return create_study(
         session,
         ws,
