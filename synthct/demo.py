@@ -200,7 +200,7 @@ def build_demo(
             generate_from_run(ws, DEMO_RUN, DEMO_SET, opts, device="cpu")
 
     def evaluate() -> None:
-        from synthct.metrics.evaluate import EvalConfig, run_evaluation
+        from synthct.metrics.evaluation import EvalConfig, run_evaluation
 
         if not any(ws.evals.glob("*/metrics.json")):
             opts = EvalConfig(

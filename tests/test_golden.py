@@ -216,7 +216,7 @@ def test_train_steps_and_generate(name):
 def test_evaluation_distance_block():
     """The distance block of an evaluation on fixed (cases, slices, d) features."""
     from synthct.metrics.distance_block import distance_metrics
-    from synthct.metrics.evaluate import EvalConfig
+    from synthct.metrics.evaluation import EvalConfig
 
     rng = np.random.default_rng(3)
     real = rng.normal(size=(16, 1, 12)) + rng.normal(size=(16, 3, 12)) * 0.5

@@ -8,8 +8,8 @@ import pytest
 
 from synthct.metrics import distances as D
 from synthct.metrics import resampling as R
-from synthct.metrics.compare import ci_tiers
-from synthct.metrics.evaluate import EvalConfig, distance_metrics
+from synthct.metrics.comparison import ci_tiers
+from synthct.metrics.evaluation import EvalConfig, distance_metrics
 from synthct.slices import case_draw
 
 INFO = {"name": "sim", "version": "1", "weights_sha256": "0" * 64}

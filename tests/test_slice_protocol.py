@@ -38,8 +38,8 @@ def _write_set(ws, name, images, masks, model, training_ids):
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory):
     from synthct.datasets import ingest
-    from synthct.metrics.evaluate import EvalConfig, run_evaluation
-    from synthct.metrics.sets import load_real_set, real_hu_and_masks
+    from synthct.metrics.evaluation import EvalConfig, run_evaluation
+    from synthct.metrics.volume_sets import load_real_set, real_hu_and_masks
     from synthct.phantom import write_phantom_set
     from synthct.preprocess import preprocess_workspace
     from synthct.workspace import Workspace
@@ -105,7 +105,7 @@ def test_perfect_generators_read_as_real(evaluated, name):
 
 
 def test_2d_and_3d_perfect_generators_share_a_tier_and_fid_within_ci(evaluated):
-    from synthct.metrics.compare import compare_models
+    from synthct.metrics.comparison import compare_models
 
     ws, results, _ = evaluated
     table = compare_models(ws, "slice").set_index("set")
@@ -121,7 +121,7 @@ def test_2d_and_3d_perfect_generators_share_a_tier_and_fid_within_ci(evaluated):
 
 
 def test_a_degraded_generator_is_told_apart(evaluated):
-    from synthct.metrics.compare import compare_models
+    from synthct.metrics.comparison import compare_models
 
     ws, results, _ = evaluated
     fid = results["bright3d"]["metrics"]["fid"]

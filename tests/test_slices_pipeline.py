@@ -124,7 +124,7 @@ def slice_evals(packed_ws, fastgan_run):  # noqa: F811
     pairs), both evaluated at slice level against all 6 real cases, 2 slices per case: the 2D
     set with the random extractor, the 3D set with the default one."""
     from synthct.config import ModelConfig, RunConfig, to_dict
-    from synthct.metrics.evaluate import EvalConfig, run_evaluation
+    from synthct.metrics.evaluation import EvalConfig, run_evaluation
     from synthct.models import build_system
 
     gen.generate_from_run(packed_ws, "g2d", "set2d", gen.GenerateConfig(n=6), device="cpu")
@@ -185,8 +185,8 @@ def test_slice_evaluation_fid_is_the_mean_over_rounds_of_one_slice_per_case(pack
     the mean of the per-round FIDs of their features."""
     from synthct.metrics.distances import compute_fid
     from synthct.metrics.features import build_random_slice_extractor
-    from synthct.metrics.sets import load_real_set
-    from synthct.metrics.slice_eval import synthetic_case_slices, volume_case_slices
+    from synthct.metrics.slice_level import synthetic_case_slices, volume_case_slices
+    from synthct.metrics.volume_sets import load_real_set
 
     (folder, saved), _ = slice_evals
     cfg = DataConfig(size=S)
@@ -234,11 +234,11 @@ def saved_ids(ws) -> list[str]:
 
 def test_identical_real_slices_give_fid_zero_and_max_slices_caps(packed_ws):  # noqa: F811
     from synthct.metrics.distances import compute_prdc
-    from synthct.metrics.evaluate import EvalConfig, distance_metrics
+    from synthct.metrics.evaluation import EvalConfig, distance_metrics
     from synthct.metrics.features import build_random_slice_extractor
     from synthct.metrics.resampling import round_mean
-    from synthct.metrics.sets import load_real_set
-    from synthct.metrics.slice_eval import volume_case_slices, volume_slices
+    from synthct.metrics.slice_level import volume_case_slices, volume_slices
+    from synthct.metrics.volume_sets import load_real_set
 
     cfg = DataConfig(size=S)
     real = load_real_set(packed_ws, cfg, "all")
@@ -260,7 +260,7 @@ def test_identical_real_slices_give_fid_zero_and_max_slices_caps(packed_ws):  # 
 
 def test_level_volume_is_refused_for_2d_sets_and_medicalnet_at_slice_level(packed_ws, slice_evals):  # noqa: F811
     from synthct.errors import ConfigError
-    from synthct.metrics.evaluate import EvalConfig, run_evaluation
+    from synthct.metrics.evaluation import EvalConfig, run_evaluation
 
     with pytest.raises(ConfigError, match="only be evaluated with --level slice"):
         run_evaluation(packed_ws, EvalConfig("set2d", extractor="random", level="volume"), False)
@@ -274,7 +274,7 @@ def test_level_volume_is_refused_for_2d_sets_and_medicalnet_at_slice_level(packe
 
 def test_tumour_mix_comes_from_the_run_or_the_option(packed_ws, slice_evals):  # noqa: F811
     from synthct.errors import ConfigError
-    from synthct.metrics.slice_eval import training_tumour_mix
+    from synthct.metrics.slice_level import training_tumour_mix
 
     card = gen.load_datacard(packed_ws.synthetic_dir("set2d"))
     assert training_tumour_mix(packed_ws, card, "auto") == (None, "run g2d: train_cases.json")
@@ -285,8 +285,8 @@ def test_tumour_mix_comes_from_the_run_or_the_option(packed_ws, slice_evals):  #
     recorded = {**old_run, "training_cases": {**card["training_cases"], "tumour_fraction": 0.5}}
     assert training_tumour_mix(packed_ws, recorded, "auto") == (0.5, "datacard")
     # real slices drawn on a 0.5 mix show tumour far more often than on the natural one
-    from synthct.metrics.sets import load_real_set
-    from synthct.metrics.slice_eval import volume_case_slices
+    from synthct.metrics.slice_level import volume_case_slices
+    from synthct.metrics.volume_sets import load_real_set
 
     real = load_real_set(packed_ws, DataConfig(size=S), "all")
     natural = volume_case_slices(real, DataConfig(size=S), S, 4, None, 0).tumour_fraction
@@ -295,7 +295,7 @@ def test_tumour_mix_comes_from_the_run_or_the_option(packed_ws, slice_evals):  #
 
 
 def test_compare_models_lists_2d_and_3d_side_by_side(packed_ws, slice_evals):  # noqa: F811
-    from synthct.metrics.compare import COLUMNS, compare_models
+    from synthct.metrics.comparison import COLUMNS, compare_models
 
     df = compare_models(packed_ws, "slice")
     assert list(df.columns) == COLUMNS and len(df) == 2

@@ -14,7 +14,7 @@ import numpy as np
 
 from synthct.config import DataConfig, to_dict
 from synthct.io import Volume, save_volume, spacing_affine
-from synthct.metrics.sets import VolumeSet, ids_sha256, to_packed
+from synthct.metrics.volume_sets import VolumeSet, ids_sha256, to_packed
 from synthct.workspace import Workspace, atomic_write_json
 
 

@@ -16,20 +16,19 @@ import time
 import warnings
 
 import numpy as np
+import torch
+from threadpoolctl import threadpool_limits
 
 from synthct.bench.blobs import blob_set, split_loader, write_blob_synthetic_set
 from synthct.config import DataConfig
 from synthct.metrics.distances import compute_fid
-from synthct.metrics.evaluate import EvalConfig, run_evaluation
+from synthct.metrics.evaluation import EvalConfig, run_evaluation
 from synthct.workspace import Workspace
 
 
 def limit_threads(threads: int) -> None:
     """Limit torch and the BLAS libraries to `threads` threads (0: leave them as configured)."""
     if threads > 0:
-        import torch  # heavy; only a limit asks for it
-        from threadpoolctl import threadpool_limits
-
         torch.set_num_threads(threads)
         threadpool_limits(threads)
 

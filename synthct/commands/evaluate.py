@@ -72,7 +72,7 @@ def evaluate(
     --level slice (forced for 2D sets): FID/KID/PRDC, classifier-IS and t-SNE on axial slice
     pairs with a 2D feature extractor, for 2D and 3D sets alike: k slices per case, metrics
     averaged over k rounds of one slice per case, CIs by case (docs/metrics.md)."""
-    from synthct.metrics.evaluate import EvalConfig, run_evaluation, summarise
+    from synthct.metrics.evaluation import EvalConfig, run_evaluation, summarise
 
     opts = EvalConfig(
         synthetic=synthetic,
@@ -111,7 +111,7 @@ def train_encoder(
     """Train (or find cached) the offline default feature encoder on the real train split."""
     from synthct.config import DataConfig
     from synthct.errors import ConfigError
-    from synthct.metrics.evaluate import data_config_of, ensure_default_encoder
+    from synthct.metrics.evaluation import data_config_of, ensure_default_encoder
     from synthct.metrics.features import PARTS, file_sha256
     from synthct.workspace import check_name
 

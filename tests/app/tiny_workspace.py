@@ -22,7 +22,7 @@ def build_tiny_workspace(root: Path, segmentation: bool = True) -> Workspace:
     from synthct.config import DataConfig, ModelConfig, RunConfig, TrainConfig
     from synthct.datasets import ingest
     from synthct.generate import GenerateConfig, generate_from_run
-    from synthct.metrics.evaluate import EvalConfig, run_evaluation
+    from synthct.metrics.evaluation import EvalConfig, run_evaluation
     from synthct.phantom import write_phantom_set
     from synthct.preprocess import preprocess_workspace
     from synthct.train import train

@@ -13,8 +13,8 @@ from synthct.bench.blobs import blob_set, split_loader, write_blob_synthetic_set
 from synthct.config import DataConfig
 from synthct.errors import ConfigError, WorkspaceError
 from synthct.io import Volume, save_volume, spacing_affine
-from synthct.metrics import evaluate as E
-from synthct.metrics import sets as S
+from synthct.metrics import evaluation as E
+from synthct.metrics import volume_sets as S
 from synthct.metrics.distances import compute_fid
 from synthct.metrics.features import build_random_extractor, select_part
 
