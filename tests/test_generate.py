@@ -94,7 +94,7 @@ def _opts(**kw) -> gen.GenerateConfig:
 
 @pytest.fixture(autouse=True)
 def _unpack_contract(monkeypatch):
-    """Until synthct.preprocess lands, provide contract 2's `unpack` exactly (z packing)."""
+    """Where synthct.preprocess cannot be imported, a stand-in for its `unpack` (z packing)."""
     try:
         import synthct.preprocess  # noqa: F401
     except ImportError:
@@ -333,7 +333,7 @@ def test_training_case_hash_is_checked(tmp_path):
         gen.load_training_cases(tmp_path)
 
 
-# -- with the real pieces: a tiny HA-GAN saved in the checkpoint format (contract 4) -------------
+# -- with the real pieces: a tiny HA-GAN saved in synthct's checkpoint format ---------------------
 RUN_SPACING = [1.6, 1.6, 3.2]
 
 

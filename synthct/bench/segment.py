@@ -15,11 +15,12 @@ import time
 
 import numpy as np
 import torch
+from monai.data import DataLoader
 
 from synthct.segment import recipe
-from synthct.segment.data import SegCase, SegDataset
+from synthct.segment.cases import SegCase, SegDataset
+from synthct.segment.fold_training import train_step
 from synthct.segment.normalise import Normalisation, apply
-from synthct.segment.train import train_step
 
 
 def benchmark_epoch(
@@ -37,8 +38,6 @@ def benchmark_epoch(
     Seconds per epoch = measured seconds per step x ceil(cases / batch) (extrapolated when
     `steps` is smaller than an epoch) + inference seconds x validation cases (cases / 5).
     """
-    from monai.data import DataLoader  # heavy; only a running benchmark needs it
-
     cfg = recipe.SegConfig(
         size=size,
         init_filters=init_filters,

@@ -17,7 +17,7 @@ def demo(
     base_url: str = typer.Option("http://localhost:8501", help="Base URL of invite links."),
 ) -> None:
     """Build a complete demo workspace from the built-in phantoms (no download)."""
-    from tqdm import tqdm  # ~0.1 s to import; only this command's progress bar needs it
+    from tqdm import tqdm  # slow to import; only this command's progress bar needs it
 
     settings = DemoConfig.tiny() if tiny else DemoConfig()
     settings = dataclasses.replace(settings, base_url=base_url)

@@ -9,7 +9,7 @@ coloured contour (or a translucent fill). `slab="full"` spreads the slices over 
 
 Blinding is by construction: the same function, with the same frozen `RenderConfig`, turns any
 (image_hu, mask) pair into an RGB array of a size that depends only on the parameters; PNG bytes
-come from `synthct.io.encode_png` (no metadata). Orientation follows design §5: arrays are RAS+
+come from `synthct.io.encode_png` (no metadata). Orientation follows synthct's arrays, RAS+
 (x → patient left, y → anterior, z → superior); axial tiles are radiological (patient left on
 image right, anterior up), coronal tiles radiological with superior up, sagittal anterior left.
 Windows, slice orientation and the overlay drawing are `synthct.display`'s, shared with the app's
