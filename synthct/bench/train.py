@@ -75,6 +75,7 @@ def recipe_config(config: TrainBenchConfig, recipe: str) -> TrainBenchConfig:
 
 
 def peak_tflops(device: torch.device, precision: str) -> float | None:
+    """The dense peak TFLOP/s of a known CUDA device at `precision`; None on CPU or unknown GPUs."""
     if device.type != "cuda":
         return None
     name = torch.cuda.get_device_name(device)
@@ -187,6 +188,7 @@ def bench_train(config: TrainBenchConfig, system_factory: Callable | None = None
 
 
 def format_result(r: dict) -> str:
+    """The one line `synthct bench train` prints for a `bench_train` result."""
     mfu = f"{100 * r['mfu']:.1f} %" if r["mfu"] is not None else "n/a"
     mem = "peak CUDA" if r["device"] != "cpu" else "peak RSS"
     return (
