@@ -229,7 +229,7 @@ with tab_evals:
 
 # -- 2D and 3D models side by side -----------------------------------------------------------
 with tab_cmp:
-    from synthct.metrics.compare import compare_models
+    from synthct.metrics.comparison import compare_models
 
     level = st.radio(
         "Level", ["slice", "volume"], horizontal=True, key="dash-cmplevel",
@@ -263,7 +263,7 @@ with tab_cmp:
 
 # -- segmentation ---------------------------------------------------------------------------------
 with tab_seg:
-    from synthct.segment.evaluate import COMPARE_LABELS, compare_experiments, list_experiments
+    from synthct.segment.scores import COMPARE_LABELS, compare_experiments, list_experiments
 
     names = list_experiments(ws)
     if not names:

@@ -48,7 +48,7 @@ with st.expander("Create a study", expanded=not overview):
             create = st.form_submit_button("Create and seal", type="primary")
         if create:
             from synthct.vtt.design import create_study_from_workspace
-            from synthct.vtt.render import RenderParams
+            from synthct.vtt.render import RenderConfig
 
             try:
                 with (
@@ -58,7 +58,7 @@ with st.expander("Create a study", expanded=not overview):
                     info = create_study_from_workspace(
                         s, ws, name.strip(), syn_set, n_real=int(n_real), n_synthetic=int(n_syn),
                         duplicates=int(dups), seed=int(seed),
-                        params=RenderParams(slab=slab, window=window),
+                        params=RenderConfig(slab=slab, window=window),
                     )  # fmt: skip
             except SynthctError as e:
                 st.error(str(e))

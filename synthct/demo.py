@@ -13,7 +13,7 @@ Stages (each reported through `progress(fraction, message)`):
 7. a small segmentation result (SegResNetDS, real data, 2 folds, few epochs);
 8. a Visual Turing Test study with two invited raters.
 
-`DemoSettings.tiny()` shrinks every stage for tests.
+`DemoConfig.tiny()` shrinks every stage for tests.
 """
 
 from __future__ import annotations
@@ -36,7 +36,10 @@ DEMO_RATERS = ("Demo rater A", "Demo rater B")
 
 
 @dataclasses.dataclass(frozen=True)
-class DemoSettings:
+class DemoConfig:
+    """What the demo workspace holds: its phantom cases and split, the run (the shipped
+    checkpoint or one trained here), the set, the evaluation, the segmentation and the study."""
+
     n_cases: int = 40
     scale: float = 0.25
     seed: int = 0
@@ -57,7 +60,7 @@ class DemoSettings:
     base_url: str = "http://localhost:8501"
 
     @classmethod
-    def tiny(cls) -> DemoSettings:
+    def tiny(cls) -> DemoConfig:
         """Seconds-scale settings for tests: 20 small cases at S = 32, a few training steps."""
         return cls(
             n_cases=20,
@@ -130,12 +133,12 @@ def install_shipped_run(ws: Workspace, run_dir: Path) -> bool:
 
 
 def build_demo(
-    ws: Workspace, settings: DemoSettings | None = None, progress: Progress | None = None
+    ws: Workspace, settings: DemoConfig | None = None, progress: Progress | None = None
 ) -> DemoResult:
     """Build (or complete) the demo workspace in `ws`; stages already done are skipped."""
     from synthct.config import DataConfig, load_run_config
 
-    s = settings or DemoSettings()
+    s = settings or DemoConfig()
     ws = ws.ensure()
     seconds: dict[str, float] = {}
     weights = [2, 1, 3, 2, 2, 4, 6, 1]  # rough share of the time per stage
@@ -190,17 +193,17 @@ def build_demo(
         train(run_cfg, ws, DEMO_RUN)
 
     def generate() -> None:
-        from synthct.generate import GenerateOptions, generate_from_run
+        from synthct.generate import GenerateConfig, generate_from_run
 
         if not ws.synthetic_dir(DEMO_SET).is_dir():
-            opts = GenerateOptions(n=s.n_synthetic, seed=s.seed, mask_postprocess="largest")
+            opts = GenerateConfig(n=s.n_synthetic, seed=s.seed, mask_postprocess="largest")
             generate_from_run(ws, DEMO_RUN, DEMO_SET, opts, device="cpu")
 
     def evaluate() -> None:
-        from synthct.metrics.evaluate import EvalOptions, run_evaluation
+        from synthct.metrics.evaluation import EvalConfig, run_evaluation
 
         if not any(ws.evals.glob("*/metrics.json")):
-            opts = EvalOptions(
+            opts = EvalConfig(
                 synthetic=DEMO_SET,
                 extractor=s.eval_extractor,
                 n_boot=s.eval_boot,

@@ -81,7 +81,7 @@ class GenerationError(SynthctError):
 
 
 @dataclass(frozen=True)
-class GenerateOptions:
+class GenerateConfig:
     """How a set is sampled and postprocessed (recorded in the dataset card).
 
     mask_postprocess: "binary" (mask > 0 only) | "largest" (keep the largest connected
@@ -242,7 +242,7 @@ def write_set(
     out_dir: str | os.PathLike,
     model: GenerativeModel,
     spacing: tuple[float, float, float],
-    options: GenerateOptions,
+    options: GenerateConfig,
     device: torch.device | str = "cpu",
     centre_index: int | None = None,
     provenance: dict[str, Any] | None = None,
@@ -607,7 +607,7 @@ def generate_from_run(
     ws: Workspace,
     run: str,
     out: str,
-    options: GenerateOptions,
+    options: GenerateConfig,
     checkpoint: str | int = "latest",
     ema: bool = True,
     device: str = "auto",
@@ -625,7 +625,7 @@ def sample_from_run(
     ws: Workspace,
     run: str,
     out: str,
-    options: GenerateOptions,
+    options: GenerateConfig,
     checkpoint: str | int = "latest",
     ema: bool = True,
     device: str = "auto",

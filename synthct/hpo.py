@@ -169,7 +169,7 @@ def fid(run_dir: Path) -> float:
     never used for model selection.
     """
     from synthct.datasets import cases_in_split
-    from synthct.metrics.evaluate import fid_for_run
+    from synthct.metrics.evaluation import fid_for_run
 
     run_dir = Path(run_dir)
     ws = Workspace(run_dir.parent.parent)

@@ -86,17 +86,17 @@ def _latent(seed: int) -> torch.Tensor:
     return torch.randn(1, LATENT, generator=torch.Generator().manual_seed(seed))[0]
 
 
-def _opts(**kw) -> gen.GenerateOptions:
+def _opts(**kw) -> gen.GenerateConfig:
     kw.setdefault("n", 6)
     kw.setdefault("seed", 7)
     kw.setdefault("batch_size", 4)
     kw.setdefault("write_workers", 2)
-    return gen.GenerateOptions(**kw)
+    return gen.GenerateConfig(**kw)
 
 
 @pytest.fixture(autouse=True)
 def _unpack_contract(monkeypatch):
-    """Until synthct.preprocess lands, provide contract 2's `unpack` exactly (z packing)."""
+    """Where synthct.preprocess cannot be imported, a stand-in for its `unpack` (z packing)."""
     try:
         import synthct.preprocess  # noqa: F401
     except ImportError:
@@ -333,7 +333,7 @@ def test_training_case_hash_is_checked(tmp_path):
         gen.load_training_cases(tmp_path)
 
 
-# -- with the real pieces: a tiny HA-GAN saved in the checkpoint format (contract 4) -------------
+# -- with the real pieces: a tiny HA-GAN saved in synthct's checkpoint format ---------------------
 RUN_SPACING = [1.6, 1.6, 3.2]
 
 

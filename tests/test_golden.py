@@ -215,12 +215,12 @@ def test_train_steps_and_generate(name):
 def test_evaluation_distance_block():
     """The distance block of an evaluation on fixed (cases, slices, d) features."""
     from synthct.metrics.distance_block import distance_metrics
-    from synthct.metrics.evaluate import EvalOptions
+    from synthct.metrics.evaluation import EvalConfig
 
     rng = np.random.default_rng(3)
     real = rng.normal(size=(16, 1, 12)) + rng.normal(size=(16, 3, 12)) * 0.5
     syn = rng.normal(size=(14, 1, 12)) * 1.1 + 0.2 + rng.normal(size=(14, 3, 12)) * 0.5
-    opts = EvalOptions(synthetic="golden", n_boot=20, baseline_repeats=5, kid_subsets=10)
+    opts = EvalConfig(synthetic="golden", n_boot=20, baseline_repeats=5, kid_subsets=10)
     info = {"name": "fixed", "version": "1", "weights_sha256": "0" * 64}
     got = distance_metrics(real, syn, info, opts)
 

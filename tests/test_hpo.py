@@ -128,7 +128,7 @@ def test_hpo_command_dry_run_lists_the_thesis_grid():
 
 def test_fid_ranking_never_uses_the_test_split(workspace, monkeypatch):
     """HPO's FID metric selects models on val (train when there is no val), never on test."""
-    import synthct.metrics.evaluate as ev
+    import synthct.metrics.evaluation as ev
     from synthct import hpo
     from synthct.workspace import atomic_write_json
 

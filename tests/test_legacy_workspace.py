@@ -43,7 +43,7 @@ def _cli(*args: str) -> str:
 
 def test_artefacts_are_listed(legacy):
     from synthct.generate import list_sets
-    from synthct.segment.evaluate import list_experiments
+    from synthct.segment.scores import list_experiments
     from ui.results import list_evals, list_runs
 
     assert list_runs(legacy) == [RUN]
@@ -97,7 +97,7 @@ def test_study_statistics(legacy):
 
 
 def test_segmentation_results(legacy):
-    from synthct.segment.evaluate import load_results
+    from synthct.segment.scores import load_results
 
     res = load_results(legacy, EXPERIMENT)
     assert res["test"]["n_cases"] == 4

@@ -149,7 +149,7 @@ def test_encoder_learns_centres_and_round_trips(tmp_path):
 
 def test_evaluate_builds_each_extractor(tmp_path, workspace):
     from synthct.config import DataConfig
-    from synthct.metrics.evaluate import get_extractor
+    from synthct.metrics.evaluation import get_extractor
 
     path, _ = _published_layout(tmp_path)
     cfg = DataConfig(size=16)

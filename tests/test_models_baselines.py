@@ -1,4 +1,4 @@
-"""Vanilla GAN and Wasserstein GAN baselines, and `build_system` dispatch."""
+"""Vanilla GAN and Wasserstein GAN baselines, and `build_model` dispatch."""
 
 from __future__ import annotations
 
@@ -170,7 +170,7 @@ def test_vanilla_optimizers_follow_thesis_defaults():
     assert opts["G"].param_groups[0]["betas"] == (0.5, 0.999)
 
 
-def test_build_system_dispatch_and_errors():
+def test_build_model_dispatch_and_errors():
     assert isinstance(
         build_model(ModelConfig(latent_dim=8, width=1 / 8), DataConfig(size=32)), HAGAN
     )

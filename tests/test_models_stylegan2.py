@@ -23,7 +23,6 @@ from synthct.models.stylegan2 import (
     ModulatedConv2d,
     StyleGAN2,
     auto_r1_gamma,
-    bench_step,
     blur_kernel,
     channels,
     minibatch_stddev,
@@ -222,10 +221,6 @@ def test_train_step_is_deterministic_with_seed():
     assert all(torch.equal(v, runs[1][1][k]) for k, v in runs[0][1].items())
     z = torch.randn(2, 32, generator=torch.Generator().manual_seed(0))
     assert torch.equal(tiny().generate(z), tiny().generate(z))
-
-
-def test_bench_step_reports_a_rate():
-    assert 0 < bench_step("stylegan2", 32, batch=2, steps=1, width=1 / 16) < 1e4
 
 
 @pytest.mark.slow

@@ -11,11 +11,11 @@ import torch
 from synthct.datasets import case_ids_hash
 from synthct.errors import LeakageError, WorkspaceError
 from synthct.io import Volume, save_volume, spacing_affine
-from synthct.segment import data as segdata
-from synthct.segment.data import make_case
+from synthct.segment import cases as segdata
+from synthct.segment.cases import make_case
 from synthct.segment.experiments import ExperimentConfig, run_experiment, run_experiment_cases
+from synthct.segment.fold_training import train_fold
 from synthct.segment.recipe import SegConfig
-from synthct.segment.train import train_fold
 
 TINY = SegConfig(
     size=32, init_filters=4, blocks_down=(1, 2, 2), epochs=2, folds=2, batch_size=2, seed=3
@@ -269,9 +269,9 @@ def test_training_learns_blob_tumours(tmp_path):
     res = run_experiment_cases(tmp_path / "learn", ExperimentConfig(seg=cfg), trainval, test)
 
     from synthct.segment import recipe
-    from synthct.segment.data import stack_images
-    from synthct.segment.evaluate import dsc_agg
+    from synthct.segment.cases import stack_images
     from synthct.segment.normalise import Normalisation
+    from synthct.segment.scores import dsc_agg
 
     torch.manual_seed(0)
     untrained = recipe.build_network(cfg)

@@ -1,4 +1,4 @@
-"""The 2D systems (FastGAN, StyleGAN2) in the training loop, CLI and benchmark.
+"""The 2D systems (FastGAN, StyleGAN2) in the training loop and CLI (their benchmark: test_bench.py).
 
 A real workspace (6 phantom cases ingested and preprocessed at S = 32) is shared by the module;
 the shipped tiny configs run a few steps each.
@@ -213,25 +213,12 @@ def test_snapshot_png_overlays_the_mask_in_radiological_orientation():
     assert png[8:].sum() == sum(MASK_COLOURS[1])
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_bench_train_feeds_slice_pairs_to_2d_systems(kind):
-    from synthct.train_bench import BenchSpec, bench_train
-
-    one = bench_train(BenchSpec(model=kind, size=32, batch=2, width=0.0625, latent=32, steps=1,
-                                warmup=0))  # fmt: skip
-    two = bench_train(BenchSpec(model=kind, size=32, batch=4, width=0.0625, latent=32, steps=1,
-                                warmup=0))  # fmt: skip
-    assert one["model"] == kind and one["it_per_s"] > 0 and one["device"] == "cpu"
-    # counted FLOPs grow with the batch (per-sample convolutions dominate)
-    assert 1.5 * one["tflop_per_it"] < two["tflop_per_it"] < 2.5 * one["tflop_per_it"]
-
-
 def test_mosaic_layout_trains_and_generates_volumes(packed_ws):
     """model.fastgan.slice_layout: mosaic (the thesis's layout) trains on mosaics of the packed halves,
     records its grid, and generation cuts the mosaics back into volumes."""
     import json
 
-    from synthct.generate import GenerateOptions, generate_from_run, load_synthetic_pair
+    from synthct.generate import GenerateConfig, generate_from_run, load_synthetic_pair
     from synthct.slices import mosaic_grid
     from synthct.train import train
 
@@ -242,14 +229,14 @@ def test_mosaic_layout_trains_and_generates_volumes(packed_ws):
     record = json.loads((run_dir / "train_cases.json").read_text())
     rows, cols = mosaic_grid(cfg.data.size // 2)
     assert record["layout"] == "mosaic" and record["grid"] == [rows, cols]
-    set_dir = generate_from_run(packed_ws, "mosaic", "mosaic-set", GenerateOptions(n=2))
+    set_dir = generate_from_run(packed_ws, "mosaic", "mosaic-set", GenerateConfig(n=2))
     image, mask = load_synthetic_pair(set_dir, "SYN-0001")
     assert image.shape[2] == rows * cols and image.shape == mask.shape
 
 
 def test_the_preset_a_run_used_is_recorded_in_its_config_checkpoint_and_datacard(packed_ws):
     from synthct.checkpoint import load_generator
-    from synthct.generate import GenerateOptions, generate_from_run, load_datacard
+    from synthct.generate import GenerateConfig, generate_from_run, load_datacard
     from synthct.train import train
 
     cfg = tiny("stylegan2", steps=1, snapshot_every=0, collapse_every=0, checkpoint_every=1)
@@ -257,5 +244,5 @@ def test_the_preset_a_run_used_is_recorded_in_its_config_checkpoint_and_datacard
     run_dir = train(cfg, packed_ws, "preset-thesis")
     assert load_run_config(run_dir / "config.yaml").model.preset == "thesis"
     assert load_generator(run_dir)[1].model.preset == "thesis"
-    set_dir = generate_from_run(packed_ws, "preset-thesis", "preset-set", GenerateOptions(n=1))
+    set_dir = generate_from_run(packed_ws, "preset-thesis", "preset-set", GenerateConfig(n=1))
     assert load_datacard(set_dir)["run_config"]["model"]["preset"] == "thesis"

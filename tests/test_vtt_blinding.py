@@ -14,9 +14,9 @@ from sklearn.metrics import roc_auc_score
 
 from db.session import init_db, make_engine, session_scope
 from synthct.vtt import blinding
-from synthct.vtt.render import RenderParams
+from synthct.vtt.render import RenderConfig
 
-PARAMS = RenderParams(tiles=4, tile_px=64)
+PARAMS = RenderConfig(tiles=4, tile_px=64)
 
 
 def _pair(seed: int, noisy: bool, shape=(32, 32, 16)):

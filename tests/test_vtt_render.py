@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from synthct.errors import ConfigError
-from synthct.vtt.render import RenderParams, render_case, render_case_png, slab_slices, window_hu
+from synthct.vtt.render import RenderConfig, render_case, render_case_png, slab_slices, window_hu
 
 
 def _chunk_types(data: bytes) -> list[bytes]:
@@ -28,7 +28,7 @@ def test_slab_third_is_the_middle_third():
 
 
 def test_output_size_depends_only_on_params():
-    p = RenderParams(tiles=9, tile_px=32, gap_px=2)
+    p = RenderConfig(tiles=9, tile_px=32, gap_px=2)
     rng = np.random.default_rng(0)
     a = render_case(rng.normal(0, 500, (16, 16, 8)), np.zeros((16, 16, 8), np.uint8), p)
     b = render_case(np.full((16, 16, 8), 40.0), np.ones((16, 16, 8), np.uint8), p)
@@ -36,21 +36,21 @@ def test_output_size_depends_only_on_params():
 
 
 def test_soft_tissue_window_values():
-    p = RenderParams(tiles=1, tile_px=16, gap_px=0, overlay="none")
+    p = RenderConfig(tiles=1, tile_px=16, gap_px=0, overlay="none")
     mask = np.zeros((8, 8, 6), np.uint8)
     for hu, want in ((40.0, 128), (-160.0, 0), (-1000.0, 0), (240.0, 255), (140.0, 191)):
         img = render_case(np.full((8, 8, 6), hu, np.float32), mask, p)
         assert abs(int(img[..., 0].mean()) - want) <= 1, hu
     assert window_hu("350,50").low == pytest.approx(-125.0)
     with pytest.raises(ConfigError, match="window"):
-        RenderParams(window="nope")
+        RenderConfig(window="nope")
 
 
 def test_axial_is_radiological():
     """Patient left (high x) on image right; anterior (high y) at the top."""
     vol = np.full((16, 16, 3), -1000.0, np.float32)
     vol[12:, :, :] = 200.0  # patient left half
-    p = RenderParams(tiles=1, tile_px=16, gap_px=0, overlay="none")
+    p = RenderConfig(tiles=1, tile_px=16, gap_px=0, overlay="none")
     img = render_case(vol, np.zeros_like(vol, dtype=np.uint8), p)[..., 0]
     assert img[:, 13:].mean() > 200 and img[:, :10].mean() < 10
     vol = np.full((16, 16, 3), -1000.0, np.float32)
@@ -64,11 +64,11 @@ def test_mask_overlay_contour_and_fill():
     mask = np.zeros((16, 16, 3), np.uint8)
     mask[4:12, 4:12, :] = 1
     base = dict(tiles=1, tile_px=16, gap_px=0)
-    contour = render_case(vol, mask, RenderParams(overlay="contour", **base))
+    contour = render_case(vol, mask, RenderConfig(overlay="contour", **base))
     grey = contour[..., 1] == contour[..., 2]
     red = (contour[..., 0] > 200) & (contour[..., 1] < 100)
     assert red[4, 4:12].all() and not red[7, 7] and grey[7, 7]  # edge drawn, inside untouched
-    fill = render_case(vol, mask, RenderParams(overlay="fill", alpha=0.5, **base))
+    fill = render_case(vol, mask, RenderConfig(overlay="fill", alpha=0.5, **base))
     assert fill[7, 7, 0] > fill[7, 7, 1] and fill[0, 0, 0] == fill[0, 0, 1]
 
 
@@ -76,7 +76,7 @@ def test_png_has_no_metadata_and_is_deterministic():
     rng = np.random.default_rng(1)
     vol = rng.normal(0, 200, (16, 16, 8)).astype(np.float32)
     mask = (rng.random((16, 16, 8)) > 0.8).astype(np.uint8)
-    p = RenderParams(tiles=4, tile_px=24)
+    p = RenderConfig(tiles=4, tile_px=24)
     a, b = render_case_png(vol, mask, p), render_case_png(vol.copy(), mask.copy(), p)
     assert a == b
     assert set(_chunk_types(a)) == {b"IHDR", b"IDAT", b"IEND"}
@@ -84,6 +84,6 @@ def test_png_has_no_metadata_and_is_deterministic():
 
 def test_bad_inputs_refused():
     with pytest.raises(ValueError, match="same shape"):
-        render_case(np.zeros((8, 8, 4)), np.zeros((8, 8, 5)), RenderParams())
+        render_case(np.zeros((8, 8, 4)), np.zeros((8, 8, 5)), RenderConfig())
     with pytest.raises(ConfigError, match="plane"):
-        RenderParams(plane="oblique")
+        RenderConfig(plane="oblique")

@@ -2,7 +2,7 @@
 
 No Streamlit here: every function takes a `Workspace` (or a parsed result) and returns plain
 data or DataFrames, so the dashboard's content is testable without a running app. The files read
-are the ones the library writes (synthct.train RunLog, synthct.metrics.evaluate,
+are the ones the library writes (synthct.train RunLog, synthct.metrics.evaluation,
 synthct.segment); nothing here computes a metric, it only arranges stored values for display.
 """
 
@@ -150,9 +150,10 @@ def metric_table(result: dict[str, Any]) -> pd.DataFrame:
     The CI resamples cases (the unit of independence; at slice level a case contributes its k
     slices). The baseline columns are the mean ± SD [central interval] of the same metric
     between two case-disjoint real halves and between synthetic and real at that same smaller
-    size, so the value can be read against the small-sample bias (design §7);
-    `within_real_vs_real` says whether the synthetic value at that size lies in the real-vs-real
-    interval. n/m count slices at slice level (n_cases x slices per case), cases otherwise.
+    size, so the value can be read against the small-sample bias (FID is strongly biased at
+    small n); `within_real_vs_real` says whether the synthetic value at that size lies in the
+    real-vs-real interval. n/m count slices at slice level (n_cases x slices per case), cases
+    otherwise.
     """
     rows = []
     for key in METRIC_KEYS:

@@ -1,5 +1,4 @@
-"""Visual Turing Test commands: `synthct study create|invite|revoke|list|stats|export` and
-`synthct bench vtt` (rating-write latency with concurrent raters on SQLite WAL)."""
+"""Visual Turing Test commands: `synthct study create|invite|revoke|list|stats|export`."""
 
 from __future__ import annotations
 
@@ -8,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from synthct.commands._common import WorkspaceOpt, bench_header, echo_json, workspace
+from synthct.commands._common import WorkspaceOpt, echo_json, workspace
 
 study_app = typer.Typer(
     help="Visual Turing Test studies: create, invite raters, results.", no_args_is_help=True
@@ -60,10 +59,10 @@ def create(
     """Pick, render and seal a study (real: test split; synthetic: SET)."""
     from db.session import session_scope
     from synthct.vtt.design import create_study_from_workspace
-    from synthct.vtt.render import RenderParams
+    from synthct.vtt.render import RenderConfig
 
     ws = workspace(ws_path).ensure()
-    params = RenderParams(
+    params = RenderConfig(
         plane=plane, slab=slab, window=window, overlay=overlay, tiles=tiles, tile_px=tile_px
     )
     engine = _engine(ws)
@@ -278,112 +277,5 @@ def export_cmd(
     typer.echo(f"wrote {len(df)} ratings to {path}")
 
 
-def run_vtt_bench(folder: Path, raters: int = 20, cases: int = 50) -> dict:
-    """Create a tiny study in a fresh SQLite file under `folder`, start `raters` threads that each
-    answer `cases` cases (next_case, then a timed submit, each in its own session) all at once.
-
-    Returns n, rows, errors, wall_s and the submit latency median/p95/max in ms.
-    """
-    import threading
-    import time
-
-    import numpy as np
-
-    from db.session import init_db, make_engine, session_scope
-    from synthct.vtt.design import create_study
-    from synthct.vtt.flow import invite, next_case, rater_for_token, submit
-    from synthct.vtt.render import RenderParams
-    from synthct.workspace import Workspace
-
-    ws = Workspace.resolve(folder / "ws").ensure()
-    engine = make_engine(f"sqlite:///{ws.database}")
-    init_db(engine)
-    rng = np.random.default_rng(0)
-
-    def pair():
-        image = rng.normal(0, 100, (16, 16, 8)).astype(np.float32)
-        return image, (image > 150).astype(np.uint8)
-
-    n_real = cases // 2
-    params = RenderParams(tiles=1, tile_px=16, gap_px=0)
-    with session_scope(engine) as s:
-        create_study(
-            s,
-            ws,
-            "bench",
-            {f"R{i:03d}": pair() for i in range(n_real)},
-            {f"S{i:03d}": pair() for i in range(cases - n_real)},
-            synthetic_source="bench",
-            params=params,
-        )
-        tokens = [invite(s, "bench", f"rater {i:02d}").token for i in range(raters)]
-    latencies: list[float] = []
-    errors: list[BaseException] = []
-    lock = threading.Lock()
-    barrier = threading.Barrier(raters)
-
-    def work(token: str) -> None:
-        try:
-            barrier.wait()
-            for _ in range(cases):
-                with session_scope(engine) as s:
-                    rater = rater_for_token(s, token)
-                    case = next_case(s, rater)
-                t0 = time.perf_counter()
-                with session_scope(engine) as s:
-                    submit(s, rater_for_token(s, token), case.public_id, 5)
-                dt = time.perf_counter() - t0
-                with lock:
-                    latencies.append(dt)
-        except BaseException as e:  # reported, not raised from a thread
-            with lock:
-                errors.append(e)
-
-    threads = [threading.Thread(target=work, args=(t,)) for t in tokens]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
-    from sqlalchemy import text
-
-    with engine.connect() as conn:
-        rows = int(conn.execute(text("SELECT COUNT(*) FROM ratings")).scalar() or 0)
-    engine.dispose()
-    ms = np.asarray(latencies) * 1000.0
-    return {
-        "n": raters * cases,
-        "rows": rows,
-        "errors": len(errors),
-        "first_error": repr(errors[0]) if errors else None,
-        "wall_s": wall,
-        "median_ms": float(np.median(ms)) if ms.size else float("nan"),
-        "p95_ms": float(np.percentile(ms, 95)) if ms.size else float("nan"),
-        "max_ms": float(ms.max()) if ms.size else float("nan"),
-    }
-
-
-def bench_vtt(
-    raters: Annotated[int, typer.Option(min=1, help="Concurrent raters (threads).")] = 20,
-    cases: Annotated[int, typer.Option(min=2, help="Cases each rater answers.")] = 50,
-) -> None:
-    """Rating-write latency (submit, own session per action) at N concurrent raters, SQLite WAL."""
-    import os
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="synthct-bench-vtt-") as tmp:
-        res = run_vtt_bench(Path(tmp), raters=raters, cases=cases)
-    load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
-    typer.echo(f"- {bench_header('bench vtt')} — load average {load}")
-    typer.echo(
-        f"  - SQLite WAL, {raters} concurrent raters x {cases} ratings = {res['n']} writes in "
-        f"{res['wall_s']:.1f} s: submit latency median {res['median_ms']:.1f} ms, p95 "
-        f"{res['p95_ms']:.1f} ms, max {res['max_ms']:.1f} ms (goal: median < 20 ms); "
-        f"{res['rows']} rows, {res['errors']} errors"
-    )
-
-
-def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+def register(app: typer.Typer) -> None:
     app.add_typer(study_app, name="study")
-    bench_app.command("vtt")(bench_vtt)

@@ -5,7 +5,7 @@ mosaic (mosaic 2D models: its tiles are the case's slices), or, for 2D models wh
 generated independently, a group of k consecutive generated slices (sorted case ids; any
 grouping of independent draws is statistically the same). Volume-like cases give k slices drawn
 by `synthct.slices.case_draw` from their body slices (a voxel above -500 HU) with the tumour
-mix's weights; groups of generated slices are taken as generated. See `slice_eval.py` for the
+mix's weights; groups of generated slices are taken as generated. See `slice_level.py` for the
 protocol and `resampling.py` for how the k slices enter the metrics.
 
 Slices are resized to R x R (`synthct.slices.resize_pairs`); synthetic pairs are mapped back to
@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from synthct.config import DataConfig
 from synthct.errors import WorkspaceError
-from synthct.metrics.sets import VolumeSet, load_synthetic_set
+from synthct.metrics.volume_sets import VolumeSet, load_synthetic_set
 
 
 @dataclass

@@ -29,8 +29,6 @@ step is a pure function of the loop's seeded generator.
 
 from __future__ import annotations
 
-import time
-
 import torch
 
 from synthct.config import DIFFAUG_POLICIES
@@ -117,29 +115,3 @@ def device_generator(ctx: StepContext) -> torch.Generator:
     latents, noise and augmentations are drawn on the device yet stay reproducible."""
     seed = int(torch.randint(0, 2**62, (1,), generator=ctx.generator))
     return torch.Generator(device=ctx.device).manual_seed(seed)
-
-
-def time_train_steps(system, batch: int, steps: int, warmup: int = 1, seed: int = 0) -> float:
-    """Iterations per second of `system.train_step` on random pairs (zero_grad/backward/step
-    updates, as the loop does), after `warmup` untimed iterations, on the system's device."""
-    device = next(system.parameters()).device
-    opts = system.configure_optimizers()
-
-    def update(name: str, loss: torch.Tensor) -> None:
-        opts[name].zero_grad(set_to_none=True)
-        loss.backward()
-        opts[name].step()
-
-    g = torch.Generator().manual_seed(seed)
-    r = system.resolution
-    real = (torch.rand(batch, 2, r, r, generator=g) * 2 - 1).to(device)
-    for i in range(warmup + steps):
-        if i == warmup:
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            start = time.perf_counter()
-        ctx = StepContext(step=i, device=device, generator=g, update=update)
-        system.train_step(real, ctx)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return steps / (time.perf_counter() - start)

@@ -47,7 +47,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from synthct.config import DataConfig, ModelConfig
 from synthct.models.base import StepContext
-from synthct.models.diffaug import device_generator, diff_augment, time_train_steps
+from synthct.models.diffaug import device_generator, diff_augment
 from synthct.models.layers import trainable
 from synthct.models.slice_gan import SliceGAN, check_pair_batch
 
@@ -425,16 +425,3 @@ class FastGAN(SliceGAN):
             return self.G(z)[0]
         finally:
             self.G.train(was_training)
-
-
-def bench_step(kind: str = "fastgan", size: int = 32, batch: int = 8, steps: int = 5,
-               width: float = 0.25, device: str | None = None) -> float:  # fmt: skip
-    """Training iterations per second of a 2D system ("fastgan" | "stylegan2") at size x size
-    (thesis optimiser settings, `width` x the reference channels) on CUDA when present, else CPU."""
-    from synthct.config import DataConfig
-    from synthct.models.registry import build_model, thesis_model_config
-    from synthct.runtime import pick_device
-
-    dev = pick_device(device or "auto")
-    system = build_model(thesis_model_config(kind, width=width), DataConfig(size=size)).to(dev)
-    return time_train_steps(system, batch, steps)

@@ -428,12 +428,3 @@ class StyleGAN2(SliceGAN):
             return self.G(z).clamp(-1, 1)
         finally:
             self.G.train(was_training)
-
-
-def bench_step(kind: str = "stylegan2", size: int = 32, batch: int = 8, steps: int = 5,
-               width: float = 0.25, device: str | None = None) -> float:  # fmt: skip
-    """Training iterations per second of a 2D system ("fastgan" | "stylegan2"); see
-    `synthct.models.fastgan.bench_step`."""
-    from synthct.models.fastgan import bench_step as _bench
-
-    return _bench(kind, size, batch, steps, width, device)

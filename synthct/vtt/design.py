@@ -1,8 +1,8 @@
 """Study design: pick the cases, render them through one pipeline, seal the list.
 
-A study is fixed before it opens (design §8): real cases come from the held-out *test* split,
+A study is fixed before it opens: real cases come from the held-out *test* split,
 synthetic cases from one synthetic set; every case (plus optional duplicates for intra-rater
-consistency) is rendered by `synthct.vtt.render` with one `RenderParams` into
+consistency) is rendered by `synthct.vtt.render` with one `RenderConfig` into
 WS/studies/<study>/cases/<public_id>.png, where the public id is an opaque `secrets.token_hex(8)`.
 The sealed manifest WS/studies/<study>/manifest.json maps every public id to its truth, source,
 case id and PNG SHA-256; the SHA-256 of the manifest bytes is stored in the `studies` table, and
@@ -10,8 +10,9 @@ case id and PNG SHA-256; the SHA-256 of the manifest bytes is stored in the `stu
 there is no API that edits them.
 
 `create_study` takes the volumes as arguments (tests need no GAN); `create_study_from_workspace`
-is the thin wrapper the CLI uses: it loads the packed test split (contract 2) at the synthetic
-set's size and the set's NIfTI pairs (contract 5), so both arrive on the same grid.
+is the thin wrapper the CLI uses: it loads the packed test split (`synthct.preprocess.load_packed`)
+at the synthetic set's size and the set's NIfTI pairs (`synthct.generate.load_synthetic_pair`),
+so both arrive on the same grid.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from synthct.vtt import StudyError, TamperedStudyError
-from synthct.vtt.render import RenderParams, render_case_png
+from synthct.vtt.render import RenderConfig, render_case_png
 from synthct.workspace import Workspace, atomic_dir, atomic_write_bytes, check_name
 
 MANIFEST = "manifest.json"
@@ -107,7 +108,7 @@ def create_study(
     *,
     synthetic_source: str,
     real_source: str = REAL_SOURCE,
-    params: RenderParams | None = None,
+    params: RenderConfig | None = None,
     duplicates: int = 0,
     seed: int = 0,
     extra: dict[str, Any] | None = None,
@@ -122,7 +123,7 @@ def create_study(
     """
     from db.studies import add_study, get_study
 
-    params = params or RenderParams()
+    params = params or RenderConfig()
     d = study_dir(ws, name)
     if not real or not synthetic:
         raise StudyError(
@@ -341,10 +342,10 @@ def create_study_from_workspace(
     n_synthetic: int = 5,
     duplicates: int = 0,
     seed: int = 0,
-    params: RenderParams | None = None,
+    params: RenderConfig | None = None,
 ) -> StudyInfo:
-    """Pick `n_real` test-split cases (packed arrays at the set's size, contract 2) and
-    `n_synthetic` cases of `synthetic_set` (NIfTI, contract 5), then `create_study`."""
+    """Pick `n_real` test-split cases (packed arrays at the set's size) and `n_synthetic` cases
+    of `synthetic_set` (its NIfTI pairs, unpacked to HU on the same grid), then `create_study`."""
     from synthct.config import DataConfig, from_dict
     from synthct.generate import load_datacard, load_synthetic_pair
     from synthct.preprocess import load_packed, unpack
@@ -382,8 +383,8 @@ def create_study_from_workspace(
         image, mask = load_synthetic_pair(set_dir, cid)
         synthetic[cid] = (image.array, mask.array)
     spacing = tuple(float(s) for s in packed.spacing)
-    base = params or RenderParams()
-    params = RenderParams(**{**asdict(base), "spacing": spacing})
+    base = params or RenderConfig()
+    params = RenderConfig(**{**asdict(base), "spacing": spacing})
     return create_study(
         session,
         ws,

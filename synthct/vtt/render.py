@@ -7,9 +7,9 @@ shows the *middle* third along the viewing axis (where the head-and-neck crop ke
 as a mosaic of evenly spaced slices — default 3 x 3 axial slices — each with the mask drawn as a
 coloured contour (or a translucent fill). `slab="full"` spreads the slices over the whole volume.
 
-Blinding is by construction: the same function, with the same frozen `RenderParams`, turns any
+Blinding is by construction: the same function, with the same frozen `RenderConfig`, turns any
 (image_hu, mask) pair into an RGB array of a size that depends only on the parameters; PNG bytes
-come from `synthct.io.encode_png` (no metadata). Orientation follows design §5: arrays are RAS+
+come from `synthct.io.encode_png` (no metadata). Orientation follows synthct's arrays, RAS+
 (x → patient left, y → anterior, z → superior); axial tiles are radiological (patient left on
 image right, anterior up), coronal tiles radiological with superior up, sagittal anterior left.
 Windows, slice orientation and the overlay drawing are `synthct.display`'s, shared with the app's
@@ -33,7 +33,7 @@ _PLANE_AXIS = {"sagittal": 0, "coronal": 1, "axial": 2}
 
 
 @dataclass(frozen=True)
-class RenderParams:
+class RenderConfig:
     """Everything that decides how a case looks. One instance per study, for every case.
 
     window: a name in WINDOWS or "W,L" (e.g. "350,50"); spacing: voxel size (mm) of the shared
@@ -93,7 +93,7 @@ def slab_slices(n: int, slab: str, tiles: int) -> np.ndarray:
     return np.clip(idx, lo, hi - 1)
 
 
-def _tile_shape(shape: tuple[int, int, int], params: RenderParams) -> tuple[int, int]:
+def _tile_shape(shape: tuple[int, int, int], params: RenderConfig) -> tuple[int, int]:
     """(height, width) in pixels of one tile, keeping the physical aspect ratio."""
     sx, sy, sz = params.spacing
     nx, ny, nz = shape
@@ -113,7 +113,7 @@ def _resize(img: np.ndarray, hw: tuple[int, int], order: int) -> np.ndarray:
 
 
 def render_tile(
-    image_hu: np.ndarray, mask: np.ndarray, i: int, params: RenderParams, hw: tuple[int, int]
+    image_hu: np.ndarray, mask: np.ndarray, i: int, params: RenderConfig, hw: tuple[int, int]
 ) -> np.ndarray:
     """One slice as an (H, W, 3) uint8 tile: windowed grey + binary mask overlay (label 1 colour).
 
@@ -130,7 +130,7 @@ def render_tile(
     return overlay_mask(grey, m, alpha=params.alpha, contour=False)
 
 
-def render_case(image_hu: np.ndarray, mask: np.ndarray, params: RenderParams) -> np.ndarray:
+def render_case(image_hu: np.ndarray, mask: np.ndarray, params: RenderConfig) -> np.ndarray:
     """Render a pair as an RGB mosaic.
 
     image_hu: (X, Y, Z) float HU; mask: (X, Y, Z) integer/bool (> 0 = tumour), same shape.
@@ -158,7 +158,7 @@ def render_case(image_hu: np.ndarray, mask: np.ndarray, params: RenderParams) ->
     return out
 
 
-def render_case_png(image_hu: np.ndarray, mask: np.ndarray, params: RenderParams) -> bytes:
+def render_case_png(image_hu: np.ndarray, mask: np.ndarray, params: RenderConfig) -> bytes:
     """`render_case` encoded as PNG bytes without metadata chunks."""
     from synthct.io import encode_png
 

@@ -44,12 +44,12 @@ def demo(tmp_path_factory):
     """(Workspace, {rater name: invite link}) of a tiny demo workspace."""
     import torch
 
-    from synthct.demo import DemoSettings, build_demo
+    from synthct.demo import DemoConfig, build_demo
     from synthct.workspace import Workspace
 
     torch.set_num_threads(1)
     ws = Workspace.resolve(tmp_path_factory.mktemp("e2e") / "ws")
-    result = build_demo(ws, DemoSettings.tiny())
+    result = build_demo(ws, DemoConfig.tiny())
     return ws, dict(result.invite_links)
 
 

@@ -1,6 +1,7 @@
-"""The data `synthct evaluate` compares: real packed pairs and synthetic NIfTI sets, as one type.
+"""The volumes `synthct evaluate` compares: real packed pairs and synthetic NIfTI sets, as one
+type (`VolumeSet`; its slice-level counterpart is `slice_cases.SliceSet`).
 
-Real volumes come from the packed arrays (`synthct.preprocess.load_packed`, contract 2). Synthetic
+Real volumes come from the packed arrays (`synthct.preprocess.load_packed`). Synthetic
 pairs are read from a set's NIfTI files (`synthct.generate.load_synthetic_pair`) and mapped back
 to [-1, 1] exactly as preprocessing maps real data (HU window clipped and scaled linearly; mask
 {0, 1} -> {-1, 1}, or {0, 1, 2} -> {-1, 0, 1}) and packed the same way, so both sides enter the

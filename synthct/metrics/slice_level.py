@@ -1,7 +1,7 @@
 """Slice-level evaluation: FID/KID/PRDC, classifier-IS and a joint embedding on axial slice pairs.
 
 2D models (FastGAN, StyleGAN2) produce slices, so their realism can only be measured slice by
-slice; measuring 3D sets the same way puts 2D and 3D models side by side (`compare.py`).
+slice; measuring 3D sets the same way puts 2D and 3D models side by side (`comparison.py`).
 
 The protocol (stated in every result under "slices"; docs/metrics.md explains why):
 
@@ -28,7 +28,7 @@ Features come from a 2D extractor (`features.SliceFeatureExtractor`): ``default`
 classifier-IS is valid), cached under WS/evals/encoders/slices-<key>-...; ``random`` = its
 fixed-seed twin. Written here because the slice view, case protocol and labels are specific to
 this product; the metrics themselves are the shared ones (`distances.py`, `resampling.py`,
-`evaluate.distance_metrics`).
+`distance_block.distance_metrics`).
 """
 
 from __future__ import annotations
@@ -47,13 +47,13 @@ from tqdm import tqdm
 from synthct.config import DataConfig, config_hash, to_dict
 from synthct.csvsafe import to_csv_text
 from synthct.errors import ConfigError, WorkspaceError
-from synthct.metrics.sets import VolumeSet, ids_sha256
-from synthct.metrics.slice_cases import (  # re-exported: callers and tests use slice_eval.*
+from synthct.metrics.slice_cases import (  # re-exported: callers and tests use slice_level.*
     SliceSet,
     synthetic_case_slices,
     volume_case_slices,
     volume_slices,
 )
+from synthct.metrics.volume_sets import VolumeSet, ids_sha256
 from synthct.workspace import Workspace, atomic_dir, atomic_write_json, atomic_write_text
 
 EMBED_MAX_PER_GROUP = 500  # t-SNE points per group (seeded sample)
@@ -185,7 +185,7 @@ def run_slice_evaluation(
     from synthct.generate import load_datacard, update_datacard
     from synthct.metrics.distance_block import _classifier_is, distance_metrics
     from synthct.metrics.embedding import compute_embedding
-    from synthct.metrics.evaluate import summarise
+    from synthct.metrics.evaluation import summarise
     from synthct.slices import mix_label
 
     opts = replace(opts, level="slice")

@@ -3,9 +3,9 @@
 Both kinds become `SegCase`s on the same grid (S, S, S/2) at the packed spacing, images kept in
 HU; the intensity normalisation is fitted per model (`normalise.py`) and applied by the dataset
 and at inference, identically to real and synthetic cases, so the network cannot tell the two
-apart by intensity scaling. A synthetic set is read straight from its files (contract:
-imagesTr/<id>__CT.nii.gz int16 HU, labelsTr/<id>.nii.gz uint8, datacard.json) through
-`synthct.io.load_volume`, the project's only image reader.
+apart by intensity scaling. A synthetic set is read straight from its files (the layout
+`synthct generate` writes: imagesTr/<id>__CT.nii.gz int16 HU, labelsTr/<id>.nii.gz uint8,
+datacard.json) through `synthct.io.load_volume`, the project's only image reader.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from synthct.segment.evaluate import (
+from synthct.segment.scores import (
     compare_experiments,
     dice_per_case,
     dsc_agg,
@@ -177,7 +177,7 @@ def test_case_bootstrap_intervals_known_values(four_cases):
 
 
 def test_case_bootstrap_matches_the_normal_approximation():
-    from synthct.segment.evaluate import _boot_mean, bootstrap_indices, percentile_interval
+    from synthct.segment.scores import _boot_mean, bootstrap_indices, percentile_interval
 
     rng = np.random.default_rng(4)
     dice = rng.beta(4, 3, size=400)

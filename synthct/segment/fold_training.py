@@ -25,7 +25,7 @@ import numpy as np
 
 from synthct.config import to_dict
 from synthct.errors import ConfigError
-from synthct.segment.data import SegCase
+from synthct.segment.cases import SegCase
 from synthct.segment.normalise import Normalisation, fit_normalisation
 from synthct.segment.recipe import SegConfig
 from synthct.workspace import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
@@ -62,9 +62,9 @@ def validate(
 ) -> float:
     """Mean per-case Dice of `model` on `cases` (empty ground truths excluded; DSCagg if all
     are empty; 0 if that is undefined too); inputs normalised by `norm`."""
-    from synthct.segment.data import stack_images
-    from synthct.segment.evaluate import dice_per_case, dsc_agg
+    from synthct.segment.cases import stack_images
     from synthct.segment.recipe import predict_probs
+    from synthct.segment.scores import dice_per_case, dsc_agg
 
     preds = np.stack(
         [
@@ -120,7 +120,7 @@ def train_fold(
     from tqdm.auto import tqdm
 
     from synthct.segment import recipe
-    from synthct.segment.data import SegDataset
+    from synthct.segment.cases import SegDataset
 
     fold_dir = Path(fold_dir)
     if (fold_dir / "result.json").is_file():

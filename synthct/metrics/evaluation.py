@@ -1,10 +1,10 @@
 """`synthct evaluate`: every metric of a synthetic set against real data, written to WS/evals/<id>/.
 
-Real volumes come from the packed arrays (`synthct.preprocess.load_packed`, contract 2) at the
-set's size and preprocessing config; the GAN's training cases (for the privacy check) are the
-ones listed in the set's datacard, taken from the run's training split. Synthetic volumes are
-read from the set's NIfTI files and mapped back to [-1, 1] exactly as real data are (HU window
-clipped and scaled linearly; mask {0, 1} -> {-1, 1}) and packed the same way.
+Real volumes come from the packed arrays (`synthct.preprocess.load_packed`) at the set's size
+and preprocessing config; the GAN's training cases (for the privacy check) are the ones listed
+in the set's datacard, taken from the run's training split. Synthetic volumes are read from the
+set's NIfTI files and mapped back to [-1, 1] exactly as real data are (HU window clipped and
+scaled linearly; mask {0, 1} -> {-1, 1}) and packed the same way (`volume_sets.py`).
 
 Outputs (atomic folder): metrics.json (each value with n = real samples, m = synthetic samples,
 d, the extractor's name/version/weights SHA-256, a bootstrap CI and the real-vs-real baseline),
@@ -12,8 +12,8 @@ embedding.csv, privacy.csv, case_stats.csv, hu_histogram.csv. A summary goes int
 datacard under metrics[<eval id>].
 
 Level: "volume" compares packed 3D pairs (3D sets only); "slice" compares axial slice pairs
-with 2D feature extractors (`slice_eval.py`) and is the only level for 2D sets (FastGAN,
-StyleGAN2). `compare.compare_models` tabulates the evaluations of one level across models.
+with 2D feature extractors (`slice_level.py`) and is the only level for 2D sets (FastGAN,
+StyleGAN2). `comparison.compare_models` tabulates the evaluations of one level across models.
 
 `fid_for_run` is the hook for HPO ranking: FID of a run's checkpoint against a real split.
 """
@@ -36,13 +36,13 @@ from tqdm import tqdm
 from synthct.config import DataConfig, to_dict
 from synthct.errors import ConfigError, WorkspaceError
 from synthct.metrics import distances as dist
-from synthct.metrics.distance_block import (  # re-exported: callers and tests use evaluate.*
+from synthct.metrics.distance_block import (  # re-exported: callers and tests use evaluation.*
     _classifier_is,
     distance_metrics,
 )
 from synthct.metrics.diversity import find_msssim
 from synthct.metrics.features import PARTS, FeatureExtractor, select_part
-from synthct.metrics.sets import (  # re-exported: callers and tests use evaluate.*
+from synthct.metrics.volume_sets import (  # re-exported: callers and tests use evaluation.*
     VolumeSet,
     data_config_of,
     ids_sha256,
@@ -63,7 +63,7 @@ SLICE_OPTIONS = ("level", "slice_size", "slices_per_case", "tumour_mix")
 
 
 @dataclass(frozen=True)
-class EvalOptions:
+class EvalConfig:
     """What `synthct evaluate` computes (saved in metrics.json)."""
 
     synthetic: str
@@ -204,7 +204,7 @@ def _csv(path: Path, df: pd.DataFrame) -> None:
 # -- the command ---------------------------------------------------------------------------------
 def run_evaluation(
     ws: Workspace,
-    opts: EvalOptions,
+    opts: EvalConfig,
     progress: bool = True,
     real_loader: Callable[[Workspace, DataConfig, str], VolumeSet] | None = None,
 ) -> tuple[Path, dict]:
@@ -231,7 +231,7 @@ def run_evaluation(
             "it can only be evaluated with --level slice"
         )
     if opts.level == "slice" or (opts.level is None and is_2d):
-        from synthct.metrics.slice_eval import run_slice_evaluation
+        from synthct.metrics.slice_level import run_slice_evaluation
 
         return run_slice_evaluation(ws, opts, set_dir, card, cfg, load_real, progress)
 
