@@ -185,7 +185,7 @@ def test_slice_evaluation_fid_is_the_mean_over_rounds_of_one_slice_per_case(pack
     the mean of the per-round FIDs of their features."""
     from synthct.metrics.distances import compute_fid
     from synthct.metrics.features import build_random_slice_extractor
-    from synthct.metrics.slice_level import synthetic_case_slices, volume_case_slices
+    from synthct.metrics.slice_level import volume_case_slices
     from synthct.metrics.volume_sets import load_real_set
 
     (folder, saved), _ = slice_evals
@@ -201,8 +201,11 @@ def test_slice_evaluation_fid_is_the_mean_over_rounds_of_one_slice_per_case(pack
             assert hits and _body_slices(image_half[..., hits[0] : hits[0] + 1]) == 1
         assert not np.array_equal(real.pairs[c, 0], real.pairs[c, 1])  # without replacement
     card = gen.load_datacard(packed_ws.synthetic_dir("set2d"))
-    syn = synthetic_case_slices(packed_ws.synthetic_dir("set2d"), card, cfg, S, 2, 6, None, 0,
-                                progress=False)  # fmt: skip
+    from synthct.views import view_class
+
+    view = view_class(card["model"]["data_view"])
+    syn = view.set_case_slices(packed_ws.synthetic_dir("set2d"), card["model"], cfg, S, 2, 6,
+                               None, 0, progress=False)  # fmt: skip
     fx = build_random_slice_extractor()
     fr = fx.extract(real.flat).reshape(6, 2, -1)
     fs = fx.extract(syn.flat).reshape(3, 2, -1)

@@ -77,6 +77,8 @@ def protocol_of(result: dict) -> str:
 
 
 def _row(result: dict) -> dict:
+    from synthct.views import view_class  # heavy (torch): the table itself needs only pandas
+
     m = result.get("metrics", {})
     fid = m.get("fid") or {}
     model = result.get("model") or {}
@@ -90,7 +92,7 @@ def _row(result: dict) -> dict:
         "tier": math.nan,
         "set": syn.get("set"),
         "model_kind": model.get("kind"),
-        "dims": "2D" if model.get("data_view") == "slices" else "3D",
+        "dims": view_class(model.get("data_view")).dims,
         "eval": result.get("id"),
         "level": result.get("level", "volume"),
         "real_split": real.get("split"),

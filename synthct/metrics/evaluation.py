@@ -50,6 +50,7 @@ from synthct.metrics.volume_sets import (  # re-exported: callers and tests use 
     load_synthetic_set,
     real_hu_and_masks,
 )
+from synthct.views import view_class
 from synthct.workspace import (
     Workspace,
     atomic_dir,
@@ -224,13 +225,13 @@ def run_evaluation(
         raise WorkspaceError(f"synthetic set {opts.synthetic!r} not found in {ws.synthetic}")
     card = load_datacard(set_dir)
     cfg = data_config_of(card, str(set_dir / "datacard.json"))
-    is_2d = card.get("model", {}).get("data_view") == "slices"
-    if is_2d and opts.level == "volume":
+    view = view_class(card.get("model", {}).get("data_view"))
+    if view.evaluation_level == "slice" and opts.level == "volume":
         raise ConfigError(
             f"synthetic set {opts.synthetic!r} holds 2D slices ({card['model'].get('kind')}): "
             "it can only be evaluated with --level slice"
         )
-    if opts.level == "slice" or (opts.level is None and is_2d):
+    if (opts.level or view.evaluation_level) == "slice":
         from synthct.metrics.slice_level import run_slice_evaluation
 
         return run_slice_evaluation(ws, opts, set_dir, card, cfg, load_real, progress)

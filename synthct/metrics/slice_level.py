@@ -49,11 +49,11 @@ from synthct.csvsafe import to_csv_text
 from synthct.errors import ConfigError, WorkspaceError
 from synthct.metrics.slice_cases import (  # re-exported: callers and tests use slice_level.*
     SliceSet,
-    synthetic_case_slices,
     volume_case_slices,
     volume_slices,
 )
 from synthct.metrics.volume_sets import VolumeSet, ids_sha256
+from synthct.views import view_class
 from synthct.workspace import Workspace, atomic_dir, atomic_write_json, atomic_write_text
 
 EMBED_MAX_PER_GROUP = 500  # t-SNE points per group (seeded sample)
@@ -138,9 +138,7 @@ def slice_resolution(card: dict, cfg: DataConfig, requested: int | None) -> int:
             raise ConfigError(f"--slice-size must be >= 8, got {requested}")
         return int(requested)
     model = card.get("model", {})
-    if model.get("data_view") == "slices":
-        return int(model.get("size") or cfg.size)
-    return int(cfg.size)
+    return view_class(model.get("data_view")).set_resolution(model, cfg)
 
 
 def training_tumour_mix(ws: Workspace, card: dict, requested: str) -> tuple[float | None, str]:
@@ -157,10 +155,9 @@ def training_tumour_mix(ws: Workspace, card: dict, requested: str) -> tuple[floa
     if parsed != "auto":
         return parsed, "--tumour-mix"  # type: ignore[return-value]
     model = card.get("model", {})
-    if model.get("data_view") != "slices":
-        return None, "3D model: slices cut from volumes carry the natural mix"
-    if model.get("layout") == "mosaic":
-        return None, "mosaic model: tiles cut from whole cases carry the natural mix"
+    natural = view_class(model.get("data_view")).set_tumour_mix(model)
+    if natural is not None:
+        return None, natural
     for where in (card, card.get("training_cases") or {}):
         if "tumour_fraction" in where:
             return parse_tumour_mix(where["tumour_fraction"]), "datacard"  # type: ignore[return-value]
@@ -199,7 +196,10 @@ def run_slice_evaluation(
         )
     real = volume_case_slices(real_vs, cfg, r, k, fraction, opts.seed)
     m_cases = opts.n if opts.n is not None else real.n_cases
-    syn = synthetic_case_slices(set_dir, card, cfg, r, k, m_cases, fraction, opts.seed, progress)
+    model = card.get("model", {})
+    syn = view_class(model.get("data_view")).set_case_slices(
+        set_dir, model, cfg, r, k, m_cases, fraction, opts.seed, progress
+    )
     if syn.n_cases < 2:
         raise WorkspaceError(f"synthetic set {opts.synthetic!r} gives {syn.n_cases} case; need 2")
     training = card.get("training_cases") or {}

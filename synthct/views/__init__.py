@@ -3,9 +3,18 @@
 See `synthct.views.base` for what a view owns.
 """
 
-from synthct.views.base import DataView, Probe, TrainingData, mean_pairwise_distance
+from synthct.views.base import (
+    VIEWS,
+    DataView,
+    Probe,
+    TrainingData,
+    mean_pairwise_distance,
+    view_class,
+)
 from synthct.views.slices import SliceView
 from synthct.views.volumes import VolumeView
+
+VIEWS.update({VolumeView.name: VolumeView, SliceView.name: SliceView})
 
 __all__ = [
     "DataView",
@@ -14,4 +23,5 @@ __all__ = [
     "TrainingData",
     "VolumeView",
     "mean_pairwise_distance",
+    "view_class",
 ]

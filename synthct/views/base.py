@@ -9,7 +9,11 @@ models of 2D slices:
   compares, the picture the loop saves);
 - what a generated sample is: `to_volumes` (generator output -> image HU + mask volumes),
   `output_spacing`, `output_shape`, `card_fields` (the datacard's description of the layout);
-- benchmarks: `random_batch` (input of the right shape).
+- benchmarks: `random_batch` (input of the right shape);
+- evaluation of a written set, read back from disk with its datacard (no model needed), as
+  class-level hooks: the default evaluation level, the "2D"/"3D" label, the slice resolution of
+  slice-level metrics, which tumour mix a set's slices carry, and how a set is cut into cases of
+  k slices (`set_case_slices`). `view_class(name)` finds the view a datacard names.
 
 `VolumeView` (synthct/views/volumes.py) serves models of packed (B, 1, S, S, S) pairs,
 `SliceView` (synthct/views/slices.py) models of (B, 2, R, R) axial image + mask slice pairs.
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -26,6 +31,7 @@ import torch
 
 if TYPE_CHECKING:
     from synthct.config import DataConfig, RunConfig, TrainConfig
+    from synthct.metrics.slice_cases import CaseSlices
 
 
 def mean_pairwise_distance(v: torch.Tensor) -> float:
@@ -88,6 +94,8 @@ class DataView(ABC):
     """What differs between models of volumes and models of slices (see the module docstring)."""
 
     name: ClassVar[str]  # recorded as the datacard's model.data_view
+    dims: ClassVar[str]  # "3D" | "2D": how comparison tables label the model
+    evaluation_level: ClassVar[str]  # the default of `synthct evaluate --level` for its sets
 
     def __init__(self, data_cfg: DataConfig) -> None:
         self.data_cfg = data_cfg
@@ -151,3 +159,43 @@ class DataView(ABC):
     def supports_png(self) -> bool:
         """Whether `generate --format png` (one PNG per sample) applies (default: no)."""
         return False
+
+    # -- evaluation of written sets (from the datacard's "model" entry; no model needed) --------
+    @classmethod
+    @abstractmethod
+    def set_resolution(cls, model_info: dict[str, Any], data_cfg: DataConfig) -> int:
+        """R of slice-level metrics for a set of this view (when not requested)."""
+
+    @classmethod
+    @abstractmethod
+    def set_tumour_mix(cls, model_info: dict[str, Any]) -> str | None:
+        """Why the set's slices carry the natural tumour mix, or None when the mix is the one
+        its training run recorded (`tumour_fraction`)."""
+
+    @classmethod
+    @abstractmethod
+    def set_case_slices(
+        cls,
+        set_dir: Path,
+        model_info: dict[str, Any],
+        data_cfg: DataConfig,
+        resolution: int,
+        k: int,
+        n_cases: int,
+        fraction: float | None = None,
+        seed: int = 0,
+        progress: bool = True,
+    ) -> CaseSlices:
+        """At most `n_cases` cases of a written set, k slice pairs each (CaseSlices)."""
+
+
+VIEWS: dict[str, type[DataView]] = {}  # name -> class (views/__init__.py registers them)
+
+
+def view_class(name: str | None) -> type[DataView]:
+    """The view a datacard's model.data_view names (sets written before it was recorded are
+    volume sets)."""
+    try:
+        return VIEWS[name or "volumes"]
+    except KeyError:
+        raise ValueError(f"unknown data view {name!r}; known: {', '.join(VIEWS)}") from None

@@ -12,10 +12,14 @@ axial body slice) or "mosaic" (the thesis's tiling of a case's S/2 slices into o
 - Samples: channel 0 -> HU, channel 1 > 0 -> mask, each pair one axial slice (R, R, 1) whose
   in-plane spacing is the packed grid's scaled by S / R (the same field of view) and whose
   thickness is the packed grid's; a mosaic is cut back into its (R/rows, R/cols, rows*cols) stack.
+- Evaluation: slice-level metrics only. A case is a mosaic (its tiles, drawn as a real patient's
+  slices are: the natural mix) or a group of k independently generated slices (taken as
+  generated: the mix the run trained on).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +28,11 @@ import torch.nn.functional as F
 
 from synthct.config import DataConfig, RunConfig, TrainConfig
 from synthct.errors import ConfigError
+from synthct.metrics.slice_cases import (
+    CaseSlices,
+    mosaic_set_case_slices,
+    slice_group_case_slices,
+)
 from synthct.slices import SliceDataset, mosaic_grid, unmosaic
 from synthct.views.base import DataView, Probe, TrainingData
 
@@ -118,6 +127,8 @@ class SliceView(DataView):
     """(B, 2, R, R) slice pairs at resolution R in layout "slices" or "mosaic"."""
 
     name = "slices"
+    dims = "2D"
+    evaluation_level = "slice"
 
     def __init__(self, data_cfg: DataConfig, resolution: int, layout: str = "slices") -> None:
         super().__init__(data_cfg)
@@ -200,3 +211,23 @@ class SliceView(DataView):
 
     def supports_png(self) -> bool:
         return self.grid is None
+
+    @classmethod
+    def set_resolution(cls, model_info: dict[str, Any], data_cfg: DataConfig) -> int:
+        return int(model_info.get("size") or data_cfg.size)
+
+    @classmethod
+    def set_tumour_mix(cls, model_info: dict[str, Any]) -> str | None:
+        if model_info.get("layout") == "mosaic":
+            return "mosaic model: tiles cut from whole cases carry the natural mix"
+        return None
+
+    @classmethod
+    def set_case_slices(
+        cls, set_dir: Path, model_info, data_cfg, resolution, k, n_cases, fraction=None, seed=0,
+        progress=True,
+    ) -> CaseSlices:  # fmt: skip
+        if model_info.get("layout") == "mosaic":
+            return mosaic_set_case_slices(set_dir, data_cfg, resolution, k, n_cases, fraction,
+                                          seed, progress)  # fmt: skip
+        return slice_group_case_slices(set_dir, data_cfg, resolution, k, n_cases, seed, progress)

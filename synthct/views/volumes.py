@@ -12,15 +12,21 @@ alternates slices instead), as `synthct.preprocess.pack` writes them.
 - Probe: 8 real train cases fixed by the seed; features are the image halves average-pooled to
   at most 16 x 16 x 8 voxels. Snapshots are the mid axial slices of image and mask halves.
 - Samples: unpacked to image HU and mask halves of S x S x S/2 on the packed grid's spacing.
+- Evaluation: volume-level metrics by default; at slice level each synthetic volume is a case,
+  its k slices drawn as a real patient's are (the natural tumour mix).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from synthct.config import DataConfig, RunConfig
+from synthct.metrics.slice_cases import CaseSlices, volume_set_case_slices
 from synthct.views.base import DataView, Probe, TrainingData
 
 N_PROBE = 8  # real reference cases of the collapse probe
@@ -91,6 +97,8 @@ class VolumeView(DataView):
     """Packed (B, 1, S, S, S) pairs (see the module docstring)."""
 
     name = "volumes"
+    dims = "3D"
+    evaluation_level = "volume"
 
     def __init__(self, data_cfg: DataConfig) -> None:
         super().__init__(data_cfg)
@@ -142,3 +150,19 @@ class VolumeView(DataView):
 
     def output_spacing(self, packed_spacing) -> tuple[float, float, float]:
         return tuple(float(s) for s in packed_spacing)  # type: ignore[return-value]
+
+    @classmethod
+    def set_resolution(cls, model_info: dict[str, Any], data_cfg: DataConfig) -> int:
+        return int(data_cfg.size)
+
+    @classmethod
+    def set_tumour_mix(cls, model_info: dict[str, Any]) -> str | None:
+        return "3D model: slices cut from volumes carry the natural mix"
+
+    @classmethod
+    def set_case_slices(
+        cls, set_dir: Path, model_info, data_cfg, resolution, k, n_cases, fraction=None, seed=0,
+        progress=True,
+    ) -> CaseSlices:  # fmt: skip
+        return volume_set_case_slices(set_dir, data_cfg, resolution, k, n_cases, fraction, seed,
+                                      progress)  # fmt: skip
