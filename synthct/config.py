@@ -23,6 +23,9 @@ from synthct.workspace import atomic_write_text
 
 T = TypeVar("T")
 
+# The thesis's CT window (HU): clipped and mapped linearly to [-1, 1] for the networks.
+HU_WINDOW: tuple[float, float] = (-1024.0, 600.0)
+
 
 def to_dict(cfg: Any) -> dict[str, Any]:
     """A plain, JSON/YAML-safe dict (tuples become lists)."""
@@ -126,7 +129,7 @@ class DataConfig:
     # mm: the crop is a cube of 128 x spacing mm, resized to S x S x S/2, so the packed grid is
     # 128 x spacing / S in x and y and twice that in z (1.5 x 1.5 x 3.0 mm at S = 128)
     spacing: float = 1.5
-    hu_window: tuple[float, float] = (-1024.0, 600.0)
+    hu_window: tuple[float, float] = HU_WINDOW
     packing: str = (
         "z"  # "z" (image then mask along z) | "interleave" (slice by slice, thesis variant)
     )

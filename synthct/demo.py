@@ -112,7 +112,8 @@ def install_shipped_run(ws: Workspace, run_dir: Path) -> bool:
     Only when its training case ids equal this workspace's train split (same hash), so the
     demo never pretends a generator saw other data than it did. Returns whether it installed.
     """
-    from synthct.datasets import case_ids_hash, cases_in_split
+    from synthct.datasets import cases_in_split
+    from synthct.runtime import case_ids_hash
     from synthct.workspace import read_json
 
     ckpt = shipped_checkpoint()

@@ -74,9 +74,10 @@ def test_tiny_demo_builds_every_artefact(workspace):
 def test_shipped_checkpoint_installs_only_for_its_training_split(workspace):
     """The shipped demo generator goes in only when the train split's hash matches its own."""
     from synthct.checkpoint import load_checkpoint, load_generator
-    from synthct.datasets import case_ids_hash, cases_in_split, ingest
+    from synthct.datasets import cases_in_split, ingest
     from synthct.demo import install_shipped_run, shipped_checkpoint
     from synthct.phantom import write_phantom_set
+    from synthct.runtime import case_ids_hash
     from synthct.workspace import read_json
 
     ckpt = shipped_checkpoint()

@@ -92,7 +92,7 @@ def test_default_encoder_is_trained_once_and_gives_classifier_is(blobs):
     assert len(enc) == 1
     info = res["extractor"]
     assert info["name"] == "default" and info["classes"] == ["A", "B"]
-    from synthct.metrics.features import file_sha256
+    from synthct.runtime import file_sha256
 
     assert info["weights_sha256"] == file_sha256(enc[0])
     cis = res["metrics"]["classifier_is"]

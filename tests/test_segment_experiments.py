@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from synthct.datasets import case_ids_hash
 from synthct.errors import LeakageError, WorkspaceError
 from synthct.io import Volume, save_volume, spacing_affine
+from synthct.runtime import case_ids_hash
 from synthct.segment import cases as segdata
 from synthct.segment.cases import make_case
 from synthct.segment.experiments import ExperimentConfig, run_experiment, run_experiment_cases

@@ -9,8 +9,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from synthct.datasets import case_ids_hash
 from synthct.errors import ConfigError, LeakageError
+from synthct.runtime import case_ids_hash
 from synthct.segment.folds import (
     FoldPlan,
     assign_folds,

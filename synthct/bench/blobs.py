@@ -14,7 +14,8 @@ import numpy as np
 
 from synthct.config import DataConfig, to_dict
 from synthct.io import Volume, save_volume, spacing_affine
-from synthct.metrics.volume_sets import VolumeSet, ids_sha256, to_packed
+from synthct.metrics.volume_sets import VolumeSet, to_packed
+from synthct.runtime import case_ids_hash
 from synthct.workspace import Workspace, atomic_write_json
 
 
@@ -74,7 +75,7 @@ def write_blob_synthetic_set(
             "run_config": {"data": to_dict(cfg)},
             "training_cases": {
                 "split": "train",
-                "sha256": ids_sha256(train_ids),
+                "sha256": case_ids_hash(train_ids),
                 "case_ids": train_ids,
             },
             "spacing": [1.5, 1.5, 3.0],

@@ -13,7 +13,6 @@ the peak must not grow with N.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -30,7 +29,7 @@ from synthct.checkpoint import checkpoint_state, save_checkpoint
 from synthct.config import DataConfig, ModelConfig, RunConfig, save_yaml, to_dict
 from synthct.generate import GenerateConfig, load_datacard, write_set
 from synthct.models import build_model
-from synthct.runtime import pick_device
+from synthct.runtime import case_ids_hash, pick_device
 from synthct.workspace import Workspace
 
 
@@ -103,7 +102,7 @@ def make_bench_run(ws: Workspace, name: str, size: int, width: float, latent: in
     save_checkpoint(checkpoint_state(cfg, 1, system, {}, {}, [], 0.0, {}, info), run_dir)
     save_yaml(to_dict(cfg), run_dir / "config.yaml")
     ids = ["BENCH-000"]
-    digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()
+    digest = case_ids_hash(ids)
     (run_dir / "train_cases.json").write_text(
         json.dumps({"split": "train", "case_ids": ids, "sha256": digest})
     )

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from synthct.commands._common import WorkspaceOpt, workspace
+from synthct.config import HU_WINDOW
 from synthct.errors import ConfigError
 
 SPLITS = ("all", "train", "val", "test")
@@ -35,7 +36,7 @@ def preprocess_cmd(
     ] = 1.5,
     hu_window: Annotated[
         tuple[float, float], typer.Option("--hu-window", help="HU low high -> [-1, 1].")
-    ] = (-1024.0, 600.0),
+    ] = HU_WINDOW,
     packing: Annotated[str, typer.Option(help="z | interleave")] = "z",
     mask: Annotated[str, typer.Option(help="binary | multiclass")] = "binary",
     split: Annotated[

@@ -45,11 +45,11 @@ from synthct.metrics.features import PARTS, FeatureExtractor, select_part
 from synthct.metrics.volume_sets import (  # re-exported: callers and tests use evaluation.*
     VolumeSet,
     data_config_of,
-    ids_sha256,
     load_real_set,
     load_synthetic_set,
     real_hu_and_masks,
 )
+from synthct.runtime import case_ids_hash, pick_device
 from synthct.views import view_class
 from synthct.workspace import (
     Workspace,
@@ -134,7 +134,7 @@ def ensure_default_encoder(
     from synthct.metrics import encoder as enc
 
     train = train if train is not None else load_real_set(ws, cfg, "train")
-    key = enc.encoder_key(cfg.size, part, cfg.packing, cfg.hu_window, ids_sha256(train.ids))
+    key = enc.encoder_key(cfg.size, part, cfg.packing, cfg.hu_window, case_ids_hash(train.ids))
     if epochs is None and not force:
         cached = enc.find_encoder(ws, key)
         if cached is not None:
@@ -154,7 +154,7 @@ def ensure_default_encoder(
         seed=seed,
         progress=bar,
     )
-    meta.update(size=cfg.size, train_cases_sha256=ids_sha256(train.ids), key=key)
+    meta.update(size=cfg.size, train_cases_sha256=case_ids_hash(train.ids), key=key)
     enc.save_encoder(path, state, meta)
     return path
 
@@ -329,7 +329,7 @@ def run_evaluation(
     settings = {
         **volume_opts,  # same ids as before the slice-level options existed
         "extractor_sha256": info["weights_sha256"],
-        "real_ids": ids_sha256(real.ids),
+        "real_ids": case_ids_hash(real.ids),
     }
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[
         :8
@@ -351,15 +351,15 @@ def run_evaluation(
             "set": opts.synthetic,
             "m": len(syn.ids),
             "m_cases": len(syn.ids),
-            "ids_sha256": ids_sha256(syn.ids),
+            "ids_sha256": case_ids_hash(syn.ids),
         },
         "real": {
             "split": opts.real,
             "n": len(real.ids),
             "n_cases": len(real.ids),
-            "ids_sha256": ids_sha256(real.ids),
+            "ids_sha256": case_ids_hash(real.ids),
         },
-        "train": {"n": len(train.ids), "ids_sha256": ids_sha256(train.ids)},
+        "train": {"n": len(train.ids), "ids_sha256": case_ids_hash(train.ids)},
         "holdout": {"n": len(holdout.ids)},
         "metrics": metrics,
     }
@@ -487,12 +487,11 @@ def fid_for_run(
 
     Returns {"fid", "fid_raw", "n", "m", "d", "part", "extractor", "run", "checkpoint", "real_split"}.
     """
-    import torch
 
     from synthct.checkpoint import load_generator
 
     run_dir = ws.run_dir(check_name(run, "run name"))
-    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dev = pick_device(device)
     system, run_cfg, meta = load_generator(run_dir, checkpoint, ema=True, device=dev)
     cfg = run_cfg.data
     real = load_real_set(ws, cfg, real_split)

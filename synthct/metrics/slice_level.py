@@ -52,7 +52,8 @@ from synthct.metrics.slice_cases import (  # re-exported: callers and tests use 
     volume_case_slices,
     volume_slices,
 )
-from synthct.metrics.volume_sets import VolumeSet, ids_sha256
+from synthct.metrics.volume_sets import VolumeSet
+from synthct.runtime import case_ids_hash
 from synthct.views import view_class
 from synthct.workspace import Workspace, atomic_dir, atomic_write_json, atomic_write_text
 
@@ -83,7 +84,7 @@ def ensure_slice_encoder(
     from synthct.metrics import encoder as enc
 
     resolution = int(train.pairs.shape[-1])
-    key = enc.slice_encoder_key(resolution, part, config_hash(cfg), ids_sha256(train_ids))
+    key = enc.slice_encoder_key(resolution, part, config_hash(cfg), case_ids_hash(train_ids))
     if epochs is None:
         cached = enc.find_slice_encoder(ws, key)
         if cached is not None:
@@ -97,7 +98,7 @@ def ensure_slice_encoder(
         train.pairs, train.centres, part=part, hu_window=cfg.hu_window, epochs=epochs,
         seed=seed, progress=bar,
     )  # fmt: skip
-    meta.update(key=key, n_cases=train.n_cases, train_cases_sha256=ids_sha256(train_ids))
+    meta.update(key=key, n_cases=train.n_cases, train_cases_sha256=case_ids_hash(train_ids))
     enc.save_encoder(path, state, meta)
     return path
 
@@ -228,7 +229,7 @@ def run_slice_evaluation(
         seed=opts.seed,
     )
     settings = {**asdict(opts), "extractor_sha256": info["weights_sha256"],
-                "real_ids": ids_sha256(real_vs.ids), "resolution": r}  # fmt: skip
+                "real_ids": case_ids_hash(real_vs.ids), "resolution": r}  # fmt: skip
     blob = json.dumps(settings, sort_keys=True, default=str).encode()
     eval_id = f"{opts.synthetic}-slice-{opts.part}-{opts.extractor}-"
     eval_id += hashlib.sha256(blob).hexdigest()[:8]
@@ -259,14 +260,14 @@ def run_slice_evaluation(
             "m": syn.n_cases * k,
             "m_cases": syn.n_cases,
             **syn.describe(),
-            "ids_sha256": ids_sha256(syn.case_ids),
+            "ids_sha256": case_ids_hash(syn.case_ids),
         },
         "real": {
             "split": opts.real,
             "n": real.n_cases * k,
             "n_cases": real.n_cases,
             **real.describe(),
-            "ids_sha256": ids_sha256(real_vs.ids),
+            "ids_sha256": case_ids_hash(real_vs.ids),
         },
         "metrics": metrics,
     }

@@ -17,8 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from synthct.config import DataConfig, from_dict
-from synthct.datasets import case_ids_hash
+from synthct.config import HU_WINDOW, DataConfig, from_dict
 from synthct.errors import WorkspaceError
 from synthct.metrics.features import select_part
 from synthct.workspace import Workspace
@@ -43,11 +42,6 @@ class VolumeSet:
         )
 
 
-def ids_sha256(ids: Sequence[str]) -> str:
-    """SHA-256 of the sorted ids joined by newlines (`synthct.datasets.case_ids_hash`)."""
-    return case_ids_hash(map(str, ids))
-
-
 # -- loading ------------------------------------------------------------------------------------
 def load_real_set(ws: Workspace, cfg: DataConfig, split: str) -> VolumeSet:
     """Real packed pairs of `split` ("train"/"val"/"test"/"all") via `preprocess.load_packed`."""
@@ -69,7 +63,7 @@ def data_config_of(card: dict, where: str) -> DataConfig:
         raise WorkspaceError(f"{where}: datacard has neither run_config.data nor model.size")
     return DataConfig(
         size=int(size),
-        hu_window=tuple(post.get("hu_window", (-1024.0, 600.0))),
+        hu_window=tuple(post.get("hu_window", HU_WINDOW)),
         packing=post.get("packing", "z"),
         mask=post.get("mask_mode", "binary"),
     )

@@ -35,14 +35,13 @@ import numpy as np
 
 from synthct.config import from_dict, to_dict
 from synthct.csvsafe import to_csv_text
-from synthct.datasets import case_ids_hash
 from synthct.errors import ConfigError, WorkspaceError
+from synthct.runtime import case_ids_hash, load_weights
 from synthct.segment import cases
 from synthct.segment.cases import SegCase
 from synthct.segment.fold_training import (
     load_fold_model,
     load_fold_normalisation,
-    load_torch,
     train_fold,
 )
 from synthct.segment.folds import check_leakage, plan_folds
@@ -179,7 +178,7 @@ def run_experiment_cases(
             on_epoch_end=on_epoch_end,
         )
         done[0] += pre_epochs
-        pre = load_torch(exp_dir / "folds" / "pretrain" / "best.pt", "cpu")
+        pre = load_weights(exp_dir / "folds" / "pretrain" / "best.pt", "cpu")
         init_state = pre["model"]
     fold_results = []
     for p in plans:

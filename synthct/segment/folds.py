@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from synthct.datasets import case_ids_hash
 from synthct.errors import ConfigError, LeakageError
+from synthct.runtime import case_ids_hash
 
 
 @dataclasses.dataclass(frozen=True)
