@@ -385,7 +385,7 @@ def ingest(
     src = Path(src).resolve()
     found = discover_cases(src)
     make_splits([], test_fraction, val_fraction, 0, gan_fraction)  # check fractions first
-    final_fixed = ws.data / "fixed"
+    final_fixed = ws.fixed
     ws.data.mkdir(parents=True, exist_ok=True)
     with atomic_dir(final_fixed, overwrite=True) as tmp:
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:

@@ -154,7 +154,7 @@ def build_demo(
         seconds[message] = round(time.perf_counter() - t0, 1)
         done[0] += weights[i]
 
-    src = ws.root / "sources" / "phantom"
+    src = ws.sources / "phantom"
 
     def phantoms() -> None:
         from synthct.phantom import write_phantom_set
@@ -219,7 +219,7 @@ def build_demo(
         from synthct.segment.experiments import ExperimentConfig, run_experiment
         from synthct.segment.recipe import SegConfig
 
-        if not (ws.segmentation / "real" / "results.json").exists():
+        if "real" not in ws.list_experiments():
             seg = SegConfig(
                 size=s.size,
                 init_filters=s.seg_init_filters,

@@ -60,7 +60,7 @@ def write_blob_synthetic_set(
     labelsTr/<id>.nii.gz uint8) with the datacard fields `synthct evaluate` reads: the data
     config, the GAN's training cases and the spacing."""
     rng = np.random.default_rng(seed)
-    folder = ws.synthetic / name
+    folder = ws.synthetic_dir(name)
     aff = spacing_affine((1.5, 1.5, 3.0))
     for i in range(n):
         img, mask = blob_pair(cfg.size, rng, shift)

@@ -105,7 +105,7 @@ def segment(
     ws = workspace(ws_path)
     # inside a background job, progress goes to the job's row (a no-op otherwise)
     results = run_experiment(ws, cfg, name, device=device, progress=job_progress_callback())
-    echo_json(summary_for_cli(results, str(ws.segmentation / results["name"])))
+    echo_json(summary_for_cli(results, str(ws.experiment_dir(results["name"]))))
 
 
 def summary_for_cli(results: dict, path: str) -> dict:

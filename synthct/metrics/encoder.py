@@ -120,12 +120,12 @@ def encoder_key(
 
 def encoder_path(ws: Workspace, key: str, epochs: int, seed: int) -> Path:
     """WS/evals/encoders/<key>-e<epochs>-s<seed>.pt"""
-    return ws.evals / "encoders" / f"{key}-e{epochs}-s{seed}.pt"
+    return ws.encoder_file(f"{key}-e{epochs}-s{seed}.pt")
 
 
 def find_encoder(ws: Workspace, key: str) -> Path | None:
     """The newest cached encoder for `key` (any epochs/seed), or None."""
-    found = sorted((ws.evals / "encoders").glob(f"{key}-e*-s*.pt"), key=lambda p: p.stat().st_mtime)
+    found = ws.list_encoders(f"{key}-e*-s*.pt")
     return found[-1] if found else None
 
 
@@ -263,13 +263,11 @@ def slice_encoder_key(resolution: int, part: str, cfg_hash: str, train_sha: str)
 
 def slice_encoder_path(ws: Workspace, key: str, epochs: int, seed: int) -> Path:
     """WS/evals/encoders/slices-<key>-e<epochs>-s<seed>.pt"""
-    return ws.evals / "encoders" / f"slices-{key}-e{epochs}-s{seed}.pt"
+    return ws.encoder_file(f"slices-{key}-e{epochs}-s{seed}.pt")
 
 
 def find_slice_encoder(ws: Workspace, key: str) -> Path | None:
-    found = sorted(
-        (ws.evals / "encoders").glob(f"slices-{key}-e*-s*.pt"), key=lambda p: p.stat().st_mtime
-    )
+    found = ws.list_encoders(f"slices-{key}-e*-s*.pt")
     return found[-1] if found else None
 
 

@@ -363,7 +363,7 @@ def run_evaluation(
         "holdout": {"n": len(holdout.ids)},
         "metrics": metrics,
     }
-    final = ws.evals / eval_id
+    final = ws.eval_dir(eval_id)
     with atomic_dir(final, overwrite=True) as tmp:
         atomic_write_json(tmp / "metrics.json", result)
         _csv(tmp / "embedding.csv", emb)

@@ -271,7 +271,7 @@ def run_slice_evaluation(
         },
         "metrics": metrics,
     }
-    final = ws.evals / eval_id
+    final = ws.eval_dir(eval_id)
     with atomic_dir(final, overwrite=True) as tmp:
         atomic_write_json(tmp / "metrics.json", result)
         atomic_write_text(tmp / "embedding.csv", to_csv_text(pd.DataFrame(emb)))

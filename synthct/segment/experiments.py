@@ -49,7 +49,6 @@ from synthct.segment.original_grid import SourceGrid, unavailable
 from synthct.segment.recipe import SegConfig
 from synthct.segment.scores import RESULTS_FILE, evaluate_cases
 from synthct.workspace import (
-    ID_MAX_LENGTH,
     Workspace,
     atomic_write_json,
     atomic_write_text,
@@ -310,12 +309,8 @@ def run_experiment(
     Results go to WS/segmentation/<name>/ (config.yaml, folds.json, folds/fold-k/{best.pt,
     curve.csv, result.json}, per_case.csv, results.json).
     """
-    name = (
-        check_name(name, "experiment name")
-        if name
-        else check_name(cfg.default_name(), "experiment name", max_length=ID_MAX_LENGTH)
-    )
-    exp_dir = ws.confine(ws.segmentation / name)
+    name = check_name(name, "experiment name") if name else cfg.default_name()
+    exp_dir = ws.experiment_dir(name)
     seg = cfg.seg
     trainval = cases.load_real_cases(ws, seg, "train") + cases.load_real_cases(ws, seg, "val")
     test = cases.load_real_cases(ws, seg, "test")

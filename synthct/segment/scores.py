@@ -243,7 +243,7 @@ def list_experiments(ws: Workspace) -> list[str]:
 
 def load_results(ws: Workspace, name: str) -> dict[str, Any]:
     """results.json of experiment `name` (raises WorkspaceError if it has not finished)."""
-    path = ws.confine(ws.segmentation / name) / RESULTS_FILE
+    path = ws.experiment_dir(name) / RESULTS_FILE
     if not path.is_file():
         raise WorkspaceError(f"{path} not found: run `synthct segment --name {name}` first")
     return read_json(path)
