@@ -58,7 +58,7 @@ tab_runs, tab_evals, tab_cmp, tab_seg = st.tabs(
 
 # -- training runs --------------------------------------------------------------------------------
 with tab_runs:
-    runs = results.list_runs(ws)
+    runs = ws.list_runs()
     if not runs:
         st.info("No training runs yet. Start one on **Generate & jobs** or with `synthct train`.")
     else:
@@ -103,7 +103,7 @@ with tab_runs:
 
 # -- evaluations ----------------------------------------------------------------------------------
 with tab_evals:
-    evals = results.list_evals(ws)
+    evals = ws.list_evals()
     if not evals:
         st.info("No evaluations yet. Evaluate a synthetic set on **Generate & jobs**.")
     else:
@@ -263,9 +263,9 @@ with tab_cmp:
 
 # -- segmentation ---------------------------------------------------------------------------------
 with tab_seg:
-    from synthct.segment.scores import COMPARE_LABELS, compare_experiments, list_experiments
+    from synthct.segment.scores import COMPARE_LABELS, compare_experiments
 
-    names = list_experiments(ws)
+    names = ws.list_experiments()
     if not names:
         st.info("No segmentation experiments yet. Start one on **Generate & jobs**.")
     else:

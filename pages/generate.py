@@ -9,7 +9,6 @@ auth.require_researcher()
 
 from synthct.errors import SynthctError  # noqa: E402
 from ui import jobs as ui_jobs  # noqa: E402
-from ui.results import list_runs  # noqa: E402
 from ui.state import workspace  # noqa: E402
 
 ws = workspace()
@@ -19,15 +18,13 @@ DEVICE_HELP = "auto = the GPU when one is visible, else the CPU. GPU jobs run on
 
 
 def _sets() -> list[str]:
-    from synthct.generate import list_sets
-
-    return list_sets(ws)
+    return ws.list_sets()
 
 
 tab_gen, tab_train, tab_eval, tab_seg = st.tabs(["Generate", "Train", "Evaluate", "Segment"])
 
 with tab_gen:
-    runs = [r for r in list_runs(ws) if any((ws.run_dir(r) / "checkpoints").glob("step-*.pt"))]
+    runs = [r for r in ws.list_runs() if any((ws.run_dir(r) / "checkpoints").glob("step-*.pt"))]
     if not runs:
         st.info("No run with a checkpoint yet: train one on the **Train** tab.")
     else:
@@ -151,7 +148,7 @@ sets = _sets()
 if not sets:
     st.caption("No synthetic sets yet.")
 else:
-    from synthct.generate import load_datacard
+    from synthct.sets import load_datacard
 
     cards = {s: load_datacard(ws.synthetic_dir(s)) for s in sets}
     st.dataframe(

@@ -25,10 +25,9 @@ with session_scope(engine()) as s:
 # -- create ---------------------------------------------------------------------------------------
 with st.expander("Create a study", expanded=not overview):
     from synthct.display import WINDOWS
-    from synthct.generate import list_sets
     from synthct.vtt.render import SLABS
 
-    sets = list_sets(ws)
+    sets = ws.list_sets()
     if not sets:
         st.info("No synthetic sets yet: generate one on **Generate & jobs** first.")
     else:

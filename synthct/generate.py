@@ -1,17 +1,13 @@
 """Sample a trained generator into a synthetic data set (HECKTOR layout) with its dataset card.
 
-A set is written to WS/synthetic/<set>/::
-
-    imagesTr/SYN-0001__CT.nii.gz   int16 HU on the packed grid's real voxel spacing
-    labelsTr/SYN-0001.nii.gz       uint8 tumour mask ({0, 1}; {0, 1, 2} for multiclass runs)
-    datacard.json                  provenance: checkpoint hash, run config, seeds, counts,
-                                   postprocessing, the training case ids (leakage checks), metrics
+The set's layout and card are described in `synthct.sets`; `synthct.set_writer` writes its files.
 
 Reproducibility: case i draws its latent from its own seed (`case_seed(base, i, attempt)`), so a
 case can be regenerated alone (`generate_case`) and the set does not depend on the batch size.
 The same command on the same machine gives byte-identical files; across batch sizes or devices
 the latents are identical and the outputs agree up to the backend's float rounding of batched
 convolutions (~1e-6 in [-1, 1]: at most 1 HU, and a mask voxel only where the output is ~0).
+
 Postprocessing: the model's view turns generator output into image HU and mask volumes
 (`DataView.to_volumes`: packed pairs are unpacked into S x S x S/2 halves, 2D slice pairs into
 one-slice (R, R, 1) volumes or a mosaic's stack) with the voxel size it states
@@ -20,58 +16,42 @@ one-slice (R, R, 1) volumes or a mosaic's stack) with the voxel size it states
 with bounded redraws). The set folder appears only when complete (`atomic_dir`).
 
 Memory does not grow with the number of cases: case indices are drawn as they are needed
-(redraws first, so at most a few batches of cases are ever pending), finished cases go to a
-temporary list on disk in case order, and the datacard is written from it as a stream. A set
-of 10^6 cases has a datacard of ~150 MB on disk; `write_set` returns the card without its
-per-case lists (`cases`, `seeds`), which only the file holds.
+(redraws first, so at most a few batches of cases are ever pending) and finished cases go to the
+writer's record file on disk (`SetWriter`).
 
 The sampling loop is hand-written because it is specific to this product: per-case seeds,
-out-of-memory batch halving and a bounded thread pool for gzip-compressed NIfTI writing (zlib
-releases the GIL, so a few threads overlap compression with sampling).
+out-of-memory batch halving and empty-mask redraws.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import json
 import os
 import warnings
 from collections import deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import torch
+from scipy import ndimage
 
+from synthct import __version__
+from synthct.checkpoint import load_generator
+from synthct.config import RunConfig, to_dict
 from synthct.errors import ConfigError, SynthctError, WorkspaceError
-from synthct.io import Volume, load_volume, save_png, save_volume, spacing_affine
+from synthct.io import spacing_affine
+from synthct.models.base import GenerativeModel
+from synthct.preprocess import load_packed
 from synthct.runtime import case_ids_hash, pick_device
-from synthct.workspace import (
-    Workspace,
-    atomic_dir,
-    atomic_write,
-    atomic_write_json,
-    check_name,
-    read_json,
-)
-
-if TYPE_CHECKING:
-    import torch
-
-    from synthct.config import RunConfig
-    from synthct.models.base import GenerativeModel
+from synthct.set_writer import SetWriter
+from synthct.sets import CheckpointInfo, Datacard, TrainingCases
+from synthct.workspace import Workspace, atomic_dir, read_json
 
 Progress = Callable[[float, str], None]
 
-DATACARD = "datacard.json"
-IMAGES = "imagesTr"
-LABELS = "labelsTr"
-PNG_IMAGES = "imagesPng"  # optional previews of 2D sets (--format png)
-PNG_LABELS = "labelsPng"
 FORMATS = ("nifti", "png")
 EMPTY_POLICIES = ("keep", "drop", "resample")
 
@@ -151,8 +131,6 @@ def postprocess_mask(mask: np.ndarray, spec: str = "binary") -> tuple[np.ndarray
     Components are 26-connected foreground (mask > 0) regions; removed voxels become 0, kept voxels
     keep their label (so multiclass masks stay multiclass).
     """
-    from scipy import ndimage
-
     mode, min_size = parse_mask_postprocess(spec)
     if mode == "binary":
         return mask, 0
@@ -178,8 +156,6 @@ def to_hu_int16(image_hu: np.ndarray, hu_window: tuple[float, float]) -> np.ndar
 # -- sampling -------------------------------------------------------------------------------------
 def _latents(model: GenerativeModel, seeds: list[int], device: torch.device) -> torch.Tensor:
     """(B, …) latents, row i from seed i alone on a CPU generator (device-independent)."""
-    import torch
-
     rows = [
         model.sample_latent(1, generator=torch.Generator().manual_seed(s), device="cpu")
         for s in seeds
@@ -204,8 +180,6 @@ def sample_pairs(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Generate one batch as volumes: (image_hu (B, X, Y, Z) float32, mask uint8), the layout of
     the model's view (`DataView.to_volumes`: (S, S, S/2) halves, or (R, R, 1) slices)."""
-    import torch
-
     device = torch.device(device)
     z = _latents(model, seeds, device)
     centre = None
@@ -231,8 +205,6 @@ def generate_case(
 
 
 def _is_oom(err: BaseException) -> bool:
-    import torch
-
     return isinstance(err, torch.cuda.OutOfMemoryError) or (
         isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
     )
@@ -248,176 +220,157 @@ def write_set(
     provenance: dict[str, Any] | None = None,
     overwrite: bool = False,
     progress: Progress | None = None,
-) -> dict[str, Any]:
+) -> Datacard:
     """Sample `options.n` pairs from `model` into `out_dir` (atomically); returns the datacard
-    without its per-case lists (`cases`, `seeds`: in datacard.json only, see the module notes).
+    without its per-case list (which datacard.json holds; see the module notes).
 
     `spacing` (mm, x y z) is the voxel size of the written volumes (`DataView.output_spacing` of
     the packed grid's); it goes into every affine. `provenance` holds the run-level datacard
-    fields (run, checkpoint, run_config, training_cases, …). A CUDA out-of-memory error halves
-    the batch (down to 1) and retries. Memory stays flat in `options.n`.
+    fields (run, checkpoint, run_config, training_cases, centre, model). A CUDA out-of-memory
+    error halves the batch (down to 1) and retries. Memory stays flat in `options.n`.
     """
-    import torch
-
-    view = model.view
-    data_cfg = view.data_cfg
-    out_dir = Path(out_dir)
+    view, out_dir, device = model.view, Path(out_dir), torch.device(device)
     spacing = tuple(float(s) for s in spacing)  # type: ignore[assignment]
     if len(spacing) != 3 or not all(s > 0 and np.isfinite(s) for s in spacing):
         raise ConfigError(f"spacing must be three positive mm values, got {spacing}")
-    affine = spacing_affine(spacing)  # type: ignore[arg-type]
-    device = torch.device(device)
     if options.format == "png" and not view.supports_png():
         raise ConfigError(
             "--format png writes one PNG per slice pair: it is for 2D slice models (fastgan, "
             f"stylegan2 on slices), not {model.kind!r} {view.sample_name()}s"
         )
-    png = options.format == "png"
-    png_window = tuple(data_cfg.hu_window) if png else None
-    width = max(4, len(str(options.n)))
-    model.eval()
-
-    counts = {
-        "requested": options.n,
-        "written": 0,
-        "empty_masks_sampled": 0,
-        "empty_masks_kept": 0,
-        "dropped": 0,
-        "redraws": 0,
-        "resample_exhausted": 0,
-        "components_removed": 0,
-    }
-    batch = options.batch_size
+    png_window = tuple(view.data_cfg.hu_window) if options.format == "png" else None
     report = progress or (lambda _f, _m: None)
-
-    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
-        (tmp / IMAGES).mkdir()
-        (tmp / LABELS).mkdir()
-        if png:
-            (tmp / PNG_IMAGES).mkdir()
-            (tmp / PNG_LABELS).mkdir()
-        workers = max(1, options.write_workers)
-        pool = ThreadPoolExecutor(max_workers=workers)
-        pending: set[Future] = set()
-        work = _CaseQueue(options.n)
-        ordered = _OrderedRecords(tmp / _RECORDS)
-
-        def drain(limit: int) -> None:
-            while len(pending) > limit:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for f in done:
-                    pending.discard(f)
-                    f.result()  # re-raise a write error here, inside atomic_dir
-
-        try:
-            while items := work.take(batch):
-                seeds = [case_seed(options.seed, i, a) for i, a in items]
-                centres = [_centre_for(s, model.n_centres, centre_index) for s in seeds]
-                try:
-                    with torch.no_grad():
-                        images, masks = sample_pairs(model, seeds, device, centres)
-                except Exception as e:
-                    if not _is_oom(e):
-                        raise
-                    if device.type == "cuda":
-                        torch.cuda.empty_cache()
-                    if batch == 1:
-                        raise GenerationError(
-                            f"out of GPU memory generating one {view.sample_name()} on {device}; "
-                            "free the GPU or use --device cpu"
-                        ) from None
-                    batch = max(1, batch // 2)
-                    work.put_back(items)
-                    warnings.warn(f"out of memory: retrying with batch size {batch}", stacklevel=2)
-                    continue
-                for k, (i, attempt) in enumerate(items):
-                    mask, removed = postprocess_mask(masks[k], options.mask_postprocess)
-                    counts["components_removed"] += removed
-                    empty = not mask.any()
-                    counts["empty_masks_sampled"] += int(empty)
-                    if empty and options.empty_masks == "resample":
-                        if attempt < options.max_redraws:
-                            counts["redraws"] += 1
-                            work.redraw(i, attempt + 1)
-                            continue
-                        counts["resample_exhausted"] += 1
-                    if empty and options.empty_masks == "drop":
-                        counts["dropped"] += 1
-                        ordered.add(i, None)
-                        continue
-                    counts["empty_masks_kept"] += int(empty)
-                    name = f"SYN-{i + 1:0{width}d}"
-                    image = to_hu_int16(images[k], data_cfg.hu_window)
-                    ordered.add(
-                        i,
-                        {
-                            "index": i,
-                            "seed": seeds[k],
-                            "redraws": attempt,
-                            "centre": centres[k],
-                            "mask_voxels": int(np.count_nonzero(mask)),
-                            "_name": name,
-                        },
-                    )
-                    pending.add(
-                        pool.submit(_write_pair, tmp, name, image, mask, affine, png_window)
-                    )
-                    drain(2 * workers + batch)
-                report(
-                    min(1.0, ordered.finished / options.n) * 0.98,
-                    f"{ordered.finished}/{options.n} pairs sampled",
-                )
-            drain(0)
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-            ordered.close()
-
-        counts["written"] = ordered.written
-        head = {
-            "name": out_dir.name,
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "synthct_version": _version(),
-            **(provenance or {}),
-            "model": {
-                "kind": model.kind,
-                "size": int(data_cfg.size),
-                "latent_dim": int(model.latent_dim),
-                **(provenance or {}).get("model", {}),
-                **view.card_fields(),
-            },
-        }
-        tail = {
-            "base_seed": options.seed,
-            "counts": counts,
-            "postprocess": {
-                "mask": options.mask_postprocess,
-                "empty_masks": options.empty_masks,
-                "max_redraws": options.max_redraws,
-                "hu_window": list(data_cfg.hu_window),
-                "packing": data_cfg.packing,
-                "mask_mode": data_cfg.mask,
-                "image_dtype": "int16",
-                "mask_dtype": "uint8",
-            },
-            "options": asdict(options),
-            "device": str(device),
-            "batch_size_used": batch,
-            "spacing": list(spacing),
-            "shape": view.output_shape(),
-            "metrics": {},
-        }
-        records = tmp / _RECORDS
-        _renumber(tmp, records, width, png)
-        _write_datacard(tmp / DATACARD, head, records, tail)
-        records.unlink()
+    model.eval()
+    counts = dict.fromkeys(COUNTS, 0) | {"requested": options.n}
+    affine = spacing_affine(spacing)  # type: ignore[arg-type]
+    with (
+        atomic_dir(out_dir, overwrite=overwrite) as tmp,
+        SetWriter(tmp, affine, options.n, png_window, options.write_workers) as writer,
+    ):
+        batch = _sample_into(writer, model, options, device, centre_index, counts, report)
+        counts["written"] = writer.written
+        card = _datacard(out_dir.name, model, options, counts, batch, spacing, device,
+                         provenance or {})  # fmt: skip
+        writer.finish(card)
     report(1.0, f"{counts['written']} pairs written to {out_dir}")
-    return {**head, **tail}
+    return card
 
 
-# -- bounded bookkeeping of a set being written ---------------------------------------------------
-_RECORDS = ".cases.jsonl"  # finished cases in index order, while the set is written
+COUNTS = ("requested", "written", "empty_masks_sampled", "empty_masks_kept", "dropped",
+          "redraws", "resample_exhausted", "components_removed")  # fmt: skip
 
 
+def _sample_into(
+    writer: SetWriter,
+    model: GenerativeModel,
+    options: GenerateConfig,
+    device: torch.device,
+    centre_index: int | None,
+    counts: dict[str, int],
+    report: Progress,
+) -> int:
+    """The sampling loop: batches of (case, attempt) items, out-of-memory halving, the
+    empty-mask policy per case; finished cases go to `writer`. Returns the batch size used."""
+    batch, work = options.batch_size, _CaseQueue(options.n)
+    while items := work.take(batch):
+        seeds = [case_seed(options.seed, i, a) for i, a in items]
+        centres = [_centre_for(s, model.n_centres, centre_index) for s in seeds]
+        try:
+            with torch.no_grad():
+                images, masks = sample_pairs(model, seeds, device, centres)
+        except Exception as e:
+            if not _is_oom(e):
+                raise
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            if batch == 1:
+                raise GenerationError(
+                    f"out of GPU memory generating one {model.view.sample_name()} on {device}; "
+                    "free the GPU or use --device cpu"
+                ) from None
+            batch = max(1, batch // 2)
+            work.put_back(items)
+            warnings.warn(f"out of memory: retrying with batch size {batch}", stacklevel=3)
+            continue
+        for k, (i, attempt) in enumerate(items):
+            mask, removed = postprocess_mask(masks[k], options.mask_postprocess)
+            counts["components_removed"] += removed
+            action = _empty_mask_action(bool(mask.any()), attempt, options, counts)
+            if action == "redraw":
+                work.redraw(i, attempt + 1)
+            elif action == "drop":
+                writer.drop(i)
+            else:
+                record = {"index": i, "seed": seeds[k], "redraws": attempt,
+                          "centre": centres[k], "mask_voxels": int(np.count_nonzero(mask))}  # fmt: skip
+                image = to_hu_int16(images[k], model.view.data_cfg.hu_window)
+                writer.add(i, record, image, mask, backlog=2 * writer.workers + batch)
+        report(
+            min(1.0, writer.finished / options.n) * 0.98,
+            f"{writer.finished}/{options.n} pairs sampled",
+        )
+    writer.drain(0)
+    return batch
+
+
+def _empty_mask_action(
+    has_tumour: bool, attempt: int, options: GenerateConfig, counts: dict[str, int]
+) -> str:
+    """ "keep" | "drop" | "redraw" for a sampled case under the empty-mask policy (counted)."""
+    if has_tumour:
+        return "keep"
+    counts["empty_masks_sampled"] += 1
+    if options.empty_masks == "resample":
+        if attempt < options.max_redraws:
+            counts["redraws"] += 1
+            return "redraw"
+        counts["resample_exhausted"] += 1
+    if options.empty_masks == "drop":
+        counts["dropped"] += 1
+        return "drop"
+    counts["empty_masks_kept"] += 1
+    return "keep"
+
+
+def _datacard(name, model, options, counts, batch, spacing, device, provenance) -> Datacard:
+    """The set's card, without its per-case list (the writer streams it)."""
+    data_cfg = model.view.data_cfg
+    tc, ck = provenance.get("training_cases"), provenance.get("checkpoint")
+    model_info = {"kind": model.kind, "size": int(data_cfg.size),
+                  "latent_dim": int(model.latent_dim), **provenance.get("model", {}),
+                  "data_view": model.view.name, **model.view.card_fields()}  # fmt: skip
+    return Datacard(
+        name=name,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        synthct_version=__version__,
+        run=provenance.get("run"),
+        checkpoint=None if ck is None else CheckpointInfo(**ck),
+        run_config=provenance.get("run_config"),
+        training_cases=None if tc is None else TrainingCases(
+            tc.get("split"), tuple(tc.get("case_ids") or ()), tc.get("sha256")),
+        centre=provenance.get("centre"),
+        model=Datacard.from_json({"model": model_info}).model,
+        base_seed=options.seed,
+        counts=dict(counts),
+        postprocess={
+            "mask": options.mask_postprocess,
+            "empty_masks": options.empty_masks,
+            "max_redraws": options.max_redraws,
+            "hu_window": list(data_cfg.hu_window),
+            "packing": data_cfg.packing,
+            "mask_mode": data_cfg.mask,
+            "image_dtype": "int16",
+            "mask_dtype": "uint8",
+        },
+        options=asdict(options),
+        device=str(device),
+        batch_size_used=batch,
+        spacing=tuple(spacing),
+        shape=tuple(model.view.output_shape()),
+    )  # fmt: skip
+
+
+# -- the order cases are sampled in ----------------------------------------------------------
 class _CaseQueue:
     """Work items (case index, attempt), produced on demand: cases put back after an
     out-of-memory retry, then redraws, then fresh indices. Redraws come before fresh cases, so
@@ -441,119 +394,6 @@ class _CaseQueue:
 
     def redraw(self, index: int, attempt: int) -> None:
         self.waiting.append((index, attempt))
-
-
-class _OrderedRecords:
-    """Finished cases appended to a JSON-lines file in case-index order. Cases finish slightly
-    out of order (a redraw finishes after later cases), so those ahead of the next expected
-    index wait here — at most a few batches' worth of small dicts. `None` marks a dropped case.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.file = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed by close()
-        self.waiting: dict[int, dict[str, Any] | None] = {}
-        self.next, self.finished, self.written = 0, 0, 0
-
-    def add(self, index: int, record: dict[str, Any] | None) -> None:
-        self.waiting[index] = record
-        self.finished += 1
-        while self.next in self.waiting:
-            rec = self.waiting.pop(self.next)
-            if rec is not None:
-                self.file.write(json.dumps(rec) + "\n")
-                self.written += 1
-            self.next += 1
-
-    def close(self) -> None:
-        self.file.close()
-
-
-def _iter_records(path: Path) -> Iterator[dict[str, Any]]:
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            yield json.loads(line)
-
-
-def _write_datacard(path: Path, head: dict[str, Any], records: Path, tail: dict[str, Any]) -> None:
-    """datacard.json as `json.dumps(card, indent=2)` would write it, with the per-case lists
-    (`seeds`, `cases`) streamed from `records` rather than built in memory."""
-
-    def field(key: str, value: Any) -> str:
-        body = json.dumps(value, indent=2, default=str).replace("\n", "\n  ")
-        return f"  {json.dumps(key)}: {body}"
-
-    def streamed(f, key: str, items: Iterator[Any]) -> None:
-        f.write(f"  {json.dumps(key)}: [".encode())
-        first = True
-        for item in items:
-            body = json.dumps(item, indent=2, default=str).replace("\n", "\n    ")
-            f.write(("\n    " if first else ",\n    ").encode() + body.encode())
-            first = False
-        f.write(b"]" if first else b"\n  ]")
-
-    def write(f) -> None:
-        f.write(b"{\n")
-        f.write(",\n".join(field(k, v) for k, v in head.items()).encode() + b",\n")
-        streamed(f, "seeds", (r["seed"] for r in _iter_records(records)))
-        f.write(f",\n{field('base_seed', tail['base_seed'])},\n".encode())
-        streamed(f, "cases", _iter_records(records))
-        rest = {k: v for k, v in tail.items() if k != "base_seed"}
-        f.write(b",\n" + ",\n".join(field(k, v) for k, v in rest.items()).encode() + b"\n}\n")
-
-    atomic_write(path, write)
-
-
-def slice_pngs(
-    image: np.ndarray, mask: np.ndarray, hu_window: tuple[float, float]
-) -> tuple[np.ndarray, np.ndarray]:
-    """One-slice pair (X, Y, 1) -> (CT grey uint8 (Y, X): the HU window as 0..255, mask 0/255),
-    radiologically oriented (anterior up, patient left on the right)."""
-    from synthct.display import Window, extract_slice, window_to_uint8
-
-    lo, hi = hu_window
-    grey = window_to_uint8(extract_slice(image, "axial", 0), Window((lo + hi) / 2, hi - lo))
-    return grey, np.where(extract_slice(mask, "axial", 0) > 0, 255, 0).astype(np.uint8)
-
-
-def _write_pair(
-    folder: Path,
-    name: str,
-    image: np.ndarray,
-    mask: np.ndarray,
-    affine: np.ndarray,
-    png_window: tuple[float, float] | None = None,
-) -> None:
-    save_volume(Volume(image, affine), folder / IMAGES / f"{name}__CT.nii.gz", dtype=np.int16)
-    save_volume(Volume(mask, affine), folder / LABELS / f"{name}.nii.gz", dtype=np.uint8)
-    if png_window is not None:
-        grey, label = slice_pngs(image, mask, png_window)
-        save_png(grey, folder / PNG_IMAGES / f"{name}.png")
-        save_png(label, folder / PNG_LABELS / f"{name}.png")
-
-
-def _renumber(folder: Path, records: Path, width: int, png: bool = False) -> None:
-    """Give the written cases contiguous ids SYN-0001… in case order (gaps appear after drops),
-    renaming their files, and rewrite `records` with each case's final `case_id` (streamed)."""
-    final = records.with_name(records.name + ".final")
-    with open(final, "w", encoding="utf-8") as out:
-        for k, c in enumerate(_iter_records(records)):
-            old, new = c.pop("_name"), f"SYN-{k + 1:0{width}d}"
-            if old != new:
-                os.replace(
-                    folder / IMAGES / f"{old}__CT.nii.gz", folder / IMAGES / f"{new}__CT.nii.gz"
-                )
-                os.replace(folder / LABELS / f"{old}.nii.gz", folder / LABELS / f"{new}.nii.gz")
-                if png:
-                    for sub in (PNG_IMAGES, PNG_LABELS):
-                        os.replace(folder / sub / f"{old}.png", folder / sub / f"{new}.png")
-            out.write(json.dumps({"case_id": new, **c}) + "\n")
-    os.replace(final, records)
-
-
-def _version() -> str:
-    from synthct import __version__
-
-    return __version__
 
 
 # -- from a run -----------------------------------------------------------------------------------
@@ -587,8 +427,6 @@ def packed_spacing(
     for src in sources:
         if isinstance(src, dict) and src.get("spacing") is not None:
             return tuple(float(s) for s in src["spacing"])  # type: ignore[return-value]
-    from synthct.preprocess import load_packed
-
     split = run_cfg.train.split
     return tuple(float(s) for s in load_packed(ws, run_cfg.data, split=split).spacing)
 
@@ -631,14 +469,10 @@ def sample_from_run(
     device: str = "auto",
     overwrite: bool = False,
     progress: Progress | None = None,
-) -> tuple[Path, dict[str, Any]]:
-    """`generate_from_run`, also returning the datacard without its per-case lists (counts,
+) -> tuple[Path, Datacard]:
+    """`generate_from_run`, also returning the datacard without its per-case list (counts,
     provenance), so a caller never has to load a possibly huge datacard.json back."""
-    from synthct.checkpoint import load_generator
-    from synthct.config import to_dict
-
-    run_dir = ws.run_dir(check_name(run, "run name"))
-    out_dir = ws.synthetic_dir(check_name(out, "set name"))
+    run_dir, out_dir = ws.run_dir(run), ws.synthetic_dir(out)
     if not run_dir.is_dir():
         raise WorkspaceError(f"run {run!r} not found in {ws.runs}")
     if out_dir.exists() and not overwrite:
@@ -677,53 +511,3 @@ def sample_from_run(
         progress=progress,
     )
     return out_dir, card
-
-
-# -- reading sets ---------------------------------------------------------------------------------
-def list_sets(ws: Workspace) -> list[str]:
-    """Names of complete synthetic sets (folders with a datacard), sorted."""
-    if not ws.synthetic.is_dir():
-        return []
-    return sorted(
-        p.name
-        for p in ws.synthetic.iterdir()
-        if p.is_dir() and not p.name.startswith(".") and (p / DATACARD).is_file()
-    )
-
-
-def load_datacard(set_dir: str | os.PathLike) -> dict[str, Any]:
-    """The set's datacard.json as a dict (WorkspaceError naming the file when missing/invalid)."""
-    card = read_json(Path(set_dir) / DATACARD)
-    if not isinstance(card, dict):
-        raise WorkspaceError(f"{Path(set_dir) / DATACARD}: expected a JSON object")
-    return card
-
-
-def update_datacard(set_dir: str | os.PathLike, key: str, value: Any) -> dict[str, Any]:
-    """Set `card[key] = value` atomically; a lock file serialises concurrent updaters."""
-    set_dir = Path(set_dir)
-    path = set_dir / DATACARD
-    if not path.is_file():
-        raise WorkspaceError(f"{path} does not exist: {set_dir} is not a synthetic set")
-    with open(set_dir / ".datacard.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            card = load_datacard(set_dir)
-            card[key] = value
-            atomic_write_json(path, card)
-        finally:
-            with contextlib.suppress(OSError):
-                fcntl.flock(lock, fcntl.LOCK_UN)
-    return card
-
-
-def load_synthetic_pair(set_dir: str | os.PathLike, case_id: str) -> tuple[Volume, Volume]:
-    """(image in HU as float32 Volume (X, Y, Z), mask as uint8 Volume) of one synthetic case."""
-    set_dir = Path(set_dir)
-    check_name(case_id, "case id")
-    image = set_dir / IMAGES / f"{case_id}__CT.nii.gz"
-    label = set_dir / LABELS / f"{case_id}.nii.gz"
-    for p in (image, label):
-        if not p.is_file():
-            raise WorkspaceError(f"synthetic case {case_id!r}: {p} does not exist")
-    return load_volume(image, dtype=np.float32), load_volume(label, dtype=np.uint8)

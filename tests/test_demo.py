@@ -33,7 +33,7 @@ def test_tiny_demo_builds_every_artefact(workspace):
     assert run_cfg.data.size == 32 and len(meta["sha256"]) == 64
 
     # synthetic set: datacard + a pair on the packed grid
-    from synthct.generate import load_datacard, load_synthetic_pair
+    from synthct.sets import load_datacard, load_synthetic_pair
 
     set_dir = workspace.synthetic_dir(DEMO_SET)
     card = load_datacard(set_dir)

@@ -56,7 +56,7 @@ def test_evaluate_cli_writes_labelled_metrics_tables_and_datacard(blobs):
     # independent recomputation of FID from the NIfTI files and the packed real arrays
     syn_ids = pd.read_csv(folder / "embedding.csv").query("group == 'synthetic'")["id"].tolist()
     assert len(syn_ids) == 14
-    from synthct.generate import load_synthetic_pair
+    from synthct.sets import load_synthetic_pair
 
     packed = np.stack(
         [

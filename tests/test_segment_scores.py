@@ -14,7 +14,6 @@ from synthct.segment.scores import (
     dsc_agg,
     evaluate_cases,
     hd95_per_case,
-    list_experiments,
 )
 from synthct.workspace import atomic_write_json
 
@@ -125,7 +124,7 @@ def test_compare_experiments_table(workspace):
     write("real", "real", 0.487, False)
     write("mixed-gan", "mixed", 0.522, True, {"set": "gan", "n": 524})
     (workspace.segmentation / "unfinished").mkdir()
-    assert list_experiments(workspace) == ["mixed-gan", "real"]
+    assert workspace.list_experiments() == ["mixed-gan", "real"]
     df = compare_experiments(workspace)
     assert list(df["experiment"]) == ["mixed-gan", "real"]
     row = df.set_index("experiment").loc["mixed-gan"]

@@ -13,6 +13,7 @@ import torch
 from test_train_slices import packed_ws, tiny  # noqa: F401 (module fixture)
 
 from synthct import generate as gen
+from synthct import sets
 from synthct.config import DataConfig
 
 S = 32
@@ -35,7 +36,7 @@ def test_2d_set_shapes_spacing_datacard_and_reproducibility(packed_ws, fastgan_r
 
     opts = gen.GenerateConfig(n=5, seed=3, batch_size=2, format="png")
     out = gen.generate_from_run(packed_ws, "g2d", "syn2d", opts, device="cpu")
-    card = gen.load_datacard(out)
+    card = sets.load_datacard(out)
     assert card["model"]["kind"] == "fastgan" and card["model"]["size"] == S
     assert card["model"]["data_view"] == "slices" and card["model"]["grid"] is None
     assert card["shape"] == [S, S, 1] and card["counts"]["written"] == 5
@@ -175,7 +176,7 @@ def test_slice_evaluation_of_a_2d_set_is_labelled_and_counted(packed_ws, slice_e
     emb = __import__("pandas").read_csv(folder / "embedding.csv")
     assert sorted(emb["group"].unique()) == ["real-all", "synthetic"]
     assert len(emb) == 2 * n_cases + 6
-    card = gen.load_datacard(packed_ws.synthetic_dir("set2d"))
+    card = sets.load_datacard(packed_ws.synthetic_dir("set2d"))
     assert card["metrics"][result["id"]]["level"] == "slice"
     assert card["metrics"][result["id"]]["tumour_mix"] == "natural"
 
@@ -200,7 +201,7 @@ def test_slice_evaluation_fid_is_the_mean_over_rounds_of_one_slice_per_case(pack
                     if np.abs(image_half[..., z] - real.pairs[c, j, 0]).max() < 2e-3]  # fmt: skip
             assert hits and _body_slices(image_half[..., hits[0] : hits[0] + 1]) == 1
         assert not np.array_equal(real.pairs[c, 0], real.pairs[c, 1])  # without replacement
-    card = gen.load_datacard(packed_ws.synthetic_dir("set2d"))
+    card = sets.load_datacard(packed_ws.synthetic_dir("set2d"))
     from synthct.views import view_class
 
     view = view_class(card["model"]["data_view"])
@@ -279,7 +280,7 @@ def test_tumour_mix_comes_from_the_run_or_the_option(packed_ws, slice_evals):  #
     from synthct.errors import ConfigError
     from synthct.metrics.slice_level import training_tumour_mix
 
-    card = gen.load_datacard(packed_ws.synthetic_dir("set2d"))
+    card = sets.load_datacard(packed_ws.synthetic_dir("set2d"))
     assert training_tumour_mix(packed_ws, card, "auto") == (None, "run g2d: train_cases.json")
     assert training_tumour_mix(packed_ws, card, "0.5") == (0.5, "--tumour-mix")
     old_run = {**card, "run": "gone"}  # the run folder is missing: no silent guess

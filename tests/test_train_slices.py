@@ -218,7 +218,8 @@ def test_mosaic_layout_trains_and_generates_volumes(packed_ws):
     records its grid, and generation cuts the mosaics back into volumes."""
     import json
 
-    from synthct.generate import GenerateConfig, generate_from_run, load_synthetic_pair
+    from synthct.generate import GenerateConfig, generate_from_run
+    from synthct.sets import load_synthetic_pair
     from synthct.slices import mosaic_grid
     from synthct.train import train
 
@@ -236,7 +237,8 @@ def test_mosaic_layout_trains_and_generates_volumes(packed_ws):
 
 def test_the_preset_a_run_used_is_recorded_in_its_config_checkpoint_and_datacard(packed_ws):
     from synthct.checkpoint import load_generator
-    from synthct.generate import GenerateConfig, generate_from_run, load_datacard
+    from synthct.generate import GenerateConfig, generate_from_run
+    from synthct.sets import load_datacard
     from synthct.train import train
 
     cfg = tiny("stylegan2", steps=1, snapshot_every=0, collapse_every=0, checkpoint_every=1)

@@ -30,8 +30,6 @@ class Case:
 
 
 def sources(ws: Workspace) -> list[Source]:
-    from synthct.generate import list_sets
-
     out: list[Source] = []
     if ws.splits.exists():
         from synthct.datasets import load_splits
@@ -44,7 +42,7 @@ def sources(ws: Workspace) -> list[Source]:
                 for s in present
             ]
         out += [Source(f"Real · {s} · original", "real", s) for s in present]
-    out += [Source(f"Synthetic · {name}", "synthetic", name) for name in list_sets(ws)]
+    out += [Source(f"Synthetic · {name}", "synthetic", name) for name in ws.list_sets()]
     return out
 
 
@@ -53,7 +51,7 @@ def case_ids(ws: Workspace, source: Source) -> list[str]:
         from synthct.datasets import cases_in_split
 
         return [r.case_id for r in cases_in_split(ws, source.key.split("@")[0])]
-    from synthct.generate import load_datacard
+    from synthct.sets import load_datacard
 
     card = load_datacard(ws.synthetic_dir(source.key))
     return [c["case_id"] for c in card.get("cases", [])]
@@ -87,7 +85,7 @@ def load_case(root: str, kind: str, key: str, case_id: str) -> Case:
             "file": rec.image,
         }
     else:
-        from synthct.generate import load_datacard, load_synthetic_pair
+        from synthct.sets import load_datacard, load_synthetic_pair
 
         set_dir = ws.synthetic_dir(key)
         image, mask = load_synthetic_pair(set_dir, case_id)

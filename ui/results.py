@@ -66,13 +66,6 @@ class RunView:
         return any("mode collapse" in w for w in self.status.get("warnings", []))
 
 
-def list_runs(ws: Workspace) -> list[str]:
-    """Run names (folders of WS/runs with a config.yaml), sorted."""
-    if not ws.runs.is_dir():
-        return []
-    return sorted(p.name for p in ws.runs.iterdir() if (p / "config.yaml").is_file())
-
-
 def load_run(ws: Workspace, name: str) -> RunView:
     from synthct.checkpoint import list_checkpoints
     from synthct.config import load_yaml
@@ -112,14 +105,6 @@ class EvalView:
     @property
     def metrics(self) -> dict[str, Any]:
         return self.result.get("metrics", {})
-
-
-def list_evals(ws: Workspace) -> list[str]:
-    """Evaluation ids (folders of WS/evals with a metrics.json), newest first."""
-    if not ws.evals.is_dir():
-        return []
-    found = [p for p in ws.evals.iterdir() if (p / "metrics.json").is_file()]
-    return [p.name for p in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)]
 
 
 def load_eval(ws: Workspace, eval_id: str) -> EvalView:
@@ -268,8 +253,8 @@ def gallery_volumes(
     set's NIfTI files, the training case from the packed arrays of the GAN's training split.
     """
     from synthct.config import DataConfig, from_dict
-    from synthct.generate import load_datacard, load_synthetic_pair
     from synthct.preprocess import load_packed, unpack
+    from synthct.sets import load_datacard, load_synthetic_pair
 
     cfg = from_dict(DataConfig, result["data_config"], "metrics.json data_config")
     set_dir = ws.synthetic_dir(result["synthetic"]["set"])

@@ -27,9 +27,10 @@ import torch
 
 from synthct.checkpoint import checkpoint_state, save_checkpoint
 from synthct.config import DataConfig, ModelConfig, RunConfig, save_yaml, to_dict
-from synthct.generate import GenerateConfig, load_datacard, write_set
+from synthct.generate import GenerateConfig, write_set
 from synthct.models import build_model
 from synthct.runtime import case_ids_hash, pick_device
+from synthct.sets import load_datacard
 from synthct.workspace import Workspace
 
 
@@ -74,7 +75,7 @@ def time_generate(
     return {
         "device": dev,
         "g_params": n_params,
-        "batch_used": card["batch_size_used"],
+        "batch_used": card.batch_size_used,
         "total_s": total,
         "sample_s": sample_only,
     }

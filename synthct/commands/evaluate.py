@@ -120,7 +120,7 @@ def train_encoder(
     ws = workspace(workspace_path)
     cfg = DataConfig(size=size)
     if synthetic:
-        from synthct.generate import load_datacard
+        from synthct.sets import load_datacard
 
         set_dir = ws.synthetic_dir(check_name(synthetic, "synthetic set name"))
         cfg = data_config_of(load_datacard(set_dir), str(set_dir / "datacard.json"))

@@ -95,7 +95,7 @@ def generate(
     finally:
         progress.close()
     set_job_result(out_dir)
-    echo_json({"set": str(out_dir), "counts": card["counts"]})
+    echo_json({"set": str(out_dir), "counts": card.counts})
 
 
 # -- jobs -----------------------------------------------------------------------------------------

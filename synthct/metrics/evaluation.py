@@ -214,21 +214,21 @@ def run_evaluation(
     `real_loader(ws, cfg, split)` supplies real packed pairs (default `load_real_set`).
     """
     load_real = real_loader or load_real_set
-    from synthct.generate import load_datacard, update_datacard
     from synthct.metrics.diversity import msssim_config, pairwise_msssim
     from synthct.metrics.embedding import compute_embedding
     from synthct.metrics.privacy import dcr_report, gallery, voxel_vectors
     from synthct.metrics.statistics import case_statistics, compare_sets, hu_histogram
+    from synthct.sets import read_datacard
 
-    set_dir = ws.synthetic_dir(check_name(opts.synthetic, "synthetic set name"))
+    set_dir = ws.synthetic_dir(opts.synthetic)
     if not set_dir.is_dir():
         raise WorkspaceError(f"synthetic set {opts.synthetic!r} not found in {ws.synthetic}")
-    card = load_datacard(set_dir)
+    card = read_datacard(set_dir, cases=False)
     cfg = data_config_of(card, str(set_dir / "datacard.json"))
-    view = view_class(card.get("model", {}).get("data_view"))
+    view = view_class(card.model.data_view)
     if view.evaluation_level == "slice" and opts.level == "volume":
         raise ConfigError(
-            f"synthetic set {opts.synthetic!r} holds 2D slices ({card['model'].get('kind')}): "
+            f"synthetic set {opts.synthetic!r} holds 2D slices ({card.model.kind}): "
             "it can only be evaluated with --level slice"
         )
     if (opts.level or view.evaluation_level) == "slice":
@@ -240,9 +240,9 @@ def run_evaluation(
     real = load_real(ws, cfg, opts.real)
     if len(real.ids) < 4:
         raise WorkspaceError(f"real split {opts.real!r} has {len(real.ids)} cases; need at least 4")
-    training = card.get("training_cases") or {}
-    train_all = load_real(ws, cfg, training.get("split") or "train")
-    trained_on = set(training.get("case_ids") or train_all.ids)
+    training = card.training_cases
+    train_all = load_real(ws, cfg, (training and training.split) or "train")
+    trained_on = set((training and training.case_ids) or train_all.ids)
     train = train_all.subset([i for i, c in enumerate(train_all.ids) if c in trained_on])
     holdout = real.subset([i for i, c in enumerate(real.ids) if c not in trained_on])
     overlap = len(real.ids) - len(holdout.ids)
@@ -346,7 +346,7 @@ def run_evaluation(
         "options": {**asdict(opts), "level": "volume"},
         "data_config": to_dict(cfg),
         "extractor": info,
-        "model": {"kind": card.get("model", {}).get("kind"), "data_view": "volumes"},
+        "model": {"kind": card.model.kind, "data_view": card.model.data_view},
         "synthetic": {
             "set": opts.synthetic,
             "m": len(syn.ids),
@@ -377,11 +377,17 @@ def run_evaluation(
                 {"hu_low": edges[:-1], "hu_high": edges[1:], "real": r_hist, "synthetic": s_hist}
             ),
         )
-    summary = summarise(result)
-    merged = dict(load_datacard(set_dir).get("metrics") or {})
-    merged[eval_id] = summary
-    update_datacard(set_dir, "metrics", merged)
+    record_in_datacard(set_dir, result)
     return final, result
+
+
+def record_in_datacard(set_dir: Path, result: dict) -> None:
+    """Add the evaluation's compact record (`summarise`) to the set's datacard metrics."""
+    from synthct.sets import load_datacard, update_datacard
+
+    merged = dict(load_datacard(set_dir).get("metrics") or {})
+    merged[result["id"]] = summarise(result)
+    update_datacard(set_dir, "metrics", merged)
 
 
 def summarise(result: dict) -> dict:

@@ -153,7 +153,7 @@ def set_case_ids(set_dir: Path) -> list[str]:
 
 def read_slice_pairs(set_dir: Path, cid: str, cfg: DataConfig, resolution: int) -> torch.Tensor:
     """A synthetic case's axial pairs (Z, 2, R, R) in [-1, 1] at resolution R."""
-    from synthct.generate import load_synthetic_pair
+    from synthct.sets import load_synthetic_pair
     from synthct.slices import axial_stack, halves_to_unit, resize_pairs
 
     image, mask = load_synthetic_pair(set_dir, cid)

@@ -54,6 +54,7 @@ from synthct.metrics.slice_cases import (  # re-exported: callers and tests use 
 )
 from synthct.metrics.volume_sets import VolumeSet
 from synthct.runtime import case_ids_hash
+from synthct.sets import Datacard
 from synthct.views import view_class
 from synthct.workspace import Workspace, atomic_dir, atomic_write_json, atomic_write_text
 
@@ -132,17 +133,16 @@ def get_slice_extractor(
 
 
 # -- the evaluation ------------------------------------------------------------------------------
-def slice_resolution(card: dict, cfg: DataConfig, requested: int | None) -> int:
+def slice_resolution(card: Datacard, cfg: DataConfig, requested: int | None) -> int:
     """R: `requested`, else the 2D set's resolution, else the data size S."""
     if requested:
         if requested < 8:
             raise ConfigError(f"--slice-size must be >= 8, got {requested}")
         return int(requested)
-    model = card.get("model", {})
-    return view_class(model.get("data_view")).set_resolution(model, cfg)
+    return view_class(card.model.data_view).set_resolution(card.model, cfg)
 
 
-def training_tumour_mix(ws: Workspace, card: dict, requested: str) -> tuple[float | None, str]:
+def training_tumour_mix(ws: Workspace, card: Datacard, requested: str) -> tuple[float | None, str]:
     """(fraction or None = natural, where it came from) for a set's slice-level evaluation.
 
     `requested` "natural" or a fraction wins. "auto": 3D sets and mosaic 2D sets -> natural
@@ -155,35 +155,32 @@ def training_tumour_mix(ws: Workspace, card: dict, requested: str) -> tuple[floa
     parsed = parse_tumour_mix(requested)
     if parsed != "auto":
         return parsed, "--tumour-mix"  # type: ignore[return-value]
-    model = card.get("model", {})
-    natural = view_class(model.get("data_view")).set_tumour_mix(model)
+    natural = view_class(card.model.data_view).set_tumour_mix(card.model)
     if natural is not None:
         return None, natural
-    for where in (card, card.get("training_cases") or {}):
-        if "tumour_fraction" in where:
-            return parse_tumour_mix(where["tumour_fraction"]), "datacard"  # type: ignore[return-value]
-    run = card.get("run")
+    if "tumour_fraction" in card.extra:
+        return parse_tumour_mix(card.extra["tumour_fraction"]), "datacard"  # type: ignore[return-value]
+    run = card.run
     path = ws.run_dir(run) / "train_cases.json" if isinstance(run, str) and run else None
     if path is not None and path.is_file():
         rec = read_json(path)
         if isinstance(rec, dict) and "tumour_fraction" in rec:
             return parse_tumour_mix(rec["tumour_fraction"]), f"run {run}: train_cases.json"  # type: ignore[return-value]
     raise ConfigError(
-        f"cannot tell which tumour mix the 2D set {card.get('name')!r} was trained on "
+        f"cannot tell which tumour mix the 2D set {card.name!r} was trained on "
         f"({path or 'no run recorded in its datacard'} has no tumour_fraction); pass "
         "--tumour-mix natural or the training fraction, e.g. --tumour-mix 0.5"
     )
 
 
 def run_slice_evaluation(
-    ws: Workspace, opts, set_dir: Path, card: dict, cfg: DataConfig, load_real, progress=True
+    ws: Workspace, opts, set_dir: Path, card: Datacard, cfg: DataConfig, load_real, progress=True
 ) -> tuple[Path, dict]:
     """`synthct evaluate --level slice`: see the module docstring; returns (folder, result)."""
     from synthct import __version__
-    from synthct.generate import load_datacard, update_datacard
     from synthct.metrics.distance_block import _classifier_is, distance_metrics
     from synthct.metrics.embedding import compute_embedding
-    from synthct.metrics.evaluation import summarise
+    from synthct.metrics.evaluation import record_in_datacard
     from synthct.slices import mix_label
 
     opts = replace(opts, level="slice")
@@ -197,16 +194,16 @@ def run_slice_evaluation(
         )
     real = volume_case_slices(real_vs, cfg, r, k, fraction, opts.seed)
     m_cases = opts.n if opts.n is not None else real.n_cases
-    model = card.get("model", {})
-    syn = view_class(model.get("data_view")).set_case_slices(
-        set_dir, model, cfg, r, k, m_cases, fraction, opts.seed, progress
+    syn = view_class(card.model.data_view).set_case_slices(
+        set_dir, card.model, cfg, r, k, m_cases, fraction, opts.seed, progress
     )
     if syn.n_cases < 2:
         raise WorkspaceError(f"synthetic set {opts.synthetic!r} gives {syn.n_cases} case; need 2")
-    training = card.get("training_cases") or {}
     train_vs = None
     if opts.extractor == "default":
-        train_vs = load_real(ws, cfg, training.get("split") or "train")
+        train_vs = load_real(
+            ws, cfg, (card.training_cases and card.training_cases.split) or "train"
+        )
     fx = get_slice_extractor(ws, cfg, opts.extractor, opts.part, r, train_vs,
                              opts.encoder_epochs, opts.seed, progress=progress)  # fmt: skip
     info = fx.describe()
@@ -233,7 +230,6 @@ def run_slice_evaluation(
     blob = json.dumps(settings, sort_keys=True, default=str).encode()
     eval_id = f"{opts.synthetic}-slice-{opts.part}-{opts.extractor}-"
     eval_id += hashlib.sha256(blob).hexdigest()[:8]
-    model = card.get("model", {})
     mix = {
         "value": mix_label(fraction),
         "source": mix_source,
@@ -254,7 +250,7 @@ def run_slice_evaluation(
         "extractor": info,
         "slices": {"resolution": r, "slices_per_case": k, "protocol": PROTOCOL},
         "tumour_mix": mix,
-        "model": {"kind": model.get("kind"), "data_view": model.get("data_view", "volumes")},
+        "model": {"kind": card.model.kind, "data_view": card.model.data_view},
         "synthetic": {
             "set": opts.synthetic,
             "m": syn.n_cases * k,
@@ -275,7 +271,5 @@ def run_slice_evaluation(
     with atomic_dir(final, overwrite=True) as tmp:
         atomic_write_json(tmp / "metrics.json", result)
         atomic_write_text(tmp / "embedding.csv", to_csv_text(pd.DataFrame(emb)))
-    merged = dict(load_datacard(set_dir).get("metrics") or {})
-    merged[eval_id] = summarise(result)
-    update_datacard(set_dir, "metrics", merged)
+    record_in_datacard(set_dir, result)
     return final, result

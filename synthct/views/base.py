@@ -32,6 +32,7 @@ import torch
 if TYPE_CHECKING:
     from synthct.config import DataConfig, RunConfig, TrainConfig
     from synthct.metrics.slice_cases import CaseSlices
+    from synthct.sets import ModelInfo
 
 
 def mean_pairwise_distance(v: torch.Tensor) -> float:
@@ -163,12 +164,12 @@ class DataView(ABC):
     # -- evaluation of written sets (from the datacard's "model" entry; no model needed) --------
     @classmethod
     @abstractmethod
-    def set_resolution(cls, model_info: dict[str, Any], data_cfg: DataConfig) -> int:
+    def set_resolution(cls, model_info: ModelInfo, data_cfg: DataConfig) -> int:
         """R of slice-level metrics for a set of this view (when not requested)."""
 
     @classmethod
     @abstractmethod
-    def set_tumour_mix(cls, model_info: dict[str, Any]) -> str | None:
+    def set_tumour_mix(cls, model_info: ModelInfo) -> str | None:
         """Why the set's slices carry the natural tumour mix, or None when the mix is the one
         its training run recorded (`tumour_fraction`)."""
 
@@ -177,7 +178,7 @@ class DataView(ABC):
     def set_case_slices(
         cls,
         set_dir: Path,
-        model_info: dict[str, Any],
+        model_info: ModelInfo,
         data_cfg: DataConfig,
         resolution: int,
         k: int,
@@ -192,10 +193,9 @@ class DataView(ABC):
 VIEWS: dict[str, type[DataView]] = {}  # name -> class (views/__init__.py registers them)
 
 
-def view_class(name: str | None) -> type[DataView]:
-    """The view a datacard's model.data_view names (sets written before it was recorded are
-    volume sets)."""
+def view_class(name: str) -> type[DataView]:
+    """The view a datacard's model.data_view names."""
     try:
-        return VIEWS[name or "volumes"]
+        return VIEWS[name]
     except KeyError:
         raise ValueError(f"unknown data view {name!r}; known: {', '.join(VIEWS)}") from None

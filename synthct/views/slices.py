@@ -33,6 +33,7 @@ from synthct.metrics.slice_cases import (
     mosaic_set_case_slices,
     slice_group_case_slices,
 )
+from synthct.sets import ModelInfo
 from synthct.slices import SliceDataset, mosaic_grid, unmosaic
 from synthct.views.base import DataView, Probe, TrainingData
 
@@ -213,21 +214,21 @@ class SliceView(DataView):
         return self.grid is None
 
     @classmethod
-    def set_resolution(cls, model_info: dict[str, Any], data_cfg: DataConfig) -> int:
-        return int(model_info.get("size") or data_cfg.size)
+    def set_resolution(cls, model_info: ModelInfo, data_cfg: DataConfig) -> int:
+        return int(model_info.size or data_cfg.size)
 
     @classmethod
-    def set_tumour_mix(cls, model_info: dict[str, Any]) -> str | None:
-        if model_info.get("layout") == "mosaic":
+    def set_tumour_mix(cls, model_info: ModelInfo) -> str | None:
+        if model_info.layout == "mosaic":
             return "mosaic model: tiles cut from whole cases carry the natural mix"
         return None
 
     @classmethod
     def set_case_slices(
-        cls, set_dir: Path, model_info, data_cfg, resolution, k, n_cases, fraction=None, seed=0,
+        cls, set_dir: Path, model_info: ModelInfo, data_cfg, resolution, k, n_cases, fraction=None, seed=0,
         progress=True,
     ) -> CaseSlices:  # fmt: skip
-        if model_info.get("layout") == "mosaic":
+        if model_info.layout == "mosaic":
             return mosaic_set_case_slices(set_dir, data_cfg, resolution, k, n_cases, fraction,
                                           seed, progress)  # fmt: skip
         return slice_group_case_slices(set_dir, data_cfg, resolution, k, n_cases, seed, progress)

@@ -19,7 +19,6 @@ alternates slices instead), as `synthct.preprocess.pack` writes them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -27,6 +26,7 @@ import torch.nn.functional as F
 
 from synthct.config import DataConfig, RunConfig
 from synthct.metrics.slice_cases import CaseSlices, volume_set_case_slices
+from synthct.sets import ModelInfo
 from synthct.views.base import DataView, Probe, TrainingData
 
 N_PROBE = 8  # real reference cases of the collapse probe
@@ -152,16 +152,16 @@ class VolumeView(DataView):
         return tuple(float(s) for s in packed_spacing)  # type: ignore[return-value]
 
     @classmethod
-    def set_resolution(cls, model_info: dict[str, Any], data_cfg: DataConfig) -> int:
+    def set_resolution(cls, model_info: ModelInfo, data_cfg: DataConfig) -> int:
         return int(data_cfg.size)
 
     @classmethod
-    def set_tumour_mix(cls, model_info: dict[str, Any]) -> str | None:
+    def set_tumour_mix(cls, model_info: ModelInfo) -> str | None:
         return "3D model: slices cut from volumes carry the natural mix"
 
     @classmethod
     def set_case_slices(
-        cls, set_dir: Path, model_info, data_cfg, resolution, k, n_cases, fraction=None, seed=0,
+        cls, set_dir: Path, model_info: ModelInfo, data_cfg, resolution, k, n_cases, fraction=None, seed=0,
         progress=True,
     ) -> CaseSlices:  # fmt: skip
         return volume_set_case_slices(set_dir, data_cfg, resolution, k, n_cases, fraction, seed,

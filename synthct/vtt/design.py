@@ -11,7 +11,7 @@ there is no API that edits them.
 
 `create_study` takes the volumes as arguments (tests need no GAN); `create_study_from_workspace`
 is the thin wrapper the CLI uses: it loads the packed test split (`synthct.preprocess.load_packed`)
-at the synthetic set's size and the set's NIfTI pairs (`synthct.generate.load_synthetic_pair`),
+at the synthetic set's size and the set's NIfTI pairs (`synthct.sets.load_synthetic_pair`),
 so both arrive on the same grid.
 """
 
@@ -347,8 +347,8 @@ def create_study_from_workspace(
     """Pick `n_real` test-split cases (packed arrays at the set's size) and `n_synthetic` cases
     of `synthetic_set` (its NIfTI pairs, unpacked to HU on the same grid), then `create_study`."""
     from synthct.config import DataConfig, from_dict
-    from synthct.generate import load_datacard, load_synthetic_pair
     from synthct.preprocess import load_packed, unpack
+    from synthct.sets import load_datacard, load_synthetic_pair
 
     check_name(name, "study name")
     set_dir = ws.synthetic_dir(check_name(synthetic_set, "synthetic set"))

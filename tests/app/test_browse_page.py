@@ -12,7 +12,7 @@ from tests.app.tiny_workspace import SET
 def test_browse_side_by_side_real_and_synthetic_with_overlay(tiny_ws, monkeypatch):
     import ui.viewer
     from synthct.display import WINDOWS, render_slice
-    from synthct.generate import load_datacard, load_synthetic_pair
+    from synthct.sets import load_datacard, load_synthetic_pair
 
     shown_rgb: list[np.ndarray] = []  # every RGB slice the viewer encodes, in order
     real_encode = ui.viewer.encode_png
