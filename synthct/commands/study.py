@@ -18,11 +18,10 @@ StudyArg = Annotated[str, typer.Argument(help="Study name.")]
 
 
 def _engine(ws):
-    from db.session import database_url, init_db, make_engine
+    """The database of workspace `ws` (or $SYNTHCT_DATABASE_URL), as the app sees it."""
+    from db.session import engine_for
 
-    engine = make_engine(database_url(ws.database))
-    init_db(engine)
-    return engine
+    return engine_for(ws.database)
 
 
 def _study(session, name: str):
