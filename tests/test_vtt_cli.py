@@ -1,6 +1,7 @@
 """`synthct study …` end to end on a tiny workspace: create, invite, rate, list, stats, export,
-revoke. The packed test split is provided through contract 2's interface (`load_packed`,
-`unpack`) by a stand-in module, so this test does not depend on the preprocessing pipeline."""
+revoke. The packed test split is provided through `synthct.preprocess`'s interface
+(`load_packed`, `unpack`) by a stand-in module, so this test does not depend on the
+preprocessing pipeline."""
 
 from __future__ import annotations
 

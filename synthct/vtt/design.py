@@ -1,6 +1,6 @@
 """Study design: pick the cases, render them through one pipeline, seal the list.
 
-A study is fixed before it opens (design §8): real cases come from the held-out *test* split,
+A study is fixed before it opens: real cases come from the held-out *test* split,
 synthetic cases from one synthetic set; every case (plus optional duplicates for intra-rater
 consistency) is rendered by `synthct.vtt.render` with one `RenderParams` into
 WS/studies/<study>/cases/<public_id>.png, where the public id is an opaque `secrets.token_hex(8)`.
@@ -10,8 +10,9 @@ case id and PNG SHA-256; the SHA-256 of the manifest bytes is stored in the `stu
 there is no API that edits them.
 
 `create_study` takes the volumes as arguments (tests need no GAN); `create_study_from_workspace`
-is the thin wrapper the CLI uses: it loads the packed test split (contract 2) at the synthetic
-set's size and the set's NIfTI pairs (contract 5), so both arrive on the same grid.
+is the thin wrapper the CLI uses: it loads the packed test split (`synthct.preprocess`) at the
+synthetic set's size and the set's NIfTI pairs (`synthct.generate`), so both arrive on the same
+grid.
 """
 
 from __future__ import annotations
@@ -343,8 +344,8 @@ def create_study_from_workspace(
     seed: int = 0,
     params: RenderParams | None = None,
 ) -> StudyInfo:
-    """Pick `n_real` test-split cases (packed arrays at the set's size, contract 2) and
-    `n_synthetic` cases of `synthetic_set` (NIfTI, contract 5), then `create_study`."""
+    """Pick `n_real` test-split cases (packed arrays at the set's size) and `n_synthetic`
+    cases of `synthetic_set` (its NIfTI pairs), then `create_study`."""
     from synthct.config import DataConfig, from_dict
     from synthct.generate import load_datacard, load_synthetic_pair
     from synthct.preprocess import load_packed, unpack
