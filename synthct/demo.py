@@ -232,13 +232,12 @@ def build_demo(
     links: dict[str, str] = {}
 
     def study() -> None:
-        from db.session import database_url, init_db, make_engine, session_scope
+        from db.session import engine_for, session_scope
         from db.studies import get_study
         from synthct.vtt.design import create_study_from_workspace
         from synthct.vtt.flow import invite
 
-        engine = make_engine(database_url(ws.database))
-        init_db(engine)
+        engine = engine_for(ws.database)
         with session_scope(engine) as session:
             if get_study(session, DEMO_STUDY) is None:
                 create_study_from_workspace(
@@ -258,7 +257,6 @@ def build_demo(
             for name in DEMO_RATERS:
                 if name not in existing:  # tokens are stored hashed: links are shown only once
                     links[name] = invite(session, DEMO_STUDY, name, base_url=s.base_url).link
-        engine.dispose()
 
     stage(0, "Writing phantom CT cases", phantoms)
     stage(1, "Ingesting and splitting cases", ingest)

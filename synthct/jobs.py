@@ -54,8 +54,9 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from db import jobs as repo
-from db.models import Base, Job
-from db.session import ENV_DATABASE_URL, database_url, make_engine, session_scope
+from db.models import Job
+from db.session import ENV_DATABASE_URL, database_url, engine_for_url, session_scope
+from db.session import engine_for as database_engine_for
 from synthct.errors import (
     Cancelled,
     ConfigError,
@@ -77,8 +78,6 @@ CANCEL_TIMEOUT_S = 300.0  # a cancelled job still alive this long after the requ
 
 Progress = Callable[[float, str], None]
 
-_engines: dict[str, Engine] = {}
-_engines_lock = threading.Lock()
 _children: dict[int, subprocess.Popen] = {}  # job id -> process this interpreter started
 
 
@@ -87,25 +86,9 @@ def jobs_dir(ws: Workspace) -> Path:
     return ws.root / "jobs"
 
 
-def engine_for_url(url: str) -> Engine:
-    """One engine per URL per process, with the schema created on first use."""
-    with _engines_lock:
-        engine = _engines.get(url)
-        if engine is None:
-            engine = make_engine(url)
-            try:
-                from db.session import init_db  # type: ignore[attr-defined]
-            except ImportError:
-                Base.metadata.create_all(engine)
-            else:
-                init_db(engine)
-            _engines[url] = engine
-        return engine
-
-
 def engine_for(ws: Workspace) -> Engine:
     """The workspace database ($SYNTHCT_DATABASE_URL, else WS/synthct.db)."""
-    return engine_for_url(database_url(ws.database))
+    return database_engine_for(ws.database)
 
 
 # -- public API -----------------------------------------------------------------------------------

@@ -1,13 +1,23 @@
-"""Visual Turing Test commands: `synthct study create|invite|revoke|list|stats|export`."""
+"""Visual Turing Test commands: `synthct study create|invite|revoke|list|stats|export`.
+
+The listing, the statistics and the export come from the study read-model
+(`synthct.vtt.results`), the one the app's Studies page uses too. The database and the
+statistics (SQLAlchemy, pandas, SciPy) are imported inside the commands, so that `synthct --help`
+and the other commands do not load them.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from synthct.commands._common import WorkspaceOpt, echo_json, workspace
+from synthct.workspace import atomic_write_text
+
+if TYPE_CHECKING:
+    from synthct.vtt.stats import StudyStatistics
 
 study_app = typer.Typer(
     help="Visual Turing Test studies: create, invite raters, results.", no_args_is_help=True
@@ -17,21 +27,10 @@ StudyArg = Annotated[str, typer.Argument(help="Study name.")]
 
 
 def _engine(ws):
-    from db.session import database_url, init_db, make_engine
+    """The database of workspace `ws` (or $SYNTHCT_DATABASE_URL), as the app sees it."""
+    from db.session import engine_for
 
-    engine = make_engine(database_url(ws.database))
-    init_db(engine)
-    return engine
-
-
-def _study(session, name: str):
-    from db.studies import get_study
-    from synthct.vtt import StudyError
-
-    study = get_study(session, name)
-    if study is None:
-        raise StudyError(f"study {name!r} does not exist (see `synthct study list`)")
-    return study
+    return engine_for(ws.database)
 
 
 @study_app.command("create")
@@ -138,56 +137,24 @@ def list_cmd(
     ws_path: WorkspaceOpt = None,
 ) -> None:
     """Studies with their numbers of cases, raters and ratings."""
-    from db.raters import raters_of_study
-    from db.ratings import count_assignments, count_ratings
     from db.session import session_scope
-    from db.studies import list_studies, study_counts
+    from synthct.vtt.results import study_overviews
 
-    out = []
     with session_scope(_engine(workspace(ws_path))) as s:
-        for st in list_studies(s):
-            raters = [
-                {
-                    "name": r.name,
-                    "revoked": r.revoked_at is not None,
-                    "done": count_ratings(s, r.id),
-                    "total": count_assignments(s, r.id),
-                }
-                for r in raters_of_study(s, st.id)
-            ]
-            out.append(
-                {
-                    "name": st.name,
-                    "created": st.created_at.isoformat(),
-                    "manifest_sha256": st.manifest_sha256,
-                    **study_counts(s, st.id),
-                    "rater_progress": raters,
-                }
-            )
+        studies = study_overviews(s, with_progress=True)
     if as_json:
-        echo_json(out)
+        echo_json([st.to_dict() for st in studies])
         return
-    if not out:
+    if not studies:
         typer.echo("no studies")
-    for st in out:
+    for st in studies:
         typer.echo(
-            f"{st['name']}: {st['cases']} cases, {st['active_raters']}/{st['raters']} active "
-            f"raters, {st['ratings']} ratings (sealed {st['manifest_sha256'][:12]}…)"
+            f"{st.name}: {st.cases} cases, {st.active_raters}/{st.raters} active "
+            f"raters, {st.ratings} ratings (sealed {st.manifest_sha256[:12]}…)"
         )
-        for r in st["rater_progress"]:
-            flag = " [revoked]" if r["revoked"] else ""
-            typer.echo(f"  {r['name']}: {r['done']}/{r['total']}{flag}")
-
-
-def _rows(ws, study_name: str):
-    from db.ratings import ratings_of_study
-    from db.session import session_scope
-    from synthct.vtt.design import verify_study
-
-    with session_scope(_engine(ws)) as s:
-        study = _study(s, study_name)
-        manifest = verify_study(s, ws, study, check_pngs=False)
-        return ratings_of_study(s, study.id), manifest
+        for r in st.rater_progress or ():
+            flag = " [revoked]" if r.revoked else ""
+            typer.echo(f"  {r.name}: {r.done}/{r.total}{flag}")
 
 
 @study_app.command("stats")
@@ -200,53 +167,62 @@ def stats_cmd(
     ws_path: WorkspaceOpt = None,
 ) -> None:
     """Results for researchers: means per rater (thesis Tables 5.17/5.18), AUC, tests, agreement."""
-    from synthct.vtt.stats import study_stats
+    from db.session import session_scope
+    from synthct.vtt.results import study_ratings
 
-    rows, _ = _rows(workspace(ws_path), study)
-    res = study_stats(rows, threshold=threshold)
+    ws = workspace(ws_path)
+    with session_scope(_engine(ws)) as s:
+        res = study_ratings(s, ws, study).statistics(threshold)
     if as_json:
-        echo_json(res)
+        echo_json(res.to_dict())
         return
-    typer.echo(f"study {study!r}: {res['ratings']} ratings")
-    if not res["ratings"]:
-        return
+    typer.echo(f"study {study!r}: {res.ratings} ratings")
+    if res.ratings:
+        typer.echo("\n".join(_report_lines(res)))
+
+
+def _report_lines(res: StudyStatistics) -> list[str]:
+    """The text report of `synthct study stats` for statistics with ratings."""
+    lines = []
     for truth in ("real", "synthetic"):
-        table = res["tables"][truth]
+        table = res.tables[truth]
         raters = list(next(iter(table.values())).keys())
-        typer.echo(f"\n{truth} cases — scores (0 real … 10 synthetic)")
-        typer.echo("  " + "case".ljust(16) + "".join(r[:12].rjust(13) for r in raters))
+        lines.append(f"\n{truth} cases — scores (0 real … 10 synthetic)")
+        lines.append("  " + "case".ljust(16) + "".join(r[:12].rjust(13) for r in raters))
         for case, row in table.items():
             cells = "".join(("-" if row[r] is None else f"{row[r]:.1f}").rjust(13) for r in raters)
-            typer.echo("  " + case[:16].ljust(16) + cells)
-    typer.echo(f"\nper rater ({res['threshold_rule']}; AUC CI: {res['auc_ci_method']})")
-    for r in res["raters"]:
-        if "auc" not in r:
-            typer.echo(f"  {r['rater']}: needs real and synthetic ratings")
+            lines.append("  " + case[:16].ljust(16) + cells)
+    lines.append(f"\nper rater ({res.threshold_rule}; AUC CI: {res.auc_ci_method})")
+    for r in res.raters:
+        d = r.discrimination
+        if d is None:
+            lines.append(f"  {r.rater}: needs real and synthetic ratings")
             continue
-        ci = "n/a" if r["auc_ci95"] is None else f"{r['auc_ci95'][0]:.2f}–{r['auc_ci95'][1]:.2f}"
-        typer.echo(
-            f"  {r['rater']}: mean real {r['mean_real']:.2f}, synthetic {r['mean_synthetic']:.2f};"
-            f" AUC {r['auc']:.2f} (95% CI {ci}); accuracy {r['accuracy']:.2f}, sensitivity "
-            f"{r['sensitivity']:.2f}, specificity {r['specificity']:.2f}; Mann–Whitney p "
-            f"{r['mann_whitney_p']:.3f}; binomial p {r['binomial_p']:.3f}; median "
-            f"{r['median_seconds_per_case']:.1f} s/case"
+        ci = "n/a" if d.auc_ci95 is None else f"{d.auc_ci95[0]:.2f}–{d.auc_ci95[1]:.2f}"
+        lines.append(
+            f"  {r.rater}: mean real {r.mean_real:.2f}, synthetic {r.mean_synthetic:.2f};"
+            f" AUC {d.auc:.2f} (95% CI {ci}); accuracy {d.accuracy:.2f}, sensitivity "
+            f"{d.sensitivity:.2f}, specificity {d.specificity:.2f}; Mann–Whitney p "
+            f"{d.mann_whitney_p:.3f}; binomial p {d.binomial_p:.3f}; median "
+            f"{r.median_seconds_per_case:.1f} s/case"
         )
-    ag = res["agreement"]
-    k, a = ag["fleiss_kappa_calls"], ag["krippendorff_alpha_interval"]
-    typer.echo(
+    k, a = res.agreement.fleiss_kappa_calls, res.agreement.krippendorff_alpha_interval
+    lines.append(
         f"\nagreement: Fleiss κ (calls) {'n/a' if k is None else f'{k:.3f}'}, "
         f"Krippendorff α (interval) {'n/a' if a is None else f'{a:.3f}'}"
     )
-    for r in res["intra_rater"]:
-        typer.echo(
-            f"  intra-rater {r['rater']}: {r['pairs']} duplicate pairs, mean |Δ| "
-            f"{r['mean_abs_difference']:.2f}, same call {r['same_call']:.2f}"
+    for r in res.intra_rater:
+        lines.append(
+            f"  intra-rater {r.rater}: {r.pairs} duplicate pairs, mean |Δ| "
+            f"{r.mean_abs_difference:.2f}, same call {r.same_call:.2f}"
         )
-    fooled = [c for c in res["per_case"] if c["truth"] == "synthetic"]
-    for c in fooled:
-        typer.echo(f"  synthetic {c['case_id']}: mean {c['mean']:.1f}, fooled {c['fooled'] or '-'}")
-    if res["warning"]:
-        typer.echo(f"\nwarning: {res['warning']}")
+    for c in res.per_case:
+        if c.truth == "synthetic":
+            fooled = list(c.fooled or ()) or "-"
+            lines.append(f"  synthetic {c.case_id}: mean {c.mean:.1f}, fooled {fooled}")
+    if res.warning:
+        lines.append(f"\nwarning: {res.warning}")
+    return lines
 
 
 @study_app.command("export")
@@ -261,20 +237,15 @@ def export_cmd(
 
     Text cells a spreadsheet would run as a formula (=, +, -, @, tab, CR first) are written
     with a leading ' (see synthct/csvsafe.py)."""
-    from synthct.csvsafe import to_csv_text
-    from synthct.workspace import atomic_write_text
+    from db.session import session_scope
+    from synthct.vtt.results import study_ratings
 
     ws = workspace(ws_path)
     path = ws.confine(out)
-    rows, manifest = _rows(ws, study)
-    from db.session import session_scope
-    from synthct.vtt.stats import export_frame
-
     with session_scope(_engine(ws)) as s:
-        digest = _study(s, study).manifest_sha256
-    df = export_frame(rows, manifest, study, digest)
-    atomic_write_text(path, to_csv_text(df))  # rater names and comments cannot run formulas
-    typer.echo(f"wrote {len(df)} ratings to {path}")
+        ratings = study_ratings(s, ws, study)
+    atomic_write_text(path, ratings.export_csv())  # rater names and comments cannot run formulas
+    typer.echo(f"wrote {len(ratings.rows)} ratings to {path}")
 
 
 def register(app: typer.Typer) -> None:

@@ -344,8 +344,8 @@ def create_study_from_workspace(
     seed: int = 0,
     params: RenderConfig | None = None,
 ) -> StudyInfo:
-    """Pick `n_real` test-split cases (packed arrays at the set's size) and `n_synthetic` cases
-    of `synthetic_set` (its NIfTI pairs, unpacked to HU on the same grid), then `create_study`."""
+    """Pick `n_real` test-split cases (packed arrays at the set's size) and `n_synthetic`
+    cases of `synthetic_set` (its NIfTI pairs), then `create_study`."""
     from synthct.config import DataConfig, from_dict
     from synthct.preprocess import load_packed, unpack
     from synthct.sets import load_datacard, load_synthetic_pair
