@@ -148,24 +148,24 @@ sets = _sets()
 if not sets:
     st.caption("No synthetic sets yet.")
 else:
-    from synthct.sets import load_datacard
+    from synthct.sets import read_datacard
 
-    cards = {s: load_datacard(ws.synthetic_dir(s)) for s in sets}
+    cards = {s: read_datacard(ws.synthetic_dir(s), cases=False) for s in sets}
     st.dataframe(
         [
             {
                 "set": s,
-                "created": c.get("created"),
-                "model": f"{c.get('model', {}).get('kind')} S={c.get('model', {}).get('size')}",
-                "run": c.get("run"),
-                "checkpoint step": (c.get("checkpoint") or {}).get("step"),
-                "cases": (c.get("counts") or {}).get("written", len(c.get("cases", []))),
-                "mask postprocess": (c.get("postprocess") or {}).get("mask"),
-                "evaluations": len(c.get("metrics") or {}),
+                "created": c.created,
+                "model": f"{c.model.kind} S={c.model.size}",
+                "run": c.run,
+                "checkpoint step": c.checkpoint.step if c.checkpoint else None,
+                "cases": c.n_written,
+                "mask postprocess": c.postprocess.get("mask"),
+                "evaluations": len(c.metrics),
             }
             for s, c in cards.items()
         ],
         hide_index=True,
     )
     chosen = st.selectbox("Dataset card", sets, key="gen-card")
-    st.json(cards[chosen], expanded=1)
+    st.json(cards[chosen].to_json(lists=False), expanded=1)

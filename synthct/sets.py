@@ -82,13 +82,16 @@ class TrainingCases:
     split: str | None = None
     case_ids: tuple[str, ...] | None = None  # None: not recorded (leakage cannot be checked)
     sha256: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # what the run recorded besides
 
 
 @dataclass(frozen=True)
 class CaseRecord:
+    """One written case: its id, index among the requested cases, seed and postprocessing."""
+
     case_id: str
-    index: int
-    seed: int
+    index: int | None = None
+    seed: int | None = None
     redraws: int = 0
     centre: int | None = None
     mask_voxels: int = 0
@@ -129,7 +132,7 @@ class Datacard:
     cases_read: bool = True
 
     @property
-    def seeds(self) -> list[int]:
+    def seeds(self) -> list[int | None]:
         return [c.seed for c in self.cases]
 
     @property
@@ -155,7 +158,8 @@ class Datacard:
             training_cases=None if not isinstance(tc, dict) else TrainingCases(
                 tc.get("split"),
                 None if tc.get("case_ids") is None else tuple(map(str, tc["case_ids"])),
-                tc.get("sha256")),
+                tc.get("sha256"),
+                {k: v for k, v in tc.items() if k not in ("split", "case_ids", "sha256")}),
             centre=data.get("centre"),
             base_seed=int(data.get("base_seed", 0)),
             cases=tuple(_build(CaseRecord, c) for c in data.get("cases") or ()) if cases else (),
@@ -198,6 +202,9 @@ def _plain(value: Any) -> Any:
     if isinstance(value, ModelInfo) and value.data_size is None:  # no slice-layout fields
         skip = {"data_size", "layout", "grid"}
         return {k: _plain(v) for k, v in dataclasses.asdict(value).items() if k not in skip}
+    if isinstance(value, TrainingCases):
+        out = {"split": value.split, "case_ids": _plain(value.case_ids), "sha256": value.sha256}
+        return {**out, **value.extra}
     if dataclasses.is_dataclass(value):
         return {k: _plain(v) for k, v in dataclasses.asdict(value).items()}
     if isinstance(value, tuple):

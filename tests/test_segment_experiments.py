@@ -16,6 +16,7 @@ from synthct.segment.cases import make_case
 from synthct.segment.experiments import ExperimentConfig, run_experiment, run_experiment_cases
 from synthct.segment.fold_training import train_fold
 from synthct.segment.recipe import SegConfig
+from synthct.sets import Datacard
 
 TINY = SegConfig(
     size=32, init_filters=4, blocks_down=(1, 2, 2), epochs=2, folds=2, batch_size=2, seed=3
@@ -96,10 +97,12 @@ def test_worker_processes_are_seeded_reproducibly(tmp_path):
 
 
 def _card(ids):
-    return {
-        "run": "gan-run",
-        "training_cases": {"split": "all", "case_ids": ids, "sha256": case_ids_hash(ids)},
-    }
+    return Datacard.from_json(
+        {
+            "run": "gan-run",
+            "training_cases": {"split": "all", "case_ids": ids, "sha256": case_ids_hash(ids)},
+        }
+    )
 
 
 def test_leakage_refused_then_override_recorded(tmp_path):
@@ -145,7 +148,7 @@ def _write_set(ws, name, cfg, n, training_ids, mask_mode="binary"):
             Volume(image, aff), set_dir / "imagesTr" / f"SYN-{i + 1:04d}__CT.nii.gz", np.int16
         )
         save_volume(Volume(mask, aff), set_dir / "labelsTr" / f"SYN-{i + 1:04d}.nii.gz", np.uint8)
-    card = {**_card(training_ids), "name": name, "postprocess": {"mask_mode": mask_mode}}
+    card = {**_card(training_ids).to_json(), "name": name, "postprocess": {"mask_mode": mask_mode}}
     (set_dir / "datacard.json").write_text(json.dumps(card))
 
 

@@ -204,9 +204,10 @@ def test_slice_evaluation_fid_is_the_mean_over_rounds_of_one_slice_per_case(pack
     card = sets.load_datacard(packed_ws.synthetic_dir("set2d"))
     from synthct.views import view_class
 
-    view = view_class(card["model"]["data_view"])
-    syn = view.set_case_slices(packed_ws.synthetic_dir("set2d"), card["model"], cfg, S, 2, 6,
-                               None, 0, progress=False)  # fmt: skip
+    info = sets.Datacard.from_json(card).model
+    syn = view_class(info.data_view).set_case_slices(
+        packed_ws.synthetic_dir("set2d"), info, cfg, S, 2, 6, None, 0, progress=False
+    )
     fx = build_random_slice_extractor()
     fr = fx.extract(real.flat).reshape(6, 2, -1)
     fs = fx.extract(syn.flat).reshape(3, 2, -1)
@@ -281,13 +282,16 @@ def test_tumour_mix_comes_from_the_run_or_the_option(packed_ws, slice_evals):  #
     from synthct.metrics.slice_level import training_tumour_mix
 
     card = sets.load_datacard(packed_ws.synthetic_dir("set2d"))
-    assert training_tumour_mix(packed_ws, card, "auto") == (None, "run g2d: train_cases.json")
-    assert training_tumour_mix(packed_ws, card, "0.5") == (0.5, "--tumour-mix")
+    mix = lambda c, requested: training_tumour_mix(  # noqa: E731
+        packed_ws, sets.Datacard.from_json(c), requested
+    )
+    assert mix(card, "auto") == (None, "run g2d: train_cases.json")
+    assert mix(card, "0.5") == (0.5, "--tumour-mix")
     old_run = {**card, "run": "gone"}  # the run folder is missing: no silent guess
     with pytest.raises(ConfigError, match="--tumour-mix natural"):
-        training_tumour_mix(packed_ws, old_run, "auto")
+        mix(old_run, "auto")
     recorded = {**old_run, "training_cases": {**card["training_cases"], "tumour_fraction": 0.5}}
-    assert training_tumour_mix(packed_ws, recorded, "auto") == (0.5, "datacard")
+    assert mix(recorded, "auto") == (0.5, "datacard")
     # real slices drawn on a 0.5 mix show tumour far more often than on the natural one
     from synthct.metrics.slice_level import volume_case_slices
     from synthct.metrics.volume_sets import load_real_set

@@ -51,10 +51,9 @@ def case_ids(ws: Workspace, source: Source) -> list[str]:
         from synthct.datasets import cases_in_split
 
         return [r.case_id for r in cases_in_split(ws, source.key.split("@")[0])]
-    from synthct.sets import load_datacard
+    from synthct.sets import read_datacard
 
-    card = load_datacard(ws.synthetic_dir(source.key))
-    return [c["case_id"] for c in card.get("cases", [])]
+    return [c.case_id for c in read_datacard(ws.synthetic_dir(source.key)).cases]
 
 
 @st.cache_resource(max_entries=8, show_spinner="Loading volume…")
@@ -85,18 +84,20 @@ def load_case(root: str, kind: str, key: str, case_id: str) -> Case:
             "file": rec.image,
         }
     else:
-        from synthct.sets import load_datacard, load_synthetic_pair
+        from dataclasses import asdict
+
+        from synthct.sets import load_synthetic_pair, read_datacard
 
         set_dir = ws.synthetic_dir(key)
         image, mask = load_synthetic_pair(set_dir, case_id)
-        card = load_datacard(set_dir)
-        entry = next((c for c in card.get("cases", []) if c.get("case_id") == case_id), {})
+        card = read_datacard(set_dir)
+        entry = next((asdict(c) for c in card.cases if c.case_id == case_id), {})
         meta = {
             "case id": case_id,
             "set": key,
             **{k: v for k, v in entry.items() if k != "case_id"},
         }
-        meta["model"] = f"{card.get('model', {}).get('kind')} S={card.get('model', {}).get('size')}"
+        meta["model"] = f"{card.model.kind} S={card.model.size}"
     return _with_volume_meta(Case(image.array, mask.array, image.spacing, meta))
 
 

@@ -113,17 +113,16 @@ def train_encoder(
     from synthct.errors import ConfigError
     from synthct.metrics.evaluation import data_config_of, ensure_default_encoder
     from synthct.metrics.features import PARTS, file_sha256
-    from synthct.workspace import check_name
 
     if part not in PARTS:
         raise ConfigError(f"--part must be one of {PARTS}, got {part!r}")
     ws = workspace(workspace_path)
     cfg = DataConfig(size=size)
     if synthetic:
-        from synthct.sets import load_datacard
+        from synthct.sets import read_datacard
 
-        set_dir = ws.synthetic_dir(check_name(synthetic, "synthetic set name"))
-        cfg = data_config_of(load_datacard(set_dir), str(set_dir / "datacard.json"))
+        set_dir = ws.synthetic_dir(synthetic)
+        cfg = data_config_of(read_datacard(set_dir, cases=False), str(set_dir / "datacard.json"))
     path = ensure_default_encoder(ws, cfg, part, epochs, seed, force=force)
     echo_json({"encoder": str(path), "sha256": file_sha256(path), "size": cfg.size, "part": part})
 

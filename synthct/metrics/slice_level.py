@@ -158,8 +158,10 @@ def training_tumour_mix(ws: Workspace, card: Datacard, requested: str) -> tuple[
     natural = view_class(card.model.data_view).set_tumour_mix(card.model)
     if natural is not None:
         return None, natural
-    if "tumour_fraction" in card.extra:
-        return parse_tumour_mix(card.extra["tumour_fraction"]), "datacard"  # type: ignore[return-value]
+    recorded = card.training_cases.extra if card.training_cases else {}
+    for where in (card.extra, recorded):
+        if "tumour_fraction" in where:
+            return parse_tumour_mix(where["tumour_fraction"]), "datacard"  # type: ignore[return-value]
     run = card.run
     path = ws.run_dir(run) / "train_cases.json" if isinstance(run, str) and run else None
     if path is not None and path.is_file():

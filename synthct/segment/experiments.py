@@ -48,6 +48,7 @@ from synthct.segment.folds import check_leakage, plan_folds
 from synthct.segment.original_grid import SourceGrid, unavailable
 from synthct.segment.recipe import SegConfig
 from synthct.segment.scores import RESULTS_FILE, evaluate_cases
+from synthct.sets import Datacard
 from synthct.workspace import (
     Workspace,
     atomic_write_json,
@@ -97,7 +98,7 @@ def run_experiment_cases(
     trainval: Sequence[SegCase],
     test: Sequence[SegCase],
     synthetic: Sequence[SegCase] = (),
-    datacard: dict[str, Any] | None = None,
+    datacard: Datacard | None = None,
     *,
     device=None,
     progress: Progress | None = None,
@@ -141,7 +142,7 @@ def run_experiment_cases(
     leakage: dict[str, Any] = {"checked": False, "override": False, "reason": "no synthetic data"}
     if cfg.experiment != "real":
         leakage = check_leakage(
-            datacard or {},
+            datacard,
             set_name=str(cfg.synthetic),
             test_ids=test_ids,
             plans=plans,
@@ -249,8 +250,10 @@ def run_experiment_cases(
             "set": cfg.synthetic,
             "n": len(syn_ids),
             "case_ids": syn_ids,
-            "run": (datacard or {}).get("run"),
-            "checkpoint": (datacard or {}).get("checkpoint"),
+            "run": datacard.run if datacard else None,
+            "checkpoint": to_dict(datacard.checkpoint)
+            if datacard and datacard.checkpoint
+            else None,
         },
         "leakage": leakage,
         "normalisation": {
@@ -340,7 +343,7 @@ def run_experiment(
                 strict=cfg.strict,
                 allow=cfg.allow_leakage,
             )
-        mode = (datacard.get("postprocess") or {}).get("mask_mode")
+        mode = datacard.postprocess.get("mask_mode")
         if mode is not None and mode != seg.mask:
             raise ConfigError(
                 f"synthetic set {cfg.synthetic!r} has {mode!r} masks (datacard postprocess."

@@ -348,20 +348,19 @@ def create_study_from_workspace(
     cases of `synthetic_set` (its NIfTI pairs), then `create_study`."""
     from synthct.config import DataConfig, from_dict
     from synthct.preprocess import load_packed, unpack
-    from synthct.sets import load_datacard, load_synthetic_pair
+    from synthct.sets import load_synthetic_pair, read_datacard
 
     check_name(name, "study name")
     set_dir = ws.synthetic_dir(check_name(synthetic_set, "synthetic set"))
     if not set_dir.is_dir():
         raise StudyError(f"synthetic set {synthetic_set!r} not found in {ws.synthetic}")
-    card = load_datacard(set_dir)
-    data_dict = (card.get("run_config") or {}).get("data")
-    size = int((card.get("model") or {}).get("size") or 0)
-    if data_dict is None and not size:
+    card = read_datacard(set_dir)
+    data_dict = (card.run_config or {}).get("data")
+    if data_dict is None and not card.model.size:
         raise StudyError(f"{set_dir / 'datacard.json'}: no run_config.data or model.size")
     cfg = from_dict(DataConfig, data_dict, "datacard run_config.data") if data_dict else None
-    cfg = cfg or DataConfig(size=size)
-    syn_ids = [c["case_id"] for c in card.get("cases", []) if "case_id" in c]
+    cfg = cfg or DataConfig(size=card.model.size)
+    syn_ids = [c.case_id for c in card.cases]
     if not syn_ids:
         syn_ids = sorted(p.name.split("__")[0] for p in (set_dir / "imagesTr").glob("*__CT.nii.gz"))
     rng = np.random.default_rng(seed)
@@ -395,6 +394,6 @@ def create_study_from_workspace(
         params=params,
         duplicates=duplicates,
         seed=seed,
-        extra={"data_size": cfg.size, "synthetic_datacard_run": card.get("run")},
+        extra={"data_size": cfg.size, "synthetic_datacard_run": card.run},
         progress=True,
     )
