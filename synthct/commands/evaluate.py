@@ -72,7 +72,8 @@ def evaluate(
     --level slice (forced for 2D sets): FID/KID/PRDC, classifier-IS and t-SNE on axial slice
     pairs with a 2D feature extractor, for 2D and 3D sets alike: k slices per case, metrics
     averaged over k rounds of one slice per case, CIs by case (docs/metrics.md)."""
-    from synthct.metrics.evaluation import EvalConfig, run_evaluation, summarise
+    from synthct.metrics.evaluation import EvalConfig, run_evaluation
+    from synthct.metrics.results import summarise
 
     opts = EvalConfig(
         synthetic=synthetic,

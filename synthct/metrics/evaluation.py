@@ -40,8 +40,9 @@ from synthct.metrics.distance_block import (  # re-exported: callers and tests u
     _classifier_is,
     distance_metrics,
 )
-from synthct.metrics.diversity import find_msssim
 from synthct.metrics.features import PARTS, FeatureExtractor, select_part
+from synthct.metrics.results import record_in_datacard
+from synthct.metrics.slice_level import run_slice_evaluation
 from synthct.metrics.volume_sets import (  # re-exported: callers and tests use evaluation.*
     VolumeSet,
     data_config_of,
@@ -232,8 +233,6 @@ def run_evaluation(
             "it can only be evaluated with --level slice"
         )
     if (opts.level or view.evaluation_level) == "slice":
-        from synthct.metrics.slice_level import run_slice_evaluation
-
         return run_slice_evaluation(ws, opts, set_dir, card, cfg, load_real, progress)
 
     syn, syn_hu, syn_masks = load_synthetic_set(set_dir, cfg, opts.n, opts.seed, progress)
@@ -379,62 +378,6 @@ def run_evaluation(
         )
     record_in_datacard(set_dir, result)
     return final, result
-
-
-def record_in_datacard(set_dir: Path, result: dict) -> None:
-    """Add the evaluation's compact record (`summarise`) to the set's datacard metrics."""
-    from synthct.sets import load_datacard, update_datacard
-
-    merged = dict(load_datacard(set_dir).get("metrics") or {})
-    merged[result["id"]] = summarise(result)
-    update_datacard(set_dir, "metrics", merged)
-
-
-def summarise(result: dict) -> dict:
-    """The compact per-evaluation record stored in the datacard."""
-    m = result["metrics"]
-    out: dict[str, Any] = {
-        "eval": result["id"],
-        "level": result.get("level", "volume"),
-        "created": result["created"],
-        "part": result["options"]["part"],
-        "real_split": result["real"]["split"],
-        "n": result["real"]["n"],
-        "m": result["synthetic"]["m"],
-        "n_cases": result["real"].get("n_cases", result["real"]["n"]),
-        "m_cases": result["synthetic"].get("m_cases", result["synthetic"]["m"]),
-        "extractor": {
-            k: result["extractor"][k] for k in ("name", "version", "weights_sha256", "dim")
-        },
-    }
-    for key in ("fid", "kid", "precision", "recall", "density", "coverage"):
-        if key in m:
-            entry = {"value": m[key]["value"], "ci": m[key]["ci"]}
-            if m[key].get("baseline"):
-                entry["real_vs_real"] = m[key]["baseline"]["real_vs_real"]
-            out[key] = entry
-    if result.get("level") == "slice":
-        out["slices_per_case"] = (result.get("slices") or {}).get("slices_per_case")
-        out["tumour_mix"] = (result.get("tumour_mix") or {}).get("value")
-    if m.get("classifier_is"):
-        cis = m["classifier_is"]
-        out["classifier_is"] = {
-            "name": cis["name"],
-            "value": cis["synthetic"]["value"],
-            "real": (cis.get("real") or {}).get("value"),
-            "n": cis["synthetic"].get("n"),
-            "n_splits": cis.get("n_splits"),
-        }
-    found = find_msssim(m)
-    if found:
-        key, ms = found
-        out[key] = {"name": ms.get("name", key), "synthetic": ms["synthetic"]["mean"],
-                    "real": ms["real"]["mean"]}  # fmt: skip
-    if "feature" in m.get("privacy", {}):
-        out["privacy_flagged_fraction"] = {
-            s: m["privacy"][s]["flagged_fraction"] for s in ("feature", "voxel")
-        }
-    return out
 
 
 # -- HPO hook ------------------------------------------------------------------------------------

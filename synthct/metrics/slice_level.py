@@ -47,6 +47,7 @@ from tqdm import tqdm
 from synthct.config import DataConfig, config_hash, to_dict
 from synthct.csvsafe import to_csv_text
 from synthct.errors import ConfigError, WorkspaceError
+from synthct.metrics.results import record_in_datacard
 from synthct.metrics.slice_cases import (  # re-exported: callers and tests use slice_level.*
     SliceSet,
     volume_case_slices,
@@ -182,7 +183,6 @@ def run_slice_evaluation(
     from synthct import __version__
     from synthct.metrics.distance_block import _classifier_is, distance_metrics
     from synthct.metrics.embedding import compute_embedding
-    from synthct.metrics.evaluation import record_in_datacard
     from synthct.slices import mix_label
 
     opts = replace(opts, level="slice")
