@@ -1,7 +1,10 @@
 """Real-browser test setup: a tiny demo workspace (synthct.demo, tiny settings), `streamlit run`
 servers on free ports, and Debian chromium driven by Playwright (no browser download).
 
-Screenshots go to test-artifacts/ (gitignored).
+Screenshots go to test-artifacts/ (gitignored); `doc_shot` writes the ones docs/ shows.
+
+WebGL (NiiVue in Browse) runs on Chromium's software renderer: SwiftShader through ANGLE
+(--use-angle=swiftshader --enable-unsafe-swiftshader), so no GPU is needed.
 """
 
 from __future__ import annotations
@@ -20,13 +23,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts"
+DOC_SHOTS = ROOT / "docs" / "screenshots"
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
-    "--disable-gpu",
+    "--use-angle=swiftshader",
+    "--enable-unsafe-swiftshader",
     "--disable-background-networking",
     "--disable-component-update",
 ]
+LAPTOPS = ({"width": 1366, "height": 768}, {"width": 1440, "height": 900})
 
 if not Path(CHROMIUM).exists():  # pragma: no cover - CI installs it (.ci/run)
     pytest.skip(f"{CHROMIUM} not found (apt-get install chromium)", allow_module_level=True)
@@ -162,3 +168,51 @@ def shot(page, name: str) -> Path:
     page.screenshot(path=str(path), full_page=True)
     page.set_viewport_size(size)
     return path
+
+
+def doc_shot(page, name: str) -> Path:
+    """A screenshot of exactly what the viewport shows, for docs/screenshots/NAME.png."""
+    DOC_SHOTS.mkdir(parents=True, exist_ok=True)
+    path = DOC_SHOTS / f"{name}.png"
+    page.screenshot(path=str(path))
+    return path
+
+
+def visible_without_scrolling(page, locator) -> bool:
+    """True when the element lies wholly inside the viewport with the page scrolled to the top."""
+    box = locator.bounding_box()
+    size = page.viewport_size
+    return (
+        box is not None
+        and box["y"] >= 0
+        and box["x"] >= 0
+        and box["y"] + box["height"] <= size["height"]
+        and box["x"] + box["width"] <= size["width"]
+    )
+
+
+def page_scroll_room(page) -> int:
+    """How many pixels the page (Streamlit scrolls inside its main section) can scroll."""
+    return page.evaluate(
+        """() => Math.max(0, ...[document.scrollingElement, ...document.querySelectorAll(
+            '[data-testid="stMain"], [data-testid="stAppViewContainer"], section')]
+            .filter(Boolean).map(e => e.scrollHeight - e.clientHeight))"""
+    )
+
+
+class RequestLog:
+    """Every request the page and its frames make, to prove nothing leaves the app's server."""
+
+    def __init__(self, page) -> None:
+        self.urls: list[str] = []
+        page.on("request", lambda r: self.urls.append(r.url))
+        page.on("websocket", lambda ws: self.urls.append(ws.url))
+
+    def foreign(self, origin: str) -> list[str]:
+        """URLs that go anywhere but `origin` (data: and blob: URLs stay in the browser)."""
+        ws_origin = origin.replace("http://", "ws://", 1)
+        return [
+            u
+            for u in self.urls
+            if not (u.startswith((origin + "/", ws_origin + "/", "data:", "blob:")) or u == origin)
+        ]
