@@ -51,13 +51,18 @@ def compact_layout() -> None:
     st.html(COMPACT_CSS)
 
 
+def slab_token(png: bytes) -> str:
+    """What tells the viewer that new bytes arrived: 16 hex digits of their SHA-256."""
+    return hashlib.sha256(png).hexdigest()[:16]
+
+
 def slab_viewer(view: SlabView, min_height: int = 360, bottom_margin: int = 24) -> None:
     """The scrollable slab of one case: fills the window's height below its top edge (at least
     `min_height` px), leaving `bottom_margin` px free."""
     _slab_component(
         kind="slab",
         sprite=view.png,
-        token=hashlib.sha256(view.png).hexdigest()[:16],
+        token=slab_token(view.png),
         layout=view.layout,
         min_height=min_height,
         bottom_margin=bottom_margin,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -216,3 +217,30 @@ class RequestLog:
             for u in self.urls
             if not (u.startswith((origin + "/", ws_origin + "/", "data:", "blob:")) or u == origin)
         ]
+
+
+# -- the rating page ------------------------------------------------------------------------------
+SLAB = 'iframe[title="ui.rating.slab_viewer"]'
+CHOSEN = '[data-testid="stButtonGroup"] [role="radio"][aria-checked="true"]'
+
+
+def pick_score(page, score: int) -> None:
+    """Click a score on the 0–10 scale (a row of 11 buttons, none chosen at first)."""
+    page.locator('[data-testid="stButtonGroup"] button').nth(score).click()
+    page.locator(CHOSEN).filter(has_text=str(score)).wait_for()
+
+
+def start(page) -> None:
+    """From the welcome page to the first case."""
+    page.get_by_role("button", name="Start").click()
+    page.get_by_text(re.compile(r"Case \d+ of \d+")).first.wait_for()
+    page.frame_locator(SLAB).locator('[data-testid="slab-index"]').wait_for()
+    wait_idle(page)
+
+
+def slab_index(page) -> tuple[int, int, str]:
+    """(slice, slices, window label) the rater's viewer shows: "Slice 6 / 12 · Bone (W1800 L400)"."""
+    text = page.frame_locator(SLAB).locator('[data-testid="slab-index"]').inner_text()
+    m = re.fullmatch(r"Slice (\d+) / (\d+) · (.+)", text)
+    assert m, text
+    return int(m.group(1)), int(m.group(2)), m.group(3)

@@ -12,17 +12,20 @@ import re
 import pytest
 
 from tests.e2e.conftest import (
+    CHOSEN,
     LAPTOPS,
+    SLAB,
     RequestLog,
     Server,
     doc_shot,
     page_scroll_room,
+    pick_score,
     shot,
+    slab_index,
+    start,
     visible_without_scrolling,
     wait_idle,
 )
-
-SLAB = 'iframe[title="ui.rating.slab_viewer"]'
 
 
 @pytest.fixture(scope="module")
@@ -66,27 +69,6 @@ def _secrets(ws) -> list[str]:
                 out |= {c.case_id, c.source, f"{c.case_id}__CT", f"{c.case_id}.nii"}
     engine.dispose()
     return sorted(v for v in out if v)
-
-
-def pick_score(page, score: int) -> None:
-    """Click a score on the 0–10 scale (a row of 11 buttons, none chosen at first)."""
-    page.locator('[data-testid="stButtonGroup"] button').nth(score).click()
-
-
-def start(page) -> None:
-    """From the welcome page to the first case."""
-    page.get_by_role("button", name="Start").click()
-    page.get_by_text(re.compile(r"Case \d+ of \d+")).first.wait_for()
-    page.frame_locator(SLAB).locator('[data-testid="slab-index"]').wait_for()
-    wait_idle(page)
-
-
-def slab_index(page) -> tuple[int, int, str]:
-    """(slice, slices, window label) the rater's viewer shows: "Slice 6 / 12 · Bone (W1800 L400)"."""
-    text = page.frame_locator(SLAB).locator('[data-testid="slab-index"]').inner_text()
-    m = re.fullmatch(r"Slice (\d+) / (\d+) · (.+)", text)
-    assert m, text
-    return int(m.group(1)), int(m.group(2)), m.group(3)
 
 
 def test_rater_rates_everything_with_a_reload_midway(server, demo, page):
@@ -182,7 +164,7 @@ def test_rating_page_fits_a_laptop_screen_and_the_slab_scrolls(server, demo, bro
         assert image["height"] >= 0.5 * size["height"] - 100  # a picture, not a thumbnail
         scale = page.locator('[data-testid="stButtonGroup"] button')
         assert scale.all_inner_texts() == [str(i) for i in range(11)]
-        assert page.locator('[data-testid="stButtonGroup"] [aria-checked="true"]').count() == 0
+        assert page.locator(CHOSEN).count() == 0  # no score until the rater picks one
         for anchor in ("0 = certainly real", "5 = cannot tell", "10 = certainly synthetic"):
             assert page.get_by_text(anchor, exact=True).is_visible()
         doc_shot(page, f"rating-{tag}")
