@@ -62,7 +62,7 @@ if mode != PNG and chosen:
     cases = [
         viewer_case(str(ws.root), s.kind, s.key, cid, f"{s.label} · {cid}") for _, s, cid in chosen
     ]
-    niivue_viewer(cases, key="niivue")
+    niivue_viewer(cases, key="niivue", min_height=380)
 
 details = st.columns(len(columns))
 for i, source, case_id in chosen:

@@ -6,10 +6,13 @@ Screenshots at 1366 x 768 and 1440 x 900 go to docs/screenshots/."""
 
 from __future__ import annotations
 
+import json
+import statistics
+
 import numpy as np
 import pytest
 
-from tests.e2e.conftest import LAPTOPS, RequestLog, Server, doc_shot, wait_idle
+from tests.e2e.conftest import ARTIFACTS, LAPTOPS, RequestLog, Server, doc_shot, wait_idle
 
 FRAME = 'iframe[title="ui.viewer.niivue_viewer"]'
 
@@ -94,16 +97,64 @@ def test_scroll_window_and_readback(server, demo, page):
     after = _readout(frame, 0)
     assert abs(after["axial"] - start["axial"]) == 3
     assert (after["coronal"], after["sagittal"]) == (start["coronal"], start["sagittal"])
-    n_z = image_hu.shape[2]
+
+    # Linked: the right view follows, as the same fraction of its own volume in every plane.
+    def fractions(r, shape):
+        return [
+            (r[k] - 0.5) / n for k, n in zip(("sagittal", "coronal", "axial"), shape, strict=True)
+        ]
+
     right = _readout(frame, 1)
-    synthetic_nz = int(
-        frame.locator('[data-testid="nv-readout-1"]').inner_text().split("Axial ")[1].split()[0]
-        .split("/")[1]
-    )  # fmt: skip
-    # linked as fractions of each volume: the same relative slice
-    assert abs((right["axial"] - 0.5) / synthetic_nz - (after["axial"] - 0.5) / n_z) <= 1 / n_z
+    right_shape = [
+        int(part.split("/")[1])
+        for part in frame.locator('[data-testid="nv-readout-1"]').inner_text().split(" · ")[:3]
+    ][::-1]  # the readout lists axial, coronal, sagittal
+    np.testing.assert_allclose(
+        fractions(right, right_shape), fractions(after, image_hu.shape), atol=1 / min(right_shape)
+    )
     x, y, z = after["sagittal"] - 1, after["coronal"] - 1, after["axial"] - 1
     assert after["hu"] == int(np.rint(image_hu[x, y, z]))
+    # Unlinked, the right view stays where it is; linked again, it follows the next scroll.
+    frame.get_by_label("Link views").uncheck()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.wheel(0, -120)
+    page.wait_for_timeout(150)
+    assert _readout(frame, 0)["axial"] == after["axial"] + (
+        1 if start["axial"] > after["axial"] else -1
+    )
+    assert _readout(frame, 1) == right
+    frame.get_by_label("Link views").check()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.wheel(0, -120)
+    page.wait_for_timeout(150)
+    assert _readout(frame, 1)["axial"] != right["axial"]
+    np.testing.assert_allclose(
+        fractions(_readout(frame, 1), right_shape)[2],
+        fractions(_readout(frame, 0), image_hu.shape)[2],
+        atol=1 / right_shape[2],
+    )
+
+    # Scroll latency in the browser: wheel event -> new slice drawn and its number shown.
+    latencies = frame.locator("canvas").first.evaluate(
+        """(canvas) => {
+        const readout = document.querySelector('[data-testid="nv-readout-0"]');
+        const r = canvas.getBoundingClientRect();
+        const out = [];
+        for (let i = 0; i < 20; i++) {
+            const before = readout.dataset.axial;
+            const t0 = performance.now();
+            canvas.dispatchEvent(new WheelEvent('wheel', {deltaY: i % 2 ? -100 : 100,
+                clientX: r.left + r.width / 2, clientY: r.top + r.height / 2, bubbles: true,
+                cancelable: true}));
+            if (readout.dataset.axial !== before) out.push(performance.now() - t0);
+        }
+        return out;
+    }"""
+    )
+    assert len(latencies) == 20  # every wheel step moved one slice, synchronously
+    (ARTIFACTS / "niivue_scroll_latency.json").write_text(
+        json.dumps({"steps": 20, "median_ms_wheel_to_slice": statistics.median(latencies)})
+    )
 
     # Window: the preset shows its numbers and changes the picture; a right-drag changes both.
     window = frame.locator('[data-testid="nv-window"]')

@@ -240,6 +240,7 @@
       loadingText: "",
       crosshairColor: [0.2, 0.8, 1, 0.7],
       crosshairGap: 8,
+      crosshairWidth: 0.5,
       mouseEventConfig: MOUSE,
     });
     const view = { nv, pane, readout: pane.querySelector(".readout"), canvas };
