@@ -128,3 +128,28 @@ def test_invalid_token_gets_message_and_nothing_else(study):
     assert not at.exception
     assert "not valid" in at.error[0].value
     assert len(at.button_group) == 0 and len(at.button) == 0
+
+
+def test_a_study_sealed_without_slabs_shows_its_padded_mosaic(workspace, monkeypatch):
+    """Studies sealed before slabs existed (or with stack=False) keep today's mosaic image."""
+    from db.session import database_url, init_db, make_engine, session_scope
+    from synthct.vtt.design import create_study
+    from synthct.vtt.flow import invite
+    from synthct.vtt.render import RenderParams
+    from tests.app.helpers import blob_pair
+
+    monkeypatch.delenv("SYNTHCT_DATABASE_URL", raising=False)
+    engine = make_engine(database_url(workspace.database))
+    init_db(engine)
+    with session_scope(engine) as s:
+        create_study(
+            s, workspace, "flat", {"CHUM-000": blob_pair(0)}, {"SYN-0000": blob_pair(1)},
+            synthetic_source="set-a", params=RenderParams(tiles=4, tile_px=32, stack=False),
+        )  # fmt: skip
+        token = invite(s, "flat", "Dr M").token
+    at = _app(token)
+    assert not at.exception
+    assert len(at.get("component_instance")) == 0 and len(at.image) == 1
+    _score(at).set_value(4)
+    _send(at)
+    assert _n_ratings(engine) == 1
