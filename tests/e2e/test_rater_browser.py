@@ -79,8 +79,8 @@ def test_rater_rates_everything_with_a_reload_midway(server, demo, page):
     page.goto(url)
     wait_idle(page)
     page.get_by_role("heading", name="Welcome").wait_for()
-    assert page.get_by_text(re.compile(r"You will see \d+ cases")).count() == 1
-    assert page.get_by_text("This link is personal to you").count() == 1
+    page.get_by_text(re.compile(r"You will see \d+ cases")).wait_for()
+    page.get_by_text("This link is personal to you").wait_for()
     start(page)
     page.get_by_text(re.compile(r"Case 1 of \d+")).wait_for()
     # the instructions are open on the first case
