@@ -1,7 +1,8 @@
 """Real-browser test setup: a tiny demo workspace (synthct.demo, tiny settings), `streamlit run`
 servers on free ports, and Debian chromium driven by Playwright (no browser download).
 
-Screenshots go to test-artifacts/ (gitignored); `doc_shot` writes the ones docs/ shows.
+Screenshots go to test-artifacts/ (gitignored); with SYNTHCT_UPDATE_SCREENSHOTS=1, `doc_shot`
+also refreshes the ones docs/screenshots/ shows.
 
 WebGL (NiiVue in Browse) runs on Chromium's software renderer: SwiftShader through ANGLE
 (--use-angle=swiftshader --enable-unsafe-swiftshader), so no GPU is needed.
@@ -172,10 +173,15 @@ def shot(page, name: str) -> Path:
 
 
 def doc_shot(page, name: str) -> Path:
-    """A screenshot of exactly what the viewport shows, for docs/screenshots/NAME.png."""
-    DOC_SHOTS.mkdir(parents=True, exist_ok=True)
-    path = DOC_SHOTS / f"{name}.png"
+    """A screenshot of exactly what the viewport shows: test-artifacts/NAME.png, and
+    docs/screenshots/NAME.png too when SYNTHCT_UPDATE_SCREENSHOTS=1 (so that a test run leaves
+    the checkout clean)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path))
+    if os.environ.get("SYNTHCT_UPDATE_SCREENSHOTS") == "1":
+        DOC_SHOTS.mkdir(parents=True, exist_ok=True)
+        (DOC_SHOTS / f"{name}.png").write_bytes(path.read_bytes())
     return path
 
 

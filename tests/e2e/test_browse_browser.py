@@ -2,7 +2,8 @@
 synthetic case load side by side, the displayed slice number and HU value are read back and
 checked against the workspace's own arrays, the wheel scrolls both linked views, a window preset
 and a right-drag change the window, and nothing is fetched from anywhere but the app's server.
-Screenshots at 1366 x 768 and 1440 x 900 go to docs/screenshots/."""
+Screenshots at 1366 x 768 and 1440 x 900 go to test-artifacts/ (and docs/screenshots/ with
+SYNTHCT_UPDATE_SCREENSHOTS=1)."""
 
 from __future__ import annotations
 

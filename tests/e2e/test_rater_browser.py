@@ -3,7 +3,8 @@
 database holds exactly those answers; nothing on the page, in its frames or their URLs names a
 case, a file or a source. At 1366 x 768 and 1440 x 900 the image and "Send answer" fit on one
 screen without scrolling, the slab scrolls with the wheel and the keys, and the window presets
-switch; screenshots go to docs/screenshots/."""
+switch; screenshots go to test-artifacts/ (and docs/screenshots/ with
+SYNTHCT_UPDATE_SCREENSHOTS=1)."""
 
 from __future__ import annotations
 
