@@ -87,3 +87,61 @@ def test_bad_inputs_refused():
         render_case(np.zeros((8, 8, 4)), np.zeros((8, 8, 5)), RenderConfig())
     with pytest.raises(ConfigError, match="plane"):
         RenderConfig(plane="oblique")
+
+
+def test_outline_is_two_pixels_centred_on_the_boundary():
+    vol = np.full((16, 16, 3), 40.0, np.float32)
+    mask = np.zeros((16, 16, 3), np.uint8)
+    mask[4:12, 4:12, :] = 1
+    img = render_case(vol, mask, RenderConfig(tiles=1, tile_px=16, gap_px=0))
+    red = (img[..., 0] > 200) & (img[..., 1] < 100)
+    # axial display: rows = y reversed, cols = x; the square occupies rows 4..11, cols 4..11
+    assert red[4, 4:12].all() and red[3, 4:12].all()  # one row inside, one outside
+    assert not red[5, 6] and not red[2, 6] and not red[7, 7]
+
+
+def test_slab_holds_every_slice_in_every_window_as_mosaic_tiles():
+    from synthct.vtt.render import render_slab, render_tile, slab_layout, slab_range
+
+    rng = np.random.default_rng(2)
+    vol = rng.normal(0, 300, (12, 10, 9)).astype(np.float32)
+    mask = np.zeros(vol.shape, np.uint8)
+    mask[3:8, 3:7, 3:6] = 1
+    p = RenderConfig(frame_px=64, spacing=(1.0, 1.0, 2.0), extra_windows=("bone", "lung"))
+    layout = slab_layout(vol.shape, p)
+    lo, hi = slab_range(9, "third")
+    assert (lo, hi) == (3, 6) and layout.slices == 3
+    assert layout.windows == ("soft-tissue", "bone", "lung")
+    assert layout.labels[0] == "Soft tissue (W400 L40)" and layout.labels[2] == "Lung (W1500 L-600)"
+    assert max(layout.tile_h, layout.tile_w) == 64
+    sheet = render_slab(vol, mask, p)
+    assert sheet.shape == (layout.rows * layout.tile_h, layout.cols * layout.tile_w, 3)
+    assert layout.cols * layout.rows >= 9
+    for w, name in enumerate(layout.windows):
+        for s in range(layout.slices):
+            r, c = divmod(w * layout.slices + s, layout.cols)
+            tile = sheet[
+                r * layout.tile_h : (r + 1) * layout.tile_h,
+                c * layout.tile_w : (c + 1) * layout.tile_w,
+            ]
+            want = render_tile(
+                vol, mask, lo + s, RenderConfig(**{**p.__dict__, "window": name}),
+                (layout.tile_h, layout.tile_w),
+            )  # fmt: skip
+            np.testing.assert_array_equal(tile, want)
+
+
+def test_slab_layout_depends_only_on_params_and_grid():
+    from synthct.vtt.render import render_slab_png, slab_layout
+
+    p = RenderConfig(frame_px=64, window="350,50", extra_windows=("soft-tissue", "350,50"))
+    assert slab_layout((8, 8, 6), p).windows == ("350,50", "soft-tissue")
+    assert slab_layout((8, 8, 6), p).labels == ("W350 L50", "Soft tissue (W400 L40)")
+    a = render_slab_png(np.zeros((8, 8, 6), np.float32), np.zeros((8, 8, 6), np.uint8), p)
+    b = render_slab_png(np.full((8, 8, 6), 900.0, np.float32), np.ones((8, 8, 6), np.uint8), p)
+    assert a[:24] == b[:24]  # same signature and IHDR: the same size and pixel format
+    assert set(_chunk_types(a)) == {b"IHDR", b"IDAT", b"IEND"}
+    with pytest.raises(ConfigError, match="frame_px"):
+        RenderConfig(frame_px=8)
+    with pytest.raises(ConfigError, match="window"):
+        RenderConfig(extra_windows=("nope",))

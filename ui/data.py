@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import streamlit as st
 
+from synthct.config import HU_WINDOW
 from synthct.workspace import Workspace
 
 SPLITS = ("train", "val", "test")
@@ -27,6 +28,8 @@ class Case:
     mask: np.ndarray  # (X, Y, Z) uint8
     spacing: tuple[float, float, float]
     meta: dict = field(default_factory=dict)
+    # The HU window the data were clipped to in preprocessing (None for original scans).
+    hu_window: tuple[float, float] | None = None
 
 
 def sources(ws: Workspace) -> list[Source]:
@@ -67,7 +70,7 @@ def load_case(root: str, kind: str, key: str, case_id: str) -> Case:
         cfg = next(c for _, c in list_packed(ws) if c.size == int(size))
         image_hu, mask, spacing = load_packed_case(ws, cfg, case_id)
         meta = {"case id": case_id, "split": split, "grid": f"preprocessed S={size}"}
-        return _with_volume_meta(Case(image_hu, mask, spacing, meta))
+        return _with_volume_meta(Case(image_hu, mask, spacing, meta, tuple(cfg.hu_window)))
     if kind == "real":
         from synthct.datasets import cases_in_split
         from synthct.io import load_volume
@@ -98,6 +101,9 @@ def load_case(root: str, kind: str, key: str, case_id: str) -> Case:
             **{k: v for k, v in entry.items() if k != "case_id"},
         }
         meta["model"] = f"{card.model.kind} S={card.model.size}"
+        data_cfg = (card.run_config or {}).get("data") or {}
+        window = tuple(float(v) for v in data_cfg.get("hu_window", HU_WINDOW))
+        return _with_volume_meta(Case(image.array, mask.array, image.spacing, meta, window))
     return _with_volume_meta(Case(image.array, mask.array, image.spacing, meta))
 
 

@@ -7,7 +7,10 @@ WS/studies/<study>/cases/<public_id>.png, where the public id is an opaque `secr
 The sealed manifest WS/studies/<study>/manifest.json maps every public id to its truth, source,
 case id and PNG SHA-256; the SHA-256 of the manifest bytes is stored in the `studies` table, and
 `verify_study` refuses a manifest or PNG that no longer matches. Cases cannot change afterwards:
-there is no API that edits them.
+there is no API that edits them. With `RenderConfig.stack` (the default) each case also gets its
+scrollable slab, WS/studies/<study>/slabs/<public_id>.png (every slice of the slab in each
+display window, `render.render_slab`), whose SHA-256 the manifest lists as `slab_sha256` beside
+the sheet's layout (`manifest["slab"]`, one for the whole study).
 
 `create_study` takes the volumes as arguments (tests need no GAN); `create_study_from_workspace`
 is the thin wrapper the CLI uses: it loads the packed test split (`synthct.preprocess.load_packed`)
@@ -32,11 +35,12 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from synthct.vtt import StudyError, TamperedStudyError
-from synthct.vtt.render import RenderConfig, render_case_png
+from synthct.vtt.render import RenderConfig, render_case_png, render_slab_png, slab_layout
 from synthct.workspace import Workspace, atomic_dir, atomic_write_bytes, check_name
 
 MANIFEST = "manifest.json"
 CASES_DIR = "cases"
+SLABS_DIR = "slabs"
 MANIFEST_FORMAT = "synthct-vtt-manifest/1"
 REAL_SOURCE = "test split"
 
@@ -156,26 +160,32 @@ def create_study(
 
     cases: list[dict[str, Any]] = []
     pngs: dict[str, bytes] = {}
+    slabs: dict[str, bytes] = {}
     items = originals if not progress else _tqdm(originals, f"rendering {name}")
     for truth, source, cid in items:
         image, mask = (real if truth == "real" else synthetic)[cid]
-        png = render_case_png(np.asarray(image, np.float32), np.asarray(mask), params)
+        image, mask = np.asarray(image, np.float32), np.asarray(mask)
+        png = render_case_png(image, mask, params)
         pid = new_id()
         pngs[pid] = png
-        cases.append(
-            {
-                "public_id": pid,
-                "truth": truth,
-                "source": source,
-                "case_id": cid,
-                "duplicate_of": None,
-                "png_sha256": sha256_hex(png),
-            }
-        )
+        case = {
+            "public_id": pid,
+            "truth": truth,
+            "source": source,
+            "case_id": cid,
+            "duplicate_of": None,
+            "png_sha256": sha256_hex(png),
+        }
+        if params.stack:
+            slabs[pid] = render_slab_png(image, mask, params)
+            case["slab_sha256"] = sha256_hex(slabs[pid])
+        cases.append(case)
     for k in dup_src:
         orig = cases[k]
         pid = new_id()
         pngs[pid] = pngs[orig["public_id"]]  # identical rendering, new public id
+        if params.stack:
+            slabs[pid] = slabs[orig["public_id"]]
         cases.append({**orig, "public_id": pid, "duplicate_of": orig["public_id"]})
 
     created = datetime.now(UTC)
@@ -194,6 +204,7 @@ def create_study(
         },
         "grid": list(shape),
         "render": asdict(params),
+        **({"slab": slab_layout(shape, params).as_dict()} if params.stack else {}),
         "cases": cases,
     }
     blob = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
@@ -201,6 +212,8 @@ def create_study(
     with atomic_dir(d) as tmp:
         for pid, png in pngs.items():
             atomic_write_bytes(tmp / CASES_DIR / f"{pid}.png", png)
+        for pid, slab in slabs.items():
+            atomic_write_bytes(tmp / SLABS_DIR / f"{pid}.png", slab)
         atomic_write_bytes(tmp / MANIFEST, blob)
         study = add_study(
             session,
@@ -287,12 +300,17 @@ def verify_study(session: Session, ws: Workspace, study: Any, check_pngs: bool =
             raise TamperedStudyError(f"study {study.name!r}: case {pid} differs from the manifest")
         if check_pngs:
             read_case_png(ws, study.name, pid, c["png_sha256"])
+            if "slab_sha256" in c:
+                read_case_png(ws, study.name, pid, c["slab_sha256"], SLABS_DIR)
     return manifest
 
 
-def read_case_png(ws: Workspace, study_name: str, public_id: str, expected_sha256: str) -> bytes:
-    """The rendered PNG of one case, refused if its bytes no longer match the sealed hash."""
-    path = study_dir(ws, study_name) / CASES_DIR / f"{check_name(public_id, 'case id')}.png"
+def read_case_png(
+    ws: Workspace, study_name: str, public_id: str, expected_sha256: str, folder: str = CASES_DIR
+) -> bytes:
+    """The rendered PNG of one case (the mosaic, or from `folder=SLABS_DIR` the scrollable
+    slab), refused if its bytes no longer match the sealed hash."""
+    path = study_dir(ws, study_name) / folder / f"{check_name(public_id, 'case id')}.png"
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -305,14 +323,19 @@ def read_case_png(ws: Workspace, study_name: str, public_id: str, expected_sha25
 
 
 def padded_length(
-    ws: Workspace, study_name: str, manifest_sha256: str, public_ids: tuple[str, ...]
+    ws: Workspace,
+    study_name: str,
+    manifest_sha256: str,
+    public_ids: tuple[str, ...],
+    folder: str = CASES_DIR,
 ) -> int:
-    """The byte length every image of the study is padded to (synthct.vtt.blinding).
+    """The byte length every image of the study is padded to (synthct.vtt.blinding); with
+    `folder=SLABS_DIR`, the one length of every scrollable slab.
 
     From the sizes of the sealed case PNGs, so it also holds for studies sealed before padding
     existed; cached per sealed manifest (case files never change after sealing).
     """
-    return _padded_length(str(study_dir(ws, study_name) / CASES_DIR), manifest_sha256, public_ids)
+    return _padded_length(str(study_dir(ws, study_name) / folder), manifest_sha256, public_ids)
 
 
 @functools.lru_cache(maxsize=32)
