@@ -31,6 +31,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
+from sqlalchemy.exc import IntegrityError
+
+from db.signin import clear, lock_until, locked_until, prune, record_failure
+
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
@@ -195,8 +199,6 @@ def _now() -> datetime:
 
 def sign_in_wait(session: Session, session_key: str, now: datetime | None = None) -> float:
     """Seconds until this session may try to sign in again (0.0: now)."""
-    from db.signin import locked_until
-
     now = now or _now()
     until = locked_until(session, [session_key, GLOBAL_SCOPE])
     return max(0.0, (until - now).total_seconds()) if until else 0.0
@@ -214,10 +216,6 @@ def record_failed_sign_in(
 
     Retries a concurrent first insert of the same scope (another process failing at once).
     """
-    from sqlalchemy.exc import IntegrityError
-
-    from db.signin import lock_until, prune, record_failure
-
     now = now or _now()
     for attempt in range(5):
         try:
@@ -242,7 +240,5 @@ def record_failed_sign_in(
 
 def record_successful_sign_in(session: Session, session_key: str) -> None:
     """Forget this session's failures (the global count only decays with time); commit."""
-    from db.signin import clear
-
     clear(session, session_key)
     session.commit()

@@ -1,4 +1,4 @@
-"""The thesis's augmentation sets on packed pairs, with MONAI (design §2).
+"""The thesis's augmentation sets on packed pairs, with MONAI.
 
 `augment_packed` splits a packed (1, S, S, S) pair into its image and mask halves, draws one
 random transform, applies it to both (image trilinear, mask nearest, so the mask stays a label
@@ -67,8 +67,8 @@ def augment_packed(packed, kind: str, seed=None, cfg: DataConfig | None = None):
     Generator (one draw from it), or None (fresh randomness). cfg: the DataConfig the pair was
     packed with (its packing and mask coding); the default is z packing with a binary mask.
     """
-    import torch
-    from monai.transforms import Rand3DElasticd, RandAffined
+    import torch  # deferred: loads torch
+    from monai.transforms import Rand3DElasticd, RandAffined  # deferred: loads monai
 
     cfg = cfg or DataConfig(size=int(packed.shape[-1]))
     if not isinstance(packed, torch.Tensor) or packed.ndim != 4 or packed.shape[0] != 1:

@@ -2,7 +2,7 @@
 
 A checkpoint is one `torch.save` file `runs/<run>/checkpoints/step-<8 digits>.pt` holding only
 plain data (dicts, lists, numbers, strings, tensors), so it loads with
-`torch.load(weights_only=True)` and a downloaded checkpoint cannot run code (design §9)::
+`torch.load(weights_only=True)` and a downloaded checkpoint cannot run code::
 
     {"format": 2, "step": int, "config": RunConfig as dict, "model": model.state_dict(),
      "ema": {name: state_dict}, "optimizers": {name: state_dict}, "rng": [per-rank states],

@@ -120,7 +120,7 @@ def config_hash(cfg: Any, length: int = 12) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    """Preprocessing of real cases into packed pairs (design §2, §5).
+    """Preprocessing of real cases into packed pairs (`synthct.preprocess`).
 
     size: S; the packed pair is S x S x S (image and mask each S x S x S/2, stacked along z).
     """
@@ -341,7 +341,9 @@ class TrainConfig:
     steps: int = 80_000
     batch_size: int = 4
     seed: int = 0
-    split: str = "train"  # GAN training reads only this split (design §5); "gan": GAN-only cases
+    split: str = (
+        "train"  # GAN training reads only this split (no leakage into test); "gan": GAN-only cases
+    )
     augment: str = "none"  # "none" | "affine" | "elastic"
     ema_decay: float = 0.999
     train_encoder: bool = True  # HA-GAN E/Sub_E; off when only sampling matters (~half the compute)

@@ -42,6 +42,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from synthct.errors import ImageReadError, WorkspaceError
 from synthct.io import NIFTI_SUFFIXES, Volume, load_header, load_volume, save_volume
@@ -395,8 +396,6 @@ def ingest(
             ]
             it = futs
             if progress:
-                from tqdm import tqdm
-
                 it = tqdm(futs, desc="validating", unit="case")
             reports = [f.result() for f in it]
         usable = [r for r in reports if r.usable]

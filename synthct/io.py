@@ -17,6 +17,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from PIL import Image
 
 from synthct.errors import ImageReadError
 from synthct.workspace import atomic_write_bytes
@@ -158,8 +159,6 @@ def save_volume(vol: Volume, path: str | os.PathLike, dtype=None) -> Path:
 
 def encode_png(rgb: np.ndarray) -> bytes:
     """Encode an (H, W) uint8 or (H, W, 3|4) uint8 array as PNG bytes, with no metadata chunks."""
-    from PIL import Image
-
     if rgb.dtype != np.uint8:
         raise ValueError(f"PNG input must be uint8, got {rgb.dtype}")
     buf = io.BytesIO()

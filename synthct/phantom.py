@@ -26,7 +26,9 @@ from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
+from tqdm import tqdm
 
+from synthct.display import WINDOWS, extract_slice, render_slice
 from synthct.io import Volume, save_volume, spacing_affine
 from synthct.workspace import atomic_dir
 
@@ -746,8 +748,6 @@ def write_phantom_set(
     specs = plan_cases(n, seed)
     it = specs
     if progress:
-        from tqdm import tqdm
-
         it = tqdm(specs, desc="phantom", unit="case")
     names = []
     with atomic_dir(out, overwrite=overwrite) as tmp:
@@ -764,8 +764,6 @@ def render_preview(case: PhantomCase, window: str = "soft-tissue") -> np.ndarray
     """RGB (H, W, 3) uint8: axial slice through the tumour beside a coronal slice through it,
     both cropped to the body with the mask outlined; the coronal view is stretched to true slice
     proportions."""
-    from synthct.display import WINDOWS, extract_slice, render_slice
-
     img, lab = case.image.array, case.label.array[:, : case.image.shape[1], :]
     _, ty, tz = case.tumour_voxel
     views = []

@@ -1,4 +1,4 @@
-"""Real CT + tumour mask -> one packed (S, S, S) pair in [-1, 1], and back (design §2, §5).
+"""Real CT + tumour mask -> one packed (S, S, S) pair in [-1, 1], and back.
 
 Pipeline for one case (`preprocess_pair`):
 
@@ -46,7 +46,7 @@ Pipeline for one case (`preprocess_pair`):
 
 `unpack` is the exact inverse of the packing and of the HU mapping.
 
-Workspace side (contract 2): `preprocess_workspace` packs every usable case once per config
+Workspace side: `preprocess_workspace` packs every usable case once per config
 into WS/data/packed/s<S>-<config_hash>/ (one float16 `.npy` per case — quantisation error
 <= 2^-11, far below the resize error — plus manifest.json recording each case's split, centre,
 crop box, source and packed spacing). One folder serves GAN training (train) and segmentation
@@ -56,18 +56,27 @@ registry, so a re-split never needs re-preprocessing, and `--split` only limits 
 
 from __future__ import annotations
 
+import io as _io
+import multiprocessing as mp
 import os
 import sys
+import time
+import warnings
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import ndimage
+from tqdm import tqdm
 
-from synthct.config import DataConfig
-from synthct.errors import ImageReadError, WorkspaceError
-from synthct.io import Volume
+from synthct.config import DataConfig, config_hash, from_dict, to_dict
+from synthct.datasets import cases_in_split, load_splits
+from synthct.errors import ConfigError, ImageReadError, WorkspaceError
+from synthct.io import Volume, load_volume
+from synthct.workspace import atomic_write_bytes, atomic_write_json, read_json
 
 HU_AIR = -1024.0
 BODY_HU = -500.0  # fat is ~ -100, lung ~ -800: > -500 HU is body (and couch, removed by opening)
@@ -128,6 +137,30 @@ def pack(image_unit, mask_unit, packing: str = "z"):
     if packing == "z":
         return np.concatenate([image_unit, mask_unit], axis=-1)
     return np.stack([image_unit, mask_unit], axis=-1).reshape(*image_unit.shape[:-1], -1)
+
+
+PARTS = ("image", "mask", "pair")  # what a feature space or metric looks at
+
+
+def select_part(packed: np.ndarray, part: str, packing: str = "z") -> np.ndarray:
+    """Packed pairs (N, S, S, S) or (N, 1, S, S, S) -> (N, 1, X, Y, Z) of the requested part.
+
+    part "image" -> image half (N, 1, S, S, S/2), "mask" -> mask half, "pair" -> the whole pair.
+    packing "z": image in z < S/2; "interleave": image on even z slices.
+    """
+    if part not in PARTS:
+        raise ConfigError(f"part must be one of {PARTS}, got {part!r}")
+    arr = np.asarray(packed)
+    if arr.ndim == 4:
+        arr = arr[:, None]
+    if arr.ndim != 5 or arr.shape[1] != 1:
+        raise ValueError(f"packed arrays must be (N, S, S, S) or (N, 1, S, S, S), got {arr.shape}")
+    if part == "pair":
+        return arr
+    z = arr.shape[-1]
+    if packing == "interleave":
+        return arr[..., 0::2] if part == "image" else arr[..., 1::2]
+    return arr[..., : z // 2] if part == "image" else arr[..., z // 2 :]
 
 
 def unpack_halves(packed, packing: str = "z"):
@@ -314,8 +347,8 @@ def resize(
     the field of view is kept exactly). The anti-aliasing Gaussian is scipy's with edge
     replication: MONAI's own pads with zeros, which pulls border voxels toward 0 HU.
     """
-    import torch
-    from monai.transforms import Resize
+    import torch  # deferred: loads torch
+    from monai.transforms import Resize  # deferred: loads monai
 
     if tuple(array.shape) == tuple(shape):
         return array.astype(np.float32, copy=True)
@@ -411,7 +444,7 @@ def preprocess_pair(image: Volume, mask: Volume, cfg: DataConfig, name: str = "c
 
 # -- helpers ------------------------------------------------------------------------------------
 def _torch():
-    import torch
+    import torch  # deferred: loads torch
 
     return torch
 
@@ -448,8 +481,6 @@ class PackedSet:
 
 def packed_dir(ws, cfg: DataConfig):
     """WS/data/packed/s<S>-<config_hash>/ for this preprocessing config."""
-    from synthct.config import config_hash
-
     return ws.packed_dir(f"s{cfg.size}-{config_hash(cfg)}")
 
 
@@ -469,8 +500,6 @@ def _stamp(path: str) -> dict[str, int]:
 
 
 def _empty_manifest(cfg: DataConfig) -> dict[str, Any]:
-    from synthct.config import config_hash, to_dict
-
     return {
         "format": 1,
         "pipeline_version": PIPELINE_VERSION,
@@ -487,16 +516,10 @@ def _empty_manifest(cfg: DataConfig) -> dict[str, Any]:
 
 
 def read_manifest(folder) -> dict[str, Any]:
-    from synthct.workspace import read_json
-
     return read_json(Path(folder) / MANIFEST)
 
 
 def _write_manifest(folder, manifest: dict[str, Any]) -> None:
-    from datetime import UTC, datetime
-
-    from synthct.workspace import atomic_write_json
-
     cases = manifest["cases"].values()
     spacings = np.array([c["spacing"] for c in cases]) if cases else None
     manifest["mean_spacing"] = None if spacings is None else spacings.mean(axis=0).round(5).tolist()
@@ -517,12 +540,6 @@ def _is_done(entry: dict | None, folder, record) -> bool:
 
 def process_case(record, cfg: DataConfig, folder) -> dict[str, Any]:
     """Read one case, preprocess it, write <case_id>.npy (float16, atomic); return its entry."""
-    import io as _io
-    import time
-
-    from synthct.io import load_volume
-    from synthct.workspace import atomic_write_bytes
-
     t0 = time.perf_counter()
     source = {"image": _stamp(record.image), "mask": _stamp(record.mask)}
     image = load_volume(record.image)
@@ -548,7 +565,7 @@ def process_case(record, cfg: DataConfig, folder) -> dict[str, Any]:
 
 
 def _init_worker() -> None:
-    import torch
+    import torch  # deferred: loads torch
 
     torch.set_num_threads(1)
 
@@ -570,13 +587,6 @@ def preprocess_workspace(
     recorded per case in the manifest and returned; the other cases are kept. Returns
     {"folder", "done": [...], "skipped": [...], "failed": {case_id: message}, "mean_spacing"}.
     """
-    import time
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    from tqdm import tqdm
-
-    from synthct.datasets import cases_in_split, load_splits
-
     records = cases_in_split(ws, split)
     splits = load_splits(ws)
     folder = packed_dir(ws, cfg)
@@ -637,8 +647,6 @@ def preprocess_workspace(
 
 def _pool_context():
     """fork where available (workers start in milliseconds; `import monai` alone takes seconds)."""
-    import multiprocessing as mp
-
     return mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
 
 
@@ -649,10 +657,6 @@ def load_packed(ws, cfg: DataConfig, split: str = "train") -> PackedSet:
     missing or a case of the split is not packed. Cases whose preprocessing failed are left
     out with a warning.
     """
-    import warnings
-
-    from synthct.datasets import cases_in_split
-
     folder = packed_dir(ws, cfg)
     if not (folder / MANIFEST).is_file():
         raise WorkspaceError(
@@ -702,8 +706,6 @@ def load_packed(ws, cfg: DataConfig, split: str = "train") -> PackedSet:
 
 def list_packed(ws) -> list[tuple[Path, DataConfig]]:
     """Every packed folder of the workspace with its preprocessing config, smallest S first."""
-    from synthct.config import from_dict
-
     found = [
         (folder, from_dict(DataConfig, read_manifest(folder)["config"], str(folder / MANIFEST)))
         for folder in ws.list_packed()

@@ -34,7 +34,7 @@ def redact_url(url: str) -> str:
     """A database URL safe to show: SQLAlchemy's rendering without the password (free-text
     redaction for a string SQLAlchemy cannot parse)."""
     try:
-        from sqlalchemy.engine import make_url
+        from sqlalchemy.engine import make_url  # optional dependency
 
         shown = make_url(url).render_as_string(hide_password=True)
     except Exception:  # noqa: BLE001 - a malformed URL is still shown, masked

@@ -40,7 +40,7 @@ class RunLog:
             if start > 0:
                 self.warnings = list(json.loads((run_dir / "status.json").read_text())["warnings"])
         with contextlib.suppress(ImportError):  # the optional tensorboard extra
-            from torch.utils.tensorboard import SummaryWriter
+            from torch.utils.tensorboard import SummaryWriter  # deferred: loads torch
 
             self.tb = SummaryWriter(str(run_dir / "tensorboard"))
         self.status("running", start, "resumed" if start else "started")

@@ -79,7 +79,7 @@ def short_hash(obj: Any, length: int = 12) -> str:
 def save_weights(obj: Any, path: str | os.PathLike) -> Path:
     """`torch.save(obj)` to `path` atomically. `obj` must be plain data (dicts, lists, numbers,
     strings, tensors) so that `load_weights` can read it with weights_only=True."""
-    import torch
+    import torch  # deferred: loads torch
 
     buf = io.BytesIO()
     torch.save(obj, buf)
@@ -89,7 +89,7 @@ def save_weights(obj: Any, path: str | os.PathLike) -> Path:
 def load_weights(path: str | os.PathLike, map_location: Any = "cpu", what: str = "weights") -> Any:
     """`torch.load(path, weights_only=True)`; WorkspaceError naming the file when it is missing
     or not a plain-data torch file (`what` names it in the message, e.g. "checkpoint")."""
-    import torch
+    import torch  # deferred: loads torch
 
     path = Path(path)
     if not path.is_file():

@@ -3,7 +3,7 @@
 The 2D systems (FastGAN, StyleGAN2) train on (2, R, R) pairs in [-1, 1]: channel 0 the CT slice
 (the HU window of the DataConfig mapped linearly to [-1, 1], as in the packed volumes), channel 1
 the tumour mask (-1 background, +1 tumour; multiclass masks are binarised, label > 0). They are
-cut from the packed pairs of `synthct.preprocess` (contract 2: `load_packed` + `unpack`), so the
+cut from the packed pairs of `synthct.preprocess` (`load_packed` + `unpack`), so the
 2D and 3D systems see the same cases, split, crop, spacing and window.
 
 - Layout "slices": every axial slice (fixed z of the image half, (X, Y) in-plane) of every case.
@@ -110,7 +110,10 @@ def halves_to_unit(
     image_hu, mask, window: tuple[float, float]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`unpack` output -> (image in [-1, 1] float32, mask in {-1, +1} float32), same shapes."""
-    from synthct.preprocess import hu_to_unit, mask_to_unit
+    from synthct.preprocess import (  # deferred: loads scipy
+        hu_to_unit,
+        mask_to_unit,
+    )
 
     image = hu_to_unit(torch.as_tensor(np.asarray(image_hu), dtype=torch.float32), window)
     mask = mask_to_unit(torch.as_tensor(np.asarray(mask)), "binary").float()
@@ -245,7 +248,9 @@ class SliceDataset(torch.utils.data.Dataset):
                     **kwargs) -> SliceDataset:  # fmt: skip
         """From packed pairs (N, S, S, S) in [-1, 1] (e.g. `PackedSet.arrays`), unpacked with
         `synthct.preprocess.unpack` under `cfg`; resolution defaults to S."""
-        from synthct.preprocess import unpack
+        from synthct.preprocess import (  # deferred: loads scipy
+            unpack,
+        )
 
         image_hu, mask = unpack(np.asarray(arrays), cfg)
         image, mask = halves_to_unit(image_hu, mask, cfg.hu_window)
@@ -256,7 +261,9 @@ class SliceDataset(torch.utils.data.Dataset):
     def from_workspace(cls, ws: Workspace, cfg: DataConfig, resolution: int | None = None,
                        split: str = "train", **kwargs) -> SliceDataset:  # fmt: skip
         """The slice view of the workspace's packed `split` (GAN training reads only "train")."""
-        from synthct.preprocess import load_packed
+        from synthct.preprocess import (  # deferred: loads scipy
+            load_packed,
+        )
 
         packed = load_packed(ws, cfg, split=split)
         return cls.from_packed(packed.arrays, cfg, resolution, case_ids=packed.case_ids, **kwargs)

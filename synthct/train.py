@@ -36,6 +36,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+from tqdm.auto import tqdm
 
 from synthct import checkpoint as ckpt
 from synthct import preprocess
@@ -412,8 +413,6 @@ def check_resumable(saved: dict, run_cfg: RunConfig, run_dir: Path) -> None:
 
 
 def _tqdm(start: int, total: int, run: str, rank: int):
-    from tqdm.auto import tqdm
-
     return tqdm(
         total=total,
         initial=start,

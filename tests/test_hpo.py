@@ -86,7 +86,7 @@ def test_run_hpo_trains_ranks_and_skips_done_runs(workspace, tmp_path, monkeypat
 
 
 def test_default_metric_hu_w1_matches_an_independent_computation(workspace, monkeypatch):
-    """hu_w1 on a 2-step tiny HA-GAN run equals W1 between HU values from contract-2 unpack."""
+    """hu_w1 on a 2-step tiny HA-GAN run equals W1 between HU values from `preprocess.unpack`."""
     import dataclasses
 
     import torch

@@ -14,9 +14,10 @@ from synthct.config import DataConfig
 from synthct.errors import ConfigError, WorkspaceError
 from synthct.io import Volume, save_volume, spacing_affine
 from synthct.metrics import evaluation as E
-from synthct.metrics import volume_sets as S
 from synthct.metrics.distances import compute_fid
-from synthct.metrics.features import build_random_extractor, select_part
+from synthct.metrics.encoder import build_random_extractor
+from synthct.preprocess import select_part
+from synthct.views import volume_sets as S
 
 CFG = DataConfig(size=16)
 

@@ -10,11 +10,13 @@ from synthct.errors import ConfigError
 from synthct.metrics import features as F
 from synthct.metrics.encoder import (
     DESCRIPTORS,
+    build_random_extractor,
     compute_descriptors,
     load_encoder,
     save_encoder,
     train_encoder,
 )
+from synthct.preprocess import select_part
 from synthct.runtime import file_sha256
 
 
@@ -90,9 +92,9 @@ def test_medicalnet_missing_and_unexpected_keys_are_listed(tmp_path):
 
 
 def test_random_extractor_hash_is_stable_and_seed_dependent():
-    a, b = F.build_random_extractor(device="cpu"), F.build_random_extractor(device="cpu")
+    a, b = build_random_extractor(device="cpu"), build_random_extractor(device="cpu")
     assert a.weights_sha256 == b.weights_sha256
-    assert F.build_random_extractor(seed=1, device="cpu").weights_sha256 != a.weights_sha256
+    assert build_random_extractor(seed=1, device="cpu").weights_sha256 != a.weights_sha256
     x = np.random.default_rng(0).uniform(-1, 1, (3, 1, 16, 16, 8))
     np.testing.assert_array_equal(a.extract(x), b.extract(x))
     with pytest.raises(ValueError, match=r"\[-1, 1\]"):
@@ -105,14 +107,14 @@ def test_select_part_z_and_interleave():
     p = np.zeros((2, 4, 4, 4), np.float32)
     p[..., :2] = -1.0
     p[..., 2:] = 1.0
-    assert (F.select_part(p, "image") == -1).all() and (F.select_part(p, "mask") == 1).all()
-    assert F.select_part(p, "pair").shape == (2, 1, 4, 4, 4)
+    assert (select_part(p, "image") == -1).all() and (select_part(p, "mask") == 1).all()
+    assert select_part(p, "pair").shape == (2, 1, 4, 4, 4)
     q = np.zeros((1, 4, 4, 4), np.float32)
     q[..., 0::2], q[..., 1::2] = -1.0, 1.0
-    assert (F.select_part(q, "image", "interleave") == -1).all()
-    assert (F.select_part(q, "mask", "interleave") == 1).all()
+    assert (select_part(q, "image", "interleave") == -1).all()
+    assert (select_part(q, "mask", "interleave") == 1).all()
     with pytest.raises(ConfigError):
-        F.select_part(p, "both")
+        select_part(p, "both")
 
 
 def test_descriptors_known_blob():

@@ -1,4 +1,4 @@
-"""Preprocessing: HU window, packing, crop, one-step resize, unpack (contract 2)."""
+"""Preprocessing: HU window, packing, crop, one-step resize, unpack."""
 
 from __future__ import annotations
 
@@ -197,7 +197,7 @@ def test_crop_without_body_falls_back_to_the_scan_centre():
 
 
 def test_every_hagan_slab_along_x_holds_image_and_mask(phantoms):
-    """Design §5: the packing axis (z) is orthogonal to HA-GAN's slab axis (x)."""
+    """The packing axis (z) is orthogonal to HA-GAN's slab axis (x)."""
     s = 32
     cfg = DataConfig(size=s)
     image, label = phantoms["CHUS-001"]

@@ -39,9 +39,9 @@ def _write_set(ws, name, images, masks, model, training_ids):
 def evaluated(tmp_path_factory):
     from synthct.datasets import ingest
     from synthct.metrics.evaluation import EvalConfig, run_evaluation
-    from synthct.metrics.volume_sets import load_real_set, real_hu_and_masks
     from synthct.phantom import write_phantom_set
     from synthct.preprocess import preprocess_workspace
+    from synthct.views.volume_sets import load_real_set, real_hu_and_masks
     from synthct.workspace import Workspace
 
     root = tmp_path_factory.mktemp("protocol")

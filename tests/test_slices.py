@@ -32,7 +32,7 @@ def halves(n: int = 3, seed: int = 0, tumour_slices: tuple[int, ...] = (2, 3)):
 
 
 def pack_by_contract(image: torch.Tensor, mask: torch.Tensor, packing: str) -> np.ndarray:
-    """Contract 2 layout, written out independently of synthct.preprocess."""
+    """The packed layout, written out independently of synthct.preprocess."""
     n, s = image.shape[0], image.shape[1]
     packed = torch.empty(n, s, s, s)
     if packing == "z":

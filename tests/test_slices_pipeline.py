@@ -187,7 +187,7 @@ def test_slice_evaluation_fid_is_the_mean_over_rounds_of_one_slice_per_case(pack
     from synthct.metrics.distances import compute_fid
     from synthct.metrics.features import build_random_slice_extractor
     from synthct.metrics.slice_level import volume_case_slices
-    from synthct.metrics.volume_sets import load_real_set
+    from synthct.views.volume_sets import load_real_set
 
     (folder, saved), _ = slice_evals
     cfg = DataConfig(size=S)
@@ -243,7 +243,7 @@ def test_identical_real_slices_give_fid_zero_and_max_slices_caps(packed_ws):  # 
     from synthct.metrics.features import build_random_slice_extractor
     from synthct.metrics.resampling import round_mean
     from synthct.metrics.slice_level import volume_case_slices, volume_slices
-    from synthct.metrics.volume_sets import load_real_set
+    from synthct.views.volume_sets import load_real_set
 
     cfg = DataConfig(size=S)
     real = load_real_set(packed_ws, cfg, "all")
@@ -294,7 +294,7 @@ def test_tumour_mix_comes_from_the_run_or_the_option(packed_ws, slice_evals):  #
     assert mix(recorded, "auto") == (0.5, "datacard")
     # real slices drawn on a 0.5 mix show tumour far more often than on the natural one
     from synthct.metrics.slice_level import volume_case_slices
-    from synthct.metrics.volume_sets import load_real_set
+    from synthct.views.volume_sets import load_real_set
 
     real = load_real_set(packed_ws, DataConfig(size=S), "all")
     natural = volume_case_slices(real, DataConfig(size=S), S, 4, None, 0).tumour_fraction

@@ -1,13 +1,12 @@
 """`synthct study …` end to end on a tiny workspace: create, invite, rate, list, stats, export,
 revoke. The packed test split is provided through `synthct.preprocess`'s interface
-(`load_packed`, `unpack`) by a stand-in module, so this test does not depend on the
+(`load_packed`, `unpack`, as the study builder imports them) by stand-ins, so this test does not depend on the
 preprocessing pipeline."""
 
 from __future__ import annotations
 
 import csv
 import json
-import sys
 import types
 from urllib.parse import parse_qs, urlparse
 
@@ -17,6 +16,7 @@ from typer.testing import CliRunner
 from synthct.cli import app
 from synthct.config import DataConfig, to_dict
 from synthct.io import Volume, save_volume, spacing_affine
+from synthct.vtt import design
 from synthct.workspace import atomic_write_json
 
 S = 16
@@ -70,7 +70,9 @@ def _synthetic_set(ws, name="syn-a", n=4):
 
 def test_study_commands_end_to_end(workspace, monkeypatch):
     seen: list = []
-    monkeypatch.setitem(sys.modules, "synthct.preprocess", _fake_preprocess(workspace.root, seen))
+    fake = _fake_preprocess(workspace.root, seen)
+    monkeypatch.setattr(design, "load_packed", fake.load_packed)  # what the study builder reads
+    monkeypatch.setattr(design, "unpack", fake.unpack)
     _synthetic_set(workspace)
     runner = CliRunner()
     w = ["--workspace", str(workspace.root)]

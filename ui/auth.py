@@ -16,17 +16,21 @@ import math
 import streamlit as st
 
 from db.session import session_scope
-from ui.state import engine
+from synthct.access import (
+    configured_password_hash,
+    is_loopback_address,
+    new_session_key,
+    record_failed_sign_in,
+    record_successful_sign_in,
+    sign_in_wait,
+    verify_password,
+)
+from synthct.vtt.flow import rater_for_token
+from ui.serve import configured_address, secrets_map
+from ui.state import engine, workspace
 
 RATER, RESEARCHER, INVALID, LOGIN = "rater", "researcher", "invalid", "login"
 LOCAL_ONLY = "local-only"  # a researcher page asked for from another machine, with no password
-
-
-def secrets_map():
-    try:
-        return dict(st.secrets)
-    except Exception:  # no secrets.toml
-        return {}
 
 
 def current_token() -> str | None:
@@ -38,8 +42,6 @@ def current_token() -> str | None:
 
 def resolve_role() -> str:
     """Decide this session's role for this run and store it in `st.session_state['role']`."""
-    from synthct.access import configured_password_hash
-
     st.session_state.pop("role", None)  # an error while resolving leaves no stale role
     token = current_token()
     if token:
@@ -59,16 +61,12 @@ def local_client() -> bool:
     (uvicorn's default), so a password-less app behind a reverse proxy still serves researcher
     pages to this machine only. No connection (AppTest) counts as local.
     """
-    from synthct.access import is_loopback_address
-
     ip = st.context.ip_address
     return ip is None or is_loopback_address(ip)
 
 
 def rater_id_for(token: str) -> int | None:
     """The rater's id for a valid, unrevoked token, else None."""
-    from synthct.vtt.flow import rater_for_token
-
     with session_scope(engine()) as s:
         rater = rater_for_token(s, token)
         return None if rater is None else rater.id
@@ -76,10 +74,6 @@ def rater_id_for(token: str) -> int | None:
 
 def open_access_note() -> None:
     """The visible note on an open (password-less) researcher app: it serves this machine only."""
-    from synthct.access import configured_password_hash
-    from ui.serve import configured_address
-    from ui.state import workspace
-
     if not configured_password_hash(secrets_map()):
         st.caption(
             f":material/lock_open: Open access for this machine only: no researcher password is "
@@ -109,7 +103,7 @@ def require_researcher() -> None:
 
 def _hand_over_to_router() -> None:
     try:
-        from streamlit.runtime.pages_manager import PagesManager
+        from streamlit.runtime.pages_manager import PagesManager  # optional dependency
     except ImportError:  # a Streamlit without the v1 pages/ discovery
         return
     if PagesManager.uses_pages_directory:
@@ -137,15 +131,6 @@ def local_only_page() -> None:
 
 def login_page() -> None:
     """The researcher sign-in form, with the back-off of `synthct.access` (database-backed)."""
-    from synthct.access import (
-        configured_password_hash,
-        new_session_key,
-        record_failed_sign_in,
-        record_successful_sign_in,
-        sign_in_wait,
-        verify_password,
-    )
-
     st.title("synthct — sign in")
     box = st.columns([2, 3])[0]  # a password field of a sensible width in the wide layout
     with box.form("login", clear_on_submit=True):  # the password never stays in the page

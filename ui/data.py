@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import streamlit as st
@@ -35,8 +35,12 @@ class Case:
 def sources(ws: Workspace) -> list[Source]:
     out: list[Source] = []
     if ws.splits.exists():
-        from synthct.datasets import load_splits
-        from synthct.preprocess import list_packed
+        from synthct.datasets import (  # deferred: loads scipy
+            load_splits,
+        )
+        from synthct.preprocess import (  # deferred: loads scipy
+            list_packed,
+        )
 
         present = [s for s in SPLITS if s in set(load_splits(ws).values())]
         for _, cfg in list_packed(ws):  # the real cases on the grid the GAN learns from
@@ -51,10 +55,12 @@ def sources(ws: Workspace) -> list[Source]:
 
 def case_ids(ws: Workspace, source: Source) -> list[str]:
     if source.kind in ("real", "packed"):
-        from synthct.datasets import cases_in_split
+        from synthct.datasets import (  # deferred: loads scipy
+            cases_in_split,
+        )
 
         return [r.case_id for r in cases_in_split(ws, source.key.split("@")[0])]
-    from synthct.sets import read_datacard
+    from synthct.sets import read_datacard  # deferred: loads scipy
 
     return [c.case_id for c in read_datacard(ws.synthetic_dir(source.key)).cases]
 
@@ -64,7 +70,10 @@ def load_case(root: str, kind: str, key: str, case_id: str) -> Case:
     """One case as arrays (cached per process; at most 8 volumes are kept)."""
     ws = Workspace.resolve(root)
     if kind == "packed":
-        from synthct.preprocess import list_packed, load_packed_case
+        from synthct.preprocess import (  # deferred: loads scipy
+            list_packed,
+            load_packed_case,
+        )
 
         split, size = key.split("@")
         cfg = next(c for _, c in list_packed(ws) if c.size == int(size))
@@ -72,8 +81,10 @@ def load_case(root: str, kind: str, key: str, case_id: str) -> Case:
         meta = {"case id": case_id, "split": split, "grid": f"preprocessed S={size}"}
         return _with_volume_meta(Case(image_hu, mask, spacing, meta, tuple(cfg.hu_window)))
     if kind == "real":
-        from synthct.datasets import cases_in_split
-        from synthct.io import load_volume
+        from synthct.datasets import (  # deferred: loads scipy
+            cases_in_split,
+        )
+        from synthct.io import load_volume  # deferred: loads scipy
 
         rec = next(r for r in cases_in_split(ws, key) if r.case_id == case_id)
         image = load_volume(rec.image)
@@ -87,9 +98,10 @@ def load_case(root: str, kind: str, key: str, case_id: str) -> Case:
             "file": rec.image,
         }
     else:
-        from dataclasses import asdict
-
-        from synthct.sets import load_synthetic_pair, read_datacard
+        from synthct.sets import (  # deferred: loads scipy
+            load_synthetic_pair,
+            read_datacard,
+        )
 
         set_dir = ws.synthetic_dir(key)
         image, mask = load_synthetic_pair(set_dir, case_id)

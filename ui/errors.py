@@ -16,6 +16,8 @@ from collections.abc import Callable
 
 import streamlit as st
 
+from ui.auth import RESEARCHER
+
 LOG = logging.getLogger("synthct.app")
 if not LOG.handlers:  # `streamlit run` configures only Streamlit's own loggers
     _handler = logging.StreamHandler()
@@ -33,8 +35,6 @@ def report(exc: BaseException, what: str = "unexpected error") -> str:
 
 def show_unexpected(exc: Exception) -> str:
     """Report `exc`; show the details to a researcher, one sentence to anyone else."""
-    from ui.auth import RESEARCHER
-
     ref = report(exc)
     if st.session_state.get("role") == RESEARCHER:
         st.error(f"Something went wrong (reference `{ref}`; the server log has the same details).")

@@ -11,11 +11,20 @@ from __future__ import annotations
 
 import sys
 
+import streamlit as st
 from streamlit import config
 
 from synthct.access import configured_password_hash, exposure_refusal
 
 EXIT_REFUSED = 2
+
+
+def secrets_map() -> dict:
+    """The app's secrets (.streamlit/secrets.toml) as a dict; empty when there are none."""
+    try:
+        return dict(st.secrets)
+    except Exception:  # no secrets.toml
+        return {}
 
 
 def configured_address() -> str | None:
@@ -24,8 +33,6 @@ def configured_address() -> str | None:
 
 
 def password_configured() -> bool:
-    from ui.auth import secrets_map
-
     return configured_password_hash(secrets_map()) is not None
 
 

@@ -23,6 +23,7 @@ import streamlit.components.v1 as components
 
 from synthct.display import PLANES, WINDOWS, Window, n_slices, render_slice, slice_with_most_mask
 from synthct.io import Volume, encode_png, spacing_affine, volume_to_nifti_bytes
+from ui.data import load_case
 
 FRONTEND = Path(__file__).resolve().parent / "frontend"
 _niivue_component = components.declare_component("niivue_viewer", path=str(FRONTEND))
@@ -187,8 +188,6 @@ def slice_viewer(
 @st.cache_resource(max_entries=6, show_spinner="Preparing the volume for the viewer…")
 def viewer_case(root: str, kind: str, key: str, case_id: str, title: str) -> ViewerCase:
     """A workspace case as a `ViewerCase` (cached per process; at most 6 are kept)."""
-    from ui.data import load_case
-
     case = load_case(root, kind, key, case_id)
     image, mask = case_nifti(case.image_hu, case.mask, case.spacing)
     start = start_voxel(case.image_hu.shape, case.mask)

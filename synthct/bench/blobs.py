@@ -14,8 +14,8 @@ import numpy as np
 
 from synthct.config import DataConfig, to_dict
 from synthct.io import Volume, save_volume, spacing_affine
-from synthct.metrics.volume_sets import VolumeSet, to_packed
 from synthct.runtime import case_ids_hash
+from synthct.views.volume_sets import VolumeSet, to_packed
 from synthct.workspace import Workspace, atomic_write_json
 
 

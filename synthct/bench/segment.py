@@ -23,6 +23,43 @@ from synthct.segment.fold_training import train_step
 from synthct.segment.normalise import Normalisation, apply
 
 
+def _random_cases(shape, n: int) -> list[SegCase]:
+    """`n` cases of random HU noise sharing one box "tumour" (seeded)."""
+    rng = np.random.default_rng(0)
+    label = np.zeros(shape, np.uint8)
+    label[tuple(slice(s // 3, s // 2) for s in shape)] = 1
+    return [
+        SegCase(
+            f"B-{i:04d}",
+            rng.normal(40.0, 300.0, shape).astype(np.float32),
+            label,
+            "real",
+            "B",
+            (1.5,) * 3,
+        )  # fmt: skip
+        for i in range(n)
+    ]
+
+
+def _time_steps(model, loader, steps: int, dev, loss_fn, opt, scaler, precision) -> list[float]:
+    """Seconds of each of `steps` training steps after one untimed warm-up step (allocation,
+    cuDNN autotuning), cycling through `loader`."""
+    batches = itertools.chain.from_iterable(itertools.repeat(loader))
+    times = []
+    model.train()
+    for i in range(steps + 1):
+        image, lab = next(batches)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        train_step(model, image.to(dev), lab.to(dev), loss_fn, opt, scaler, precision)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        if i > 0:
+            times.append(time.perf_counter() - t)
+    return times
+
+
 def benchmark_epoch(
     size: int,
     cases: int,
@@ -47,21 +84,7 @@ def benchmark_epoch(
     )
     dev = recipe.select_device(device)
     precision = recipe.resolve_precision(cfg, dev)
-    rng = np.random.default_rng(0)
-    shape = cfg.volume_shape
-    label = np.zeros(shape, np.uint8)
-    label[tuple(slice(s // 3, s // 2) for s in shape)] = 1  # one box "tumour" shared by all
-    data = [
-        SegCase(
-            f"B-{i:04d}",
-            rng.normal(40.0, 300.0, shape).astype(np.float32),  # HU
-            label,
-            "real",
-            "B",
-            (1.5,) * 3,
-        )
-        for i in range(cases)
-    ]
+    data = _random_cases(cfg.volume_shape, cases)
     norm = Normalisation("auto3dseg-ct", -100.0, 300.0)  # the recipe's transform, fixed bounds
     torch.manual_seed(0)
     model = recipe.build_network(cfg).to(dev)
@@ -77,19 +100,7 @@ def benchmark_epoch(
     )
     per_epoch = math.ceil(cases / batch_size)
     steps = min(steps or per_epoch, per_epoch)
-    batches = itertools.chain.from_iterable(itertools.repeat(loader))
-    times = []
-    model.train()
-    for i in range(steps + 1):  # step 0 is a warm-up (allocation, cuDNN autotuning), not timed
-        image, lab = next(batches)
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        train_step(model, image.to(dev), lab.to(dev), loss_fn, opt, scaler, precision)
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        if i > 0:
-            times.append(time.perf_counter() - t)
+    times = _time_steps(model, loader, steps, dev, loss_fn, opt, scaler, precision)
     step_s = float(np.mean(times)) if times else float("nan")
 
     image = apply(norm, data[0].image_hu[None, None]).to(dev)

@@ -167,7 +167,7 @@ def bench_segment(
     Tiny CPU config: defaults. Thesis GPU config: --size 128 --cases 419 --init-filters 32
     --steps 30 --workers 8.
     """
-    import torch
+    import torch  # deferred: loads torch
 
     from synthct.bench import segment  # imports torch and MONAI
 
@@ -222,7 +222,7 @@ def bench_train(
     threads: Annotated[int | None, Opt(help="torch CPU threads (default: torch's choice).")] = None,
 ) -> None:
     """Iterations/s, peak memory, TFLOP/s and MFU of training iterations."""
-    import torch
+    import torch  # deferred: loads torch
 
     from synthct.bench import train  # imports torch
 

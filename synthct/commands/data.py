@@ -22,7 +22,9 @@ def phantom(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out folder.")] = False,
 ) -> None:
     """Write procedural head-and-neck CT + tumour-mask phantoms (imagesTr/, labelsTr/)."""
-    from synthct.phantom import write_phantom_set
+    from synthct.phantom import (  # deferred: loads scipy
+        write_phantom_set,
+    )
 
     paths = write_phantom_set(out, n=n, seed=seed, scale=scale, progress=True, overwrite=overwrite)
     typer.echo(f"wrote {len(paths)} cases to {Path(out).resolve()}")
@@ -58,7 +60,11 @@ def ingest(
 
     Exit status 0 when at least one case is usable (accepted or fixed), 1 otherwise.
     """
-    from synthct.datasets import REJECTED, SPLITS, ingest_report
+    from synthct.datasets import (  # deferred: loads scipy
+        REJECTED,
+        SPLITS,
+        ingest_report,
+    )
 
     if test_fraction + val_fraction + gan_fraction >= 1:
         raise typer.BadParameter(

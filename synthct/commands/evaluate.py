@@ -8,6 +8,9 @@ from typing import Annotated
 import typer
 
 from synthct.commands._common import WorkspaceOpt, echo_json, workspace
+from synthct.config import DataConfig
+from synthct.errors import ConfigError
+from synthct.runtime import file_sha256
 
 eval_app = typer.Typer(help="Evaluation helpers (feature encoders).", no_args_is_help=True)
 
@@ -72,8 +75,13 @@ def evaluate(
     --level slice (forced for 2D sets): FID/KID/PRDC, classifier-IS and t-SNE on axial slice
     pairs with a 2D feature extractor, for 2D and 3D sets alike: k slices per case, metrics
     averaged over k rounds of one slice per case, CIs by case (docs/metrics.md)."""
-    from synthct.metrics.evaluation import EvalConfig, run_evaluation
-    from synthct.metrics.results import summarise
+    from synthct.metrics.evaluation import (  # deferred: loads pandas, scipy, torch
+        EvalConfig,
+        run_evaluation,
+    )
+    from synthct.metrics.results import (  # deferred: loads scipy, torch
+        summarise,
+    )
 
     opts = EvalConfig(
         synthetic=synthetic,
@@ -110,17 +118,22 @@ def train_encoder(
     workspace_path: WorkspaceOpt = None,
 ) -> None:
     """Train (or find cached) the offline default feature encoder on the real train split."""
-    from synthct.config import DataConfig
-    from synthct.errors import ConfigError
-    from synthct.metrics.evaluation import data_config_of, ensure_default_encoder
-    from synthct.metrics.features import PARTS, file_sha256
+    from synthct.metrics.evaluation import (  # deferred: loads pandas, scipy, torch
+        data_config_of,
+        ensure_default_encoder,
+    )
+    from synthct.preprocess import (  # deferred: loads scipy
+        PARTS,
+    )
 
     if part not in PARTS:
         raise ConfigError(f"--part must be one of {PARTS}, got {part!r}")
     ws = workspace(workspace_path)
     cfg = DataConfig(size=size)
     if synthetic:
-        from synthct.sets import read_datacard
+        from synthct.sets import (  # deferred: loads scipy
+            read_datacard,
+        )
 
         set_dir = ws.synthetic_dir(synthetic)
         cfg = data_config_of(read_datacard(set_dir, cases=False), str(set_dir / "datacard.json"))

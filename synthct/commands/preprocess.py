@@ -7,15 +7,13 @@ from typing import Annotated
 import typer
 
 from synthct.commands._common import WorkspaceOpt, workspace
-from synthct.config import HU_WINDOW
+from synthct.config import HU_WINDOW, DataConfig
 from synthct.errors import ConfigError
 
 SPLITS = ("all", "train", "val", "test")
 
 
 def _data_config(size, spacing, hu_window, packing, mask, crop):
-    from synthct.config import DataConfig
-
     try:
         return DataConfig(
             size=size,
@@ -48,7 +46,9 @@ def preprocess_cmd(
     ws: WorkspaceOpt = None,
 ) -> None:
     """Crop, resample, window and pack the workspace's cases into WS/data/packed/."""
-    from synthct.preprocess import preprocess_workspace
+    from synthct.preprocess import (  # deferred: loads scipy
+        preprocess_workspace,
+    )
 
     if split not in SPLITS:
         raise ConfigError(f"--split {split!r} is not valid: expected one of {list(SPLITS)}")

@@ -13,7 +13,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from db.session import engine_for, session_scope
+from synthct.access import password_configured_outside_app
 from synthct.commands._common import WorkspaceOpt, echo_json, workspace
+from synthct.vtt.flow import invite, revoke
 from synthct.workspace import atomic_write_text
 
 if TYPE_CHECKING:
@@ -28,8 +31,6 @@ StudyArg = Annotated[str, typer.Argument(help="Study name.")]
 
 def _engine(ws):
     """The database of workspace `ws` (or $SYNTHCT_DATABASE_URL), as the app sees it."""
-    from db.session import engine_for
-
     return engine_for(ws.database)
 
 
@@ -56,9 +57,12 @@ def create(
     ws_path: WorkspaceOpt = None,
 ) -> None:
     """Pick, render and seal a study (real: test split; synthetic: SET)."""
-    from db.session import session_scope
-    from synthct.vtt.design import create_study_from_workspace
-    from synthct.vtt.render import RenderConfig
+    from synthct.vtt.design import (  # deferred: loads scipy
+        create_study_from_workspace,
+    )
+    from synthct.vtt.render import (  # deferred: loads scipy
+        RenderConfig,
+    )
 
     ws = workspace(ws_path).ensure()
     params = RenderConfig(
@@ -94,10 +98,6 @@ def invite_cmd(
 
     The link works in any browser, any number of times, until `synthct study revoke`.
     """
-    from db.session import session_scope
-    from synthct.access import password_configured_outside_app
-    from synthct.vtt.flow import invite
-
     with session_scope(_engine(workspace(ws_path))) as s:
         inv = invite(s, study, name, base_url=base_url)
     typer.echo(inv.link)
@@ -123,9 +123,6 @@ def revoke_cmd(
     ws_path: WorkspaceOpt = None,
 ) -> None:
     """Revoke a rater's invite link (answers already given are kept)."""
-    from db.session import session_scope
-    from synthct.vtt.flow import revoke
-
     with session_scope(_engine(workspace(ws_path))) as s:
         revoke(s, study, name)
     typer.echo(f"revoked {name!r} in study {study!r}")
@@ -137,8 +134,9 @@ def list_cmd(
     ws_path: WorkspaceOpt = None,
 ) -> None:
     """Studies with their numbers of cases, raters and ratings."""
-    from db.session import session_scope
-    from synthct.vtt.results import study_overviews
+    from synthct.vtt.results import (  # deferred: loads pandas, scipy
+        study_overviews,
+    )
 
     with session_scope(_engine(workspace(ws_path))) as s:
         studies = study_overviews(s, with_progress=True)
@@ -167,8 +165,9 @@ def stats_cmd(
     ws_path: WorkspaceOpt = None,
 ) -> None:
     """Results for researchers: means per rater (thesis Tables 5.17/5.18), AUC, tests, agreement."""
-    from db.session import session_scope
-    from synthct.vtt.results import study_ratings
+    from synthct.vtt.results import (  # deferred: loads pandas, scipy
+        study_ratings,
+    )
 
     ws = workspace(ws_path)
     with session_scope(_engine(ws)) as s:
@@ -237,8 +236,9 @@ def export_cmd(
 
     Text cells a spreadsheet would run as a formula (=, +, -, @, tab, CR first) are written
     with a leading ' (see synthct/csvsafe.py)."""
-    from db.session import session_scope
-    from synthct.vtt.results import study_ratings
+    from synthct.vtt.results import (  # deferred: loads pandas, scipy
+        study_ratings,
+    )
 
     ws = workspace(ws_path)
     path = ws.confine(out)

@@ -76,7 +76,7 @@ def find_msssim(metrics: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
 
 def msssim(a: np.ndarray, b: np.ndarray, data_range: float = 2.0) -> np.ndarray:
     """MS-SSIM of paired volumes a, b (B, X, Y, Z) or (B, 1, X, Y, Z) -> (B,)."""
-    from monai.metrics import MultiScaleSSIMMetric
+    from monai.metrics import MultiScaleSSIMMetric  # deferred: loads monai
 
     ta = torch.as_tensor(np.asarray(a), dtype=torch.float32)
     tb = torch.as_tensor(np.asarray(b), dtype=torch.float32)

@@ -22,8 +22,8 @@ def compute_embedding(
     Returns a DataFrame with one row per input point, in input order:
     id, group, tsne_x, tsne_y, pca_x, pca_y.
     """
-    from sklearn.decomposition import PCA
-    from sklearn.manifold import TSNE
+    from sklearn.decomposition import PCA  # deferred: loads sklearn
+    from sklearn.manifold import TSNE  # deferred: loads sklearn
 
     x = np.asarray(features, dtype=np.float64)
     n = len(x)

@@ -33,7 +33,15 @@ from torch.nn import functional as F
 
 from synthct.config import HU_WINDOW
 from synthct.errors import WorkspaceError
-from synthct.metrics.features import FeatureExtractor, select_part
+from synthct.metrics.features import (
+    RANDOM_SEED,
+    SLICE_ENCODER_VERSION,
+    SLICE_PART_CHANNELS,
+    FeatureExtractor,
+    SmallEncoder2D,
+    state_dict_sha256,
+)
+from synthct.preprocess import hu_to_unit, select_part
 from synthct.runtime import file_sha256, load_weights, pick_device, save_weights
 from synthct.workspace import Workspace
 
@@ -82,6 +90,23 @@ class SmallEncoder3D(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         f = self.features(x)
         return self.centre_head(f), self.aux_head(f)
+
+
+def build_random_extractor(seed: int = RANDOM_SEED, device=None) -> FeatureExtractor:
+    """The small encoder architecture with fixed-seed random weights (sanity baseline)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = SmallEncoder3D(n_classes=1, n_aux=1)
+    return FeatureExtractor(
+        net,
+        name="random",
+        version=f"{ENCODER_VERSION}-seed{seed}",
+        weights_sha256=state_dict_sha256(net.state_dict()),
+        dim=net.dim,
+        input_note="packed part in [-1, 1], random weights (no training)",
+        features_fn=lambda m, x: m.features(x),
+        device=device,
+    )
 
 
 def compute_descriptors(
@@ -178,8 +203,6 @@ def train_encoder(
 
 def _body_level(hu_window: tuple[float, float]) -> float:
     """HU -500 (the body threshold) in the packed [-1, 1] units of `hu_window`."""
-    from synthct.preprocess import hu_to_unit
-
     return float(hu_to_unit(np.float64(-500.0), hu_window))
 
 
@@ -286,8 +309,6 @@ def train_slice_encoder(
 ) -> tuple[dict, dict]:
     """Train `SmallEncoder2D` on real slice pairs (N, 2, R, R) with the centre of each slice's
     case as label, plus the `SLICE_DESCRIPTORS` regression; returns (state_dict, meta)."""
-    from synthct.metrics.features import SLICE_ENCODER_VERSION, SLICE_PART_CHANNELS, SmallEncoder2D
-
     if len(pairs) < 2:
         raise WorkspaceError(f"slice encoder training needs >= 2 slices, got {len(pairs)}")
     dev = pick_device(device)

@@ -31,27 +31,39 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from tqdm import tqdm
 
+from synthct import __version__
+from synthct.checkpoint import load_generator
 from synthct.config import DataConfig, to_dict
+from synthct.csvsafe import to_csv_text
 from synthct.errors import ConfigError, WorkspaceError
 from synthct.metrics import distances as dist
+from synthct.metrics import encoder as enc
 from synthct.metrics.distance_block import (  # re-exported: callers and tests use evaluation.*
     _classifier_is,
     distance_metrics,
 )
-from synthct.metrics.features import PARTS, FeatureExtractor, select_part
+from synthct.metrics.diversity import msssim_config, pairwise_msssim
+from synthct.metrics.embedding import compute_embedding
+from synthct.metrics.features import FeatureExtractor, load_medicalnet
+from synthct.metrics.privacy import dcr_report, gallery, voxel_vectors
 from synthct.metrics.results import record_in_datacard
 from synthct.metrics.slice_level import run_slice_evaluation
-from synthct.metrics.volume_sets import (  # re-exported: callers and tests use evaluation.*
+from synthct.metrics.statistics import case_statistics, compare_sets, hu_histogram
+from synthct.preprocess import PARTS, select_part
+from synthct.runtime import case_ids_hash, pick_device
+from synthct.sets import read_datacard
+from synthct.slices import parse_tumour_mix
+from synthct.views import view_class
+from synthct.views.volume_sets import (  # re-exported: callers and tests use evaluation.*
     VolumeSet,
     data_config_of,
     load_real_set,
     load_synthetic_set,
     real_hu_and_masks,
 )
-from synthct.runtime import case_ids_hash, pick_device
-from synthct.views import view_class
 from synthct.workspace import (
     Workspace,
     atomic_dir,
@@ -108,8 +120,6 @@ class EvalConfig:
             )
         if self.slices_per_case < 1:
             raise ConfigError(f"--slices-per-case must be >= 1, got {self.slices_per_case}")
-        from synthct.slices import parse_tumour_mix
-
         try:
             parse_tumour_mix(self.tumour_mix)
         except ValueError as e:
@@ -132,8 +142,6 @@ def ensure_default_encoder(
     epochs None: reuse the newest cached encoder for this key whatever its epochs/seed, else
     train `DEFAULT_EPOCHS`. An explicit `epochs` (or `force`) asks for exactly that training.
     """
-    from synthct.metrics import encoder as enc
-
     train = train if train is not None else load_real_set(ws, cfg, "train")
     key = enc.encoder_key(cfg.size, part, cfg.packing, cfg.hu_window, case_ids_hash(train.ids))
     if epochs is None and not force:
@@ -172,18 +180,14 @@ def get_extractor(
     progress: bool = True,
 ) -> FeatureExtractor:
     """Build the named feature extractor ("default" trains/loads the workspace encoder)."""
-    from synthct.metrics import features
-
     if name == "medicalnet":
         if not weights:
             raise ConfigError("--extractor medicalnet needs --weights PATH")
-        return features.load_medicalnet(weights)
+        return load_medicalnet(weights)
     if name == "random":
-        return features.build_random_extractor()
+        return enc.build_random_extractor()
     if name == "default":
-        from synthct.metrics.encoder import load_encoder
-
-        return load_encoder(
+        return enc.load_encoder(
             ensure_default_encoder(ws, cfg, part, epochs, seed, train, progress=progress)
         )
     raise ConfigError(f"extractor must be one of {EXTRACTORS}, got {name!r}")
@@ -198,43 +202,26 @@ def _extract(
 
 
 def _csv(path: Path, df: pd.DataFrame) -> None:
-    from synthct.csvsafe import to_csv_text  # case ids cannot become spreadsheet formulas
-
+    """Atomic CSV whose text cells cannot become spreadsheet formulas."""
     atomic_write_text(path, to_csv_text(df))
 
 
 # -- the command ---------------------------------------------------------------------------------
-def run_evaluation(
-    ws: Workspace,
-    opts: EvalConfig,
-    progress: bool = True,
-    real_loader: Callable[[Workspace, DataConfig, str], VolumeSet] | None = None,
-) -> tuple[Path, dict]:
-    """Evaluate synthetic set `opts.synthetic`; returns (eval folder, metrics dict).
+@dataclass
+class _Sets:
+    """The volumes one evaluation compares (all packed pairs in [-1, 1])."""
 
-    `real_loader(ws, cfg, split)` supplies real packed pairs (default `load_real_set`).
-    """
-    load_real = real_loader or load_real_set
-    from synthct.metrics.diversity import msssim_config, pairwise_msssim
-    from synthct.metrics.embedding import compute_embedding
-    from synthct.metrics.privacy import dcr_report, gallery, voxel_vectors
-    from synthct.metrics.statistics import case_statistics, compare_sets, hu_histogram
-    from synthct.sets import read_datacard
+    syn: VolumeSet
+    syn_hu: np.ndarray  # synthetic HU images and masks as read from the set's files
+    syn_masks: np.ndarray
+    real: VolumeSet  # the real split compared against
+    train_all: VolumeSet  # the whole real training split (the default encoder trains on it)
+    train: VolumeSet  # the cases the generator was trained on (privacy reference)
+    holdout: VolumeSet  # real cases of the split the generator never saw
+    overlap: int  # real-split cases that are also training cases
 
-    set_dir = ws.synthetic_dir(opts.synthetic)
-    if not set_dir.is_dir():
-        raise WorkspaceError(f"synthetic set {opts.synthetic!r} not found in {ws.synthetic}")
-    card = read_datacard(set_dir, cases=False)
-    cfg = data_config_of(card, str(set_dir / "datacard.json"))
-    view = view_class(card.model.data_view)
-    if view.evaluation_level == "slice" and opts.level == "volume":
-        raise ConfigError(
-            f"synthetic set {opts.synthetic!r} holds 2D slices ({card.model.kind}): "
-            "it can only be evaluated with --level slice"
-        )
-    if (opts.level or view.evaluation_level) == "slice":
-        return run_slice_evaluation(ws, opts, set_dir, card, cfg, load_real, progress)
 
+def _load_sets(ws, opts, set_dir, card, cfg, load_real, progress) -> _Sets:
     syn, syn_hu, syn_masks = load_synthetic_set(set_dir, cfg, opts.n, opts.seed, progress)
     real = load_real(ws, cfg, opts.real)
     if len(real.ids) < 4:
@@ -245,98 +232,82 @@ def run_evaluation(
     train = train_all.subset([i for i, c in enumerate(train_all.ids) if c in trained_on])
     holdout = real.subset([i for i, c in enumerate(real.ids) if c not in trained_on])
     overlap = len(real.ids) - len(holdout.ids)
+    return _Sets(syn, syn_hu, syn_masks, real, train_all, train, holdout, overlap)
 
-    fx = get_extractor(
-        ws,
-        cfg,
-        opts.extractor,
-        opts.part,
-        opts.weights,
-        train_all,
-        opts.encoder_epochs,
-        opts.seed,
-        progress,
-    )
-    info = fx.describe()
-    f_syn = _extract(fx, syn, opts.part, cfg.packing, "synthetic", progress)
-    f_real = _extract(fx, real, opts.part, cfg.packing, f"real-{opts.real}", progress)
-    f_train = _extract(fx, train, opts.part, cfg.packing, "real-train", progress)
 
-    metrics = distance_metrics(f_real, f_syn, info, opts)
-    part_vols = {
-        "synthetic": select_part(syn.arrays, opts.part, cfg.packing),
-        "real": select_part(real.arrays, opts.part, cfg.packing),
-    }
-    metrics["classifier_is"] = _classifier_is(fx, part_vols, progress, opts.seed)
-    ms = msssim_config(part_vols["real"].shape[2:])
-    metrics[ms.pop("key")] = {
-        **ms,
-        **{k: pairwise_msssim(v, opts.msssim_pairs, opts.seed) for k, v in part_vols.items()},
-        "note": "mean pairwise MS-SSIM within each set; higher = less diverse",
-    }
-
-    # privacy: synthetic -> GAN training cases vs held-out real -> training cases
-    privacy: dict[str, Any] = {"overlap_real_split_with_training": overlap}
-    tables = []
-    if len(holdout.ids) and len(train.ids):
-        spaces = {
-            "feature": (
-                f_syn,
-                f_train,
-                _extract(fx, holdout, opts.part, cfg.packing, "holdout", False),
-            ),
-            "voxel": tuple(
-                voxel_vectors(select_part(v.arrays, opts.part, cfg.packing))
-                for v in (syn, train, holdout)
-            ),
-        }
-        for space, (a, b, c) in spaces.items():
-            summ, tab = dcr_report(a, b, c, syn.ids, train.ids, holdout.ids, opts.dcr_quantile)
-            privacy[space] = summ
-            tables.append(tab.assign(space=space))
-        privacy["gallery"] = gallery(tables[1])
-        privacy["gallery_space"] = (
-            "voxel (RMS difference of [-1, 1] volumes, block-averaged to <= 32^3)"
-        )
-    else:
+def _privacy(fx, f_syn, f_train, sets: _Sets, opts, packing: str) -> tuple[dict, list]:
+    """Synthetic -> generator training cases vs held-out real -> training cases (DCR)."""
+    privacy: dict[str, Any] = {"overlap_real_split_with_training": sets.overlap}
+    tables: list[pd.DataFrame] = []
+    syn, train, holdout = sets.syn, sets.train, sets.holdout
+    if not (len(holdout.ids) and len(train.ids)):
         privacy["skipped"] = "no held-out real cases outside the GAN's training cases in this split"
-    metrics["privacy"] = privacy
+        return privacy, tables
+    spaces = {
+        "feature": (f_syn, f_train, _extract(fx, holdout, opts.part, packing, "holdout", False)),
+        "voxel": tuple(
+            voxel_vectors(select_part(v.arrays, opts.part, packing)) for v in (syn, train, holdout)
+        ),
+    }
+    for space, (a, b, c) in spaces.items():
+        summ, tab = dcr_report(a, b, c, syn.ids, train.ids, holdout.ids, opts.dcr_quantile)
+        privacy[space] = summ
+        tables.append(tab.assign(space=space))
+    privacy["gallery"] = gallery(tables[1])
+    privacy["gallery_space"] = (
+        "voxel (RMS difference of [-1, 1] volumes, block-averaged to <= 32^3)"
+    )
+    return privacy, tables
 
-    # statistics from HU images and masks
+
+def _statistics(sets: _Sets, cfg: DataConfig, real_label: str):
+    """Per-case HU/tumour statistics of both sides and their HU histograms."""
+    real, syn = sets.real, sets.syn
     r_hu, r_mask = real_hu_and_masks(real, cfg)
     real_stats = pd.DataFrame(
         [case_statistics(h, mk, real.spacing) for h, mk in zip(r_hu, r_mask, strict=True)]
-    ).assign(id=real.ids, group=f"real-{opts.real}")
+    ).assign(id=real.ids, group=real_label)
     syn_stats = pd.DataFrame(
-        [case_statistics(h, mk, syn.spacing) for h, mk in zip(syn_hu, syn_masks, strict=True)]
+        [
+            case_statistics(h, mk, syn.spacing)
+            for h, mk in zip(sets.syn_hu, sets.syn_masks, strict=True)
+        ]
     ).assign(id=syn.ids, group="synthetic")
-    r_hist, s_hist = hu_histogram(r_hu), hu_histogram(syn_hu)
-    metrics["statistics"] = compare_sets(real_stats, syn_stats, r_hist, s_hist)
+    r_hist, s_hist = hu_histogram(r_hu), hu_histogram(sets.syn_hu)
+    summary = compare_sets(real_stats, syn_stats, r_hist, s_hist)
+    return summary, pd.concat([real_stats, syn_stats], ignore_index=True), r_hist, s_hist
 
-    # joint embedding: training cases, the real split (minus duplicates), synthetic
+
+def _embedding(f_train, f_real, f_syn, sets: _Sets, real_label: str, seed: int) -> pd.DataFrame:
+    """Joint 2D embedding: training cases, the real split (minus duplicates), synthetic."""
+    train, real, syn = sets.train, sets.real, sets.syn
     keep_real = [i for i, c in enumerate(real.ids) if c not in set(train.ids)]
-    emb = compute_embedding(
+    return compute_embedding(
         np.vstack([f_train, f_real[keep_real], f_syn]),
         train.ids + [real.ids[i] for i in keep_real] + syn.ids,
         ["real-train"] * len(train.ids)
-        + [f"real-{opts.real}"] * len(keep_real)
+        + [real_label] * len(keep_real)
         + ["synthetic"] * len(syn.ids),
-        seed=opts.seed,
+        seed=seed,
     )
 
+
+def _eval_id(opts: EvalConfig, info: dict, real: VolumeSet) -> str:
+    """<set>-<part>-<extractor>-<8 hex of the settings>: same ids as before slice-level options."""
     volume_opts = {k: v for k, v in asdict(opts).items() if k not in SLICE_OPTIONS}
     settings = {
-        **volume_opts,  # same ids as before the slice-level options existed
+        **volume_opts,
         "extractor_sha256": info["weights_sha256"],
         "real_ids": case_ids_hash(real.ids),
     }
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[
-        :8
-    ]
-    eval_id = f"{opts.synthetic}-{opts.part}-{opts.extractor}-{digest}"
-    from synthct import __version__
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+    return f"{opts.synthetic}-{opts.part}-{opts.extractor}-{digest[:8]}"
 
-    result = {
+
+def _volume_result(eval_id, opts, cfg, info, card, sets: _Sets, metrics) -> dict[str, Any]:
+    """metrics.json of a volume-level evaluation (read back as `results.EvalResult`)."""
+    syn, real, train = sets.syn, sets.real, sets.train
+    return {
         "id": eval_id,
         "level": "volume",
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -359,23 +330,76 @@ def run_evaluation(
             "ids_sha256": case_ids_hash(real.ids),
         },
         "train": {"n": len(train.ids), "ids_sha256": case_ids_hash(train.ids)},
-        "holdout": {"n": len(holdout.ids)},
+        "holdout": {"n": len(sets.holdout.ids)},
         "metrics": metrics,
     }
+
+
+def run_evaluation(
+    ws: Workspace,
+    opts: EvalConfig,
+    progress: bool = True,
+    real_loader: Callable[[Workspace, DataConfig, str], VolumeSet] | None = None,
+) -> tuple[Path, dict]:
+    """Evaluate synthetic set `opts.synthetic`; returns (eval folder, metrics dict).
+
+    `real_loader(ws, cfg, split)` supplies real packed pairs (default `load_real_set`).
+    """
+    load_real = real_loader or load_real_set
+    set_dir = ws.synthetic_dir(opts.synthetic)
+    if not set_dir.is_dir():
+        raise WorkspaceError(f"synthetic set {opts.synthetic!r} not found in {ws.synthetic}")
+    card = read_datacard(set_dir, cases=False)
+    cfg = data_config_of(card, str(set_dir / "datacard.json"))
+    view = view_class(card.model.data_view)
+    if view.evaluation_level == "slice" and opts.level == "volume":
+        raise ConfigError(
+            f"synthetic set {opts.synthetic!r} holds 2D slices ({card.model.kind}): "
+            "it can only be evaluated with --level slice"
+        )
+    if (opts.level or view.evaluation_level) == "slice":
+        return run_slice_evaluation(ws, opts, set_dir, card, cfg, load_real, progress)
+
+    sets = _load_sets(ws, opts, set_dir, card, cfg, load_real, progress)
+    syn, real, train = sets.syn, sets.real, sets.train
+    fx = get_extractor(
+        ws, cfg, opts.extractor, opts.part, opts.weights, sets.train_all,
+        opts.encoder_epochs, opts.seed, progress,
+    )  # fmt: skip
+    info = fx.describe()
+    real_label = f"real-{opts.real}"
+    f_syn = _extract(fx, syn, opts.part, cfg.packing, "synthetic", progress)
+    f_real = _extract(fx, real, opts.part, cfg.packing, real_label, progress)
+    f_train = _extract(fx, train, opts.part, cfg.packing, "real-train", progress)
+
+    metrics = distance_metrics(f_real, f_syn, info, opts)
+    part_vols = {
+        "synthetic": select_part(syn.arrays, opts.part, cfg.packing),
+        "real": select_part(real.arrays, opts.part, cfg.packing),
+    }
+    metrics["classifier_is"] = _classifier_is(fx, part_vols, progress, opts.seed)
+    ms = msssim_config(part_vols["real"].shape[2:])
+    metrics[ms.pop("key")] = {
+        **ms,
+        **{k: pairwise_msssim(v, opts.msssim_pairs, opts.seed) for k, v in part_vols.items()},
+        "note": "mean pairwise MS-SSIM within each set; higher = less diverse",
+    }
+    metrics["privacy"], tables = _privacy(fx, f_syn, f_train, sets, opts, cfg.packing)
+    metrics["statistics"], case_stats, r_hist, s_hist = _statistics(sets, cfg, real_label)
+    emb = _embedding(f_train, f_real, f_syn, sets, real_label, opts.seed)
+
+    eval_id = _eval_id(opts, info, real)
+    result = _volume_result(eval_id, opts, cfg, info, card, sets, metrics)
     final = ws.eval_dir(eval_id)
     with atomic_dir(final, overwrite=True) as tmp:
         atomic_write_json(tmp / "metrics.json", result)
         _csv(tmp / "embedding.csv", emb)
         if tables:
             _csv(tmp / "privacy.csv", pd.concat(tables, ignore_index=True))
-        _csv(tmp / "case_stats.csv", pd.concat([real_stats, syn_stats], ignore_index=True))
+        _csv(tmp / "case_stats.csv", case_stats)
         edges = np.asarray(metrics["statistics"]["hu_body"]["bins"])
-        _csv(
-            tmp / "hu_histogram.csv",
-            pd.DataFrame(
-                {"hu_low": edges[:-1], "hu_high": edges[1:], "real": r_hist, "synthetic": s_hist}
-            ),
-        )
+        hist = {"hu_low": edges[:-1], "hu_high": edges[1:], "real": r_hist, "synthetic": s_hist}
+        _csv(tmp / "hu_histogram.csv", pd.DataFrame(hist))
     record_in_datacard(set_dir, result)
     return final, result
 
@@ -392,8 +416,6 @@ def fid_for_generator(
     batch_size: int = 4,
 ) -> dict[str, Any]:
     """FID of `n` fresh samples of a volume model vs real packed pairs, in `extractor` space."""
-    import torch
-
     tensors = [*system.parameters(), *system.buffers()]
     device = tensors[0].device if tensors else torch.device("cpu")
     gen = torch.Generator().manual_seed(seed)
@@ -436,9 +458,6 @@ def fid_for_run(
 
     Returns {"fid", "fid_raw", "n", "m", "d", "part", "extractor", "run", "checkpoint", "real_split"}.
     """
-
-    from synthct.checkpoint import load_generator
-
     run_dir = ws.run_dir(check_name(run, "run name"))
     dev = pick_device(device)
     system, run_cfg, meta = load_generator(run_dir, checkpoint, ema=True, device=dev)

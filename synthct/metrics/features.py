@@ -3,7 +3,7 @@
 A `FeatureExtractor` maps volumes (N, 1, X, Y, Z) in [-1, 1] to features (N, d) float64, in
 batches, without gradients, on CUDA when present. It carries its identity (name, version, SHA-256
 of its weights, output dimension, input preparation) so that every number computed from its
-features can say what produced it (design §7).
+features can say what produced it.
 
 Feature spaces:
 
@@ -22,7 +22,7 @@ Slice level (2D models, and 3D sets compared slice by slice): `SliceFeatureExtra
 slice pairs (N, 2, R, R) to (N, d); ``default`` is `SmallEncoder2D` trained on the real train
 slices with a centre head (`encoder.train_slice_encoder`), ``random`` its fixed-seed twin.
 
-`select_part` cuts the packed pair (image half, mask half or both) out of packed arrays.
+The part a space looks at is cut out of packed arrays by `synthct.preprocess.select_part`.
 """
 
 from __future__ import annotations
@@ -36,33 +36,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from synthct.errors import ConfigError
+from synthct.errors import ConfigError, WorkspaceError
 from synthct.runtime import file_sha256, load_weights, pick_device
 
-PARTS = ("image", "mask", "pair")
 MEDICALNET_VERSION = "resnet50-shortcutB-dil2-4-gap"
 RANDOM_SEED = 0
-
-
-def select_part(packed: np.ndarray, part: str, packing: str = "z") -> np.ndarray:
-    """Packed pairs (N, S, S, S) or (N, 1, S, S, S) -> (N, 1, X, Y, Z) of the requested part.
-
-    part "image" -> image half (N, 1, S, S, S/2), "mask" -> mask half, "pair" -> the whole pair.
-    packing "z": image in z < S/2; "interleave": image on even z slices (contract 2).
-    """
-    if part not in PARTS:
-        raise ConfigError(f"part must be one of {PARTS}, got {part!r}")
-    arr = np.asarray(packed)
-    if arr.ndim == 4:
-        arr = arr[:, None]
-    if arr.ndim != 5 or arr.shape[1] != 1:
-        raise ValueError(f"packed arrays must be (N, S, S, S) or (N, 1, S, S, S), got {arr.shape}")
-    if part == "pair":
-        return arr
-    z = arr.shape[-1]
-    if packing == "interleave":
-        return arr[..., 0::2] if part == "image" else arr[..., 1::2]
-    return arr[..., : z // 2] if part == "image" else arr[..., z // 2 :]
 
 
 def state_dict_sha256(state: dict[str, torch.Tensor]) -> str:
@@ -284,25 +262,6 @@ def load_medicalnet(
     )
 
 
-def build_random_extractor(seed: int = RANDOM_SEED, device=None) -> FeatureExtractor:
-    """The small encoder architecture with fixed-seed random weights (sanity baseline)."""
-    from synthct.metrics.encoder import ENCODER_VERSION, SmallEncoder3D
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = SmallEncoder3D(n_classes=1, n_aux=1)
-    return FeatureExtractor(
-        net,
-        name="random",
-        version=f"{ENCODER_VERSION}-seed{seed}",
-        weights_sha256=state_dict_sha256(net.state_dict()),
-        dim=net.dim,
-        input_note="packed part in [-1, 1], random weights (no training)",
-        features_fn=lambda m, x: m.features(x),
-        device=device,
-    )
-
-
 # -- 2D (slice-level) feature spaces ------------------------------------------------------------
 SLICE_ENCODER_VERSION = "small2d-v1"
 SLICE_EMBED_DIM = 128
@@ -356,7 +315,7 @@ class SliceFeatureExtractor(FeatureExtractor):
 
     def __init__(self, module: nn.Module, *, part: str = "pair", **kwargs) -> None:
         if part not in SLICE_PART_CHANNELS:
-            raise ConfigError(f"part must be one of {PARTS}, got {part!r}")
+            raise ConfigError(f"part must be one of {tuple(SLICE_PART_CHANNELS)}, got {part!r}")
         super().__init__(module, **kwargs)
         self.part = part
         self.channels = SLICE_PART_CHANNELS[part]
@@ -395,8 +354,6 @@ def build_random_slice_extractor(
 
 def load_slice_encoder(path: str | os.PathLike, device=None) -> SliceFeatureExtractor:
     """A trained 2D encoder file (`encoder.train_slice_encoder`) -> `SliceFeatureExtractor`."""
-    from synthct.errors import WorkspaceError
-
     path = Path(path)
     if not path.is_file():
         raise WorkspaceError(f"slice encoder file {path} not found")

@@ -44,20 +44,26 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from synthct import __version__
 from synthct.config import DataConfig, config_hash, to_dict
 from synthct.csvsafe import to_csv_text
 from synthct.errors import ConfigError, WorkspaceError
+from synthct.metrics import encoder as enc
+from synthct.metrics import features
+from synthct.metrics.distance_block import _classifier_is, distance_metrics
+from synthct.metrics.embedding import compute_embedding
 from synthct.metrics.results import record_in_datacard
-from synthct.metrics.slice_cases import (  # re-exported: callers and tests use slice_level.*
+from synthct.runtime import case_ids_hash
+from synthct.sets import Datacard
+from synthct.slices import mix_label, parse_tumour_mix
+from synthct.views import view_class
+from synthct.views.slice_cases import (  # re-exported: callers and tests use slice_level.*
     SliceSet,
     volume_case_slices,
     volume_slices,
 )
-from synthct.metrics.volume_sets import VolumeSet
-from synthct.runtime import case_ids_hash
-from synthct.sets import Datacard
-from synthct.views import view_class
-from synthct.workspace import Workspace, atomic_dir, atomic_write_json, atomic_write_text
+from synthct.views.volume_sets import VolumeSet
+from synthct.workspace import Workspace, atomic_dir, atomic_write_json, atomic_write_text, read_json
 
 EMBED_MAX_PER_GROUP = 500  # t-SNE points per group (seeded sample)
 MIN_REAL_CASES = 4  # the real-vs-real baseline needs two halves of >= 2 cases
@@ -83,8 +89,6 @@ def ensure_slice_encoder(
 ) -> Path:
     """Path of the 2D default encoder for (R, part, preprocessing, training cases), trained on
     `train` slices when missing (epochs None: reuse any cached one, else train 10 epochs)."""
-    from synthct.metrics import encoder as enc
-
     resolution = int(train.pairs.shape[-1])
     key = enc.slice_encoder_key(resolution, part, config_hash(cfg), case_ids_hash(train_ids))
     if epochs is None:
@@ -118,8 +122,6 @@ def get_slice_extractor(
     progress: bool = True,
 ):
     """The named 2D extractor ("default" trains/loads the slice encoder on `train_set`)."""
-    from synthct.metrics import features
-
     if name == "random":
         return features.build_random_slice_extractor(part)
     if name == "default":
@@ -150,9 +152,6 @@ def training_tumour_mix(ws: Workspace, card: Datacard, requested: str) -> tuple[
     (their slices are cut from whole volumes); slice 2D sets -> the training run's recorded
     `tumour_fraction` (datacard, else WS/runs/<run>/train_cases.json).
     """
-    from synthct.slices import parse_tumour_mix
-    from synthct.workspace import read_json
-
     parsed = parse_tumour_mix(requested)
     if parsed != "auto":
         return parsed, "--tumour-mix"  # type: ignore[return-value]
@@ -176,15 +175,35 @@ def training_tumour_mix(ws: Workspace, card: Datacard, requested: str) -> tuple[
     )
 
 
+def _slice_embedding(f_real, f_syn, real, syn, real_label: str, seed: int):
+    """Joint 2D embedding of at most `EMBED_MAX_PER_GROUP` slices per side (seeded pick);
+    f_*: (cases, k, d). Slice ids are "<case>#<slice index>"."""
+    k = f_real.shape[1]
+    rng = np.random.default_rng(seed)
+    flat_real, flat_syn = f_real.reshape(-1, f_real.shape[-1]), f_syn.reshape(-1, f_syn.shape[-1])
+    pick = [np.sort(rng.choice(len(f), min(len(f), EMBED_MAX_PER_GROUP), replace=False))
+            for f in (flat_real, flat_syn)]  # fmt: skip
+    return compute_embedding(
+        np.vstack([flat_real[pick[0]], flat_syn[pick[1]]]),
+        [f"{real.case_ids[i // k]}#{i % k}" for i in pick[0]]
+        + [f"{syn.case_ids[i // k]}#{i % k}" for i in pick[1]],
+        [real_label] * len(pick[0]) + ["synthetic"] * len(pick[1]),
+        seed=seed,
+    )
+
+
+def _slice_eval_id(opts, info: dict, real_ids, resolution: int) -> str:
+    """<set>-slice-<part>-<extractor>-<8 hex of the settings>."""
+    settings = {**asdict(opts), "extractor_sha256": info["weights_sha256"],
+                "real_ids": case_ids_hash(real_ids), "resolution": resolution}  # fmt: skip
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+    return f"{opts.synthetic}-slice-{opts.part}-{opts.extractor}-{digest[:8]}"
+
+
 def run_slice_evaluation(
     ws: Workspace, opts, set_dir: Path, card: Datacard, cfg: DataConfig, load_real, progress=True
 ) -> tuple[Path, dict]:
     """`synthct evaluate --level slice`: see the module docstring; returns (folder, result)."""
-    from synthct import __version__
-    from synthct.metrics.distance_block import _classifier_is, distance_metrics
-    from synthct.metrics.embedding import compute_embedding
-    from synthct.slices import mix_label
-
     opts = replace(opts, level="slice")
     r, k = slice_resolution(card, cfg, opts.slice_size), opts.slices_per_case
     fraction, mix_source = training_tumour_mix(ws, card, opts.tumour_mix)
@@ -216,22 +235,8 @@ def run_slice_evaluation(
     metrics["classifier_is"] = _classifier_is(
         fx, {"synthetic": syn.flat, "real": real.flat}, progress, opts.seed, per_case=k
     )
-    rng = np.random.default_rng(opts.seed)
-    flat_real, flat_syn = f_real.reshape(-1, f_real.shape[-1]), f_syn.reshape(-1, f_syn.shape[-1])
-    pick = [np.sort(rng.choice(len(f), min(len(f), EMBED_MAX_PER_GROUP), replace=False))
-            for f in (flat_real, flat_syn)]  # fmt: skip
-    emb = compute_embedding(
-        np.vstack([flat_real[pick[0]], flat_syn[pick[1]]]),
-        [f"{real.case_ids[i // k]}#{i % k}" for i in pick[0]]
-        + [f"{syn.case_ids[i // k]}#{i % k}" for i in pick[1]],
-        [f"real-{opts.real}"] * len(pick[0]) + ["synthetic"] * len(pick[1]),
-        seed=opts.seed,
-    )
-    settings = {**asdict(opts), "extractor_sha256": info["weights_sha256"],
-                "real_ids": case_ids_hash(real_vs.ids), "resolution": r}  # fmt: skip
-    blob = json.dumps(settings, sort_keys=True, default=str).encode()
-    eval_id = f"{opts.synthetic}-slice-{opts.part}-{opts.extractor}-"
-    eval_id += hashlib.sha256(blob).hexdigest()[:8]
+    emb = _slice_embedding(f_real, f_syn, real, syn, f"real-{opts.real}", opts.seed)
+    eval_id = _slice_eval_id(opts, info, real_vs.ids, r)
     mix = {
         "value": mix_label(fraction),
         "source": mix_source,

@@ -15,7 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from synthct.datasets import cases_in_split
 from synthct.errors import ConfigError, ImageReadError, WorkspaceError
+from synthct.io import load_volume
+from synthct.preprocess import load_packed, unpack
+from synthct.segment.normalise import apply
 from synthct.segment.recipe import SegConfig
 from synthct.sets import Datacard, read_datacard
 from synthct.workspace import Workspace
@@ -73,9 +77,6 @@ def make_case(
 
 def load_real_cases(ws: Workspace, cfg: SegConfig, split: str) -> list[SegCase]:
     """Real cases of one split ("train", "val", "test") from the packed arrays, sorted by id."""
-    from synthct.datasets import cases_in_split
-    from synthct.preprocess import load_packed, unpack
-
     if not cases_in_split(ws, split):  # e.g. a registry without a val split
         return []
     packed = load_packed(ws, cfg.data_config(), split=split)
@@ -136,8 +137,6 @@ def load_synthetic_cases(
     ws: Workspace, name: str, cfg: SegConfig, case_ids: list[str]
 ) -> list[SegCase]:
     """Read the chosen synthetic pairs of set `name`; each must be on the (S, S, S/2) grid."""
-    from synthct.io import load_volume
-
     set_dir = synthetic_set_dir(ws, name)
     cases = []
     for cid in case_ids:
@@ -174,7 +173,7 @@ class SegDataset:
         return len(self.cases)
 
     def __getitem__(self, i: int):
-        import torch
+        import torch  # deferred: loads torch
 
         c = self.cases[i]
         d = {
@@ -191,11 +190,10 @@ class SegDataset:
 def stack_images(cases: list[SegCase], norm=None):
     """(N, 1, X, Y, Z) float32 tensor of the cases' images: HU, or normalised by `norm`
     (a `normalise.Normalisation`)."""
-    import torch
+    import torch  # deferred: loads torch
 
     hu = torch.from_numpy(np.stack([c.image_hu for c in cases])[:, None].copy())
     if norm is None:
         return hu
-    from synthct.segment.normalise import apply
 
     return apply(norm, hu)

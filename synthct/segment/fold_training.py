@@ -17,17 +17,20 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from synthct.config import to_dict
 from synthct.errors import ConfigError
 from synthct.runtime import load_weights, save_weights
-from synthct.segment.cases import SegCase
+from synthct.segment import recipe
+from synthct.segment.cases import SegCase, SegDataset, stack_images
 from synthct.segment.normalise import Normalisation, fit_normalisation
-from synthct.segment.recipe import SegConfig
+from synthct.segment.recipe import SegConfig, autocast, predict_probs
 from synthct.workspace import atomic_write_json, atomic_write_text, read_json
 
 
@@ -48,9 +51,10 @@ def validate(
 ) -> float:
     """Mean per-case Dice of `model` on `cases` (empty ground truths excluded; DSCagg if all
     are empty; 0 if that is undefined too); inputs normalised by `norm`."""
-    from synthct.segment.cases import stack_images
-    from synthct.segment.recipe import predict_probs
-    from synthct.segment.scores import dice_per_case, dsc_agg
+    from synthct.segment.scores import (  # deferred: loads pandas
+        dice_per_case,
+        dsc_agg,
+    )
 
     preds = np.stack(
         [
@@ -71,8 +75,6 @@ def validate(
 
 def train_step(model, image, label, loss_fn, optimizer, scaler, precision: str) -> float:
     """One optimiser step on image (B, 1, X, Y, Z), label (B, 1, X, Y, Z); returns the loss."""
-    from synthct.segment.recipe import autocast
-
     optimizer.zero_grad(set_to_none=True)
     with autocast(precision, image.device):
         loss = loss_fn(model(image), label)
@@ -80,6 +82,85 @@ def train_step(model, image, label, loss_fn, optimizer, scaler, precision: str) 
     scaler.step(optimizer)
     scaler.update()
     return float(loss.detach())
+
+
+@dataclass
+class _FoldRun:
+    """The training objects of one fold: network, optimiser, LR schedule, grad scaler, loss."""
+
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    scaler: Any
+    loss_fn: Any
+
+    @classmethod
+    def build(cls, cfg: SegConfig, device, precision: str, epochs: int, init_state) -> _FoldRun:
+        model = recipe.build_network(cfg).to(device)
+        if init_state is not None:
+            model.load_state_dict(init_state)
+        optimizer = recipe.build_optimizer(model, cfg)
+        return cls(
+            model,
+            optimizer,
+            recipe.build_scheduler(optimizer, cfg, epochs),
+            recipe.make_scaler(precision, device),
+            recipe.build_loss(cfg),
+        )
+
+    def checkpoint(self, state: dict, cfg: SegConfig) -> dict:
+        import torch  # deferred: loads torch
+
+        return {
+            **state,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng_torch": torch.get_rng_state(),
+            "config": to_dict(cfg),
+        }
+
+    def resume(self, ck: dict) -> dict:
+        """Restore from a `checkpoint` dict; returns the loop state it recorded."""
+        import torch  # deferred: loads torch
+
+        self.model.load_state_dict(ck["model"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        self.scheduler.load_state_dict(ck["scheduler"])
+        self.scaler.load_state_dict(ck["scaler"])
+        torch.set_rng_state(ck["rng_torch"].cpu())
+        return {k: ck[k] for k in ("epoch", "best", "best_epoch", "history")}
+
+    def train_epoch(self, dataset, cfg: SegConfig, seed: int, device, precision: str) -> float:
+        """One epoch; data order and augmentation seeded by `seed` (MONAI's DataLoader seeds
+        the transforms in each worker from its generator). Returns the mean training loss."""
+        import torch  # deferred: loads torch
+        from monai.data import DataLoader  # deferred: loads monai
+
+        loader = DataLoader(
+            dataset,
+            batch_size=cfg.batch_size,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(seed),
+            num_workers=cfg.num_workers,
+            pin_memory=device.type == "cuda",
+        )
+        self.model.train()
+        losses = [
+            train_step(
+                self.model,
+                image.to(device),
+                label.to(device),
+                self.loss_fn,
+                self.optimizer,
+                self.scaler,
+                precision,
+            )  # fmt: skip
+            for image, label in loader
+        ]
+        self.scheduler.step()
+        return float(np.mean(losses))
 
 
 def train_fold(
@@ -101,12 +182,7 @@ def train_fold(
     the last epoch when there is no validation set, with the fold's normalisation), curve.csv,
     result.json (including `normalisation`).
     """
-    import torch
-    from monai.data import DataLoader
-    from tqdm.auto import tqdm
-
-    from synthct.segment import recipe
-    from synthct.segment.cases import SegDataset
+    import torch  # deferred: loads torch
 
     fold_dir = Path(fold_dir)
     if (fold_dir / "result.json").is_file():
@@ -120,86 +196,36 @@ def train_fold(
     norm = fit_normalisation(train_cases, cfg.normalisation, cfg.hu_window)
 
     torch.manual_seed(_seed(cfg.seed, fold))
-    model = recipe.build_network(cfg).to(device)
-    if init_state is not None:
-        model.load_state_dict(init_state)
-    optimizer = recipe.build_optimizer(model, cfg)
-    scheduler = recipe.build_scheduler(optimizer, cfg, epochs)
-    scaler = recipe.make_scaler(precision, device)
-    loss_fn = recipe.build_loss(cfg)
+    run = _FoldRun.build(cfg, device, precision, epochs, init_state)
     state = {"epoch": 0, "best": -math.inf, "best_epoch": 0, "history": []}
     last = fold_dir / "last.pt"
-    if last.is_file():  # resume
-        ck = load_weights(last, device)
-        model.load_state_dict(ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
-        scheduler.load_state_dict(ck["scheduler"])
-        scaler.load_state_dict(ck["scaler"])
-        torch.set_rng_state(ck["rng_torch"].cpu())
-        state = {k: ck[k] for k in ("epoch", "best", "best_epoch", "history")}
-    transforms = recipe.build_train_transforms(cfg, norm)
-    dataset = SegDataset(list(train_cases), transforms)
+    if last.is_file():
+        state = run.resume(load_weights(last, device))
+    dataset = SegDataset(list(train_cases), recipe.build_train_transforms(cfg, norm))
     t0 = time.perf_counter()
     bar = tqdm(range(state["epoch"] + 1, epochs + 1), desc=f"fold {fold}", leave=False)
     for epoch in bar:
-        # -- train: data order and augmentation seeded by (seed, fold, epoch) --------------
-        # MONAI's DataLoader seeds the transforms (in each worker) from this generator
-        gen = torch.Generator().manual_seed(_seed(cfg.seed, fold, epoch))
-        loader = DataLoader(
-            dataset,
-            batch_size=cfg.batch_size,
-            shuffle=True,
-            generator=gen,
-            num_workers=cfg.num_workers,
-            pin_memory=device.type == "cuda",
-        )
-        model.train()
-        lr = optimizer.param_groups[0]["lr"]
-        losses = []
-        for image, label in loader:
-            losses.append(
-                train_step(
-                    model, image.to(device), label.to(device), loss_fn, optimizer, scaler, precision
-                )
-            )
-        scheduler.step()
+        lr = run.optimizer.param_groups[0]["lr"]
+        loss = run.train_epoch(dataset, cfg, _seed(cfg.seed, fold, epoch), device, precision)
         # -- validate, keep the best ----------------------------------------------------------
         val_dice = None
         if val_cases and (epoch % cfg.val_every == 0 or epoch == epochs):
-            val_dice = validate(model, val_cases, cfg, device, precision, norm)
+            val_dice = validate(run.model, val_cases, cfg, device, precision, norm)
         if (val_dice is not None and val_dice > state["best"]) or (
             not val_cases and epoch == epochs
         ):
             state["best"] = val_dice if val_dice is not None else state["best"]
             state["best_epoch"] = epoch
-            save_weights(
-                {
-                    "model": model.state_dict(),
-                    "epoch": epoch,
-                    "val_dice": val_dice,
-                    "normalisation": norm.to_dict(),
-                },
-                fold_dir / "best.pt",
-            )
+            best = {"model": run.model.state_dict(), "epoch": epoch, "val_dice": val_dice}
+            save_weights({**best, "normalisation": norm.to_dict()}, fold_dir / "best.pt")
         # -- record and checkpoint ------------------------------------------------------------
         state["epoch"] = epoch
         state["history"].append(
-            {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_dice": val_dice, "lr": lr}
+            {"epoch": epoch, "train_loss": loss, "val_dice": val_dice, "lr": lr}
         )
         atomic_write_text(fold_dir / "curve.csv", _curve_csv(state["history"]))
-        save_weights(
-            {
-                **state,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(),
-                "rng_torch": torch.get_rng_state(),
-                "config": to_dict(cfg),
-            },
-            last,
-        )
-        bar.set_postfix(loss=f"{state['history'][-1]['train_loss']:.3f}", val=val_dice)
+        save_weights(run.checkpoint(state, cfg), last)
+        bar.set_postfix(loss=f"{loss:.3f}", val=val_dice)
         if progress:
             progress(epoch, epochs)
         if on_epoch_end:
@@ -224,8 +250,6 @@ def train_fold(
 
 def load_fold_model(fold_dir: Path, cfg: SegConfig, device=None):
     """The best-epoch network of a finished fold, in eval mode."""
-    from synthct.segment import recipe
-
     device = recipe.select_device(device)
     model = recipe.build_network(cfg).to(device)
     model.load_state_dict(load_weights(Path(fold_dir) / "best.pt", device)["model"])

@@ -42,7 +42,7 @@ def assign_folds(centres: Sequence[str], n_folds: int, seed: int) -> np.ndarray:
     them otherwise); when every centre is small the pool is the whole cohort, i.e. a shuffled
     KFold.
     """
-    from sklearn.model_selection import StratifiedKFold
+    from sklearn.model_selection import StratifiedKFold  # deferred: loads sklearn
 
     n = len(centres)
     if n < n_folds:

@@ -88,8 +88,13 @@ class Normalisation:
 
 def _transforms(norm: Normalisation, keys=None) -> list:
     """MONAI transforms of `norm`: dict transforms on `keys`, or array transforms (keys None)."""
-    import torch
-    from monai.transforms import Lambda, Lambdad, ScaleIntensityRange, ScaleIntensityRanged
+    import torch  # deferred: loads torch
+    from monai.transforms import (  # deferred: loads monai
+        Lambda,
+        Lambdad,
+        ScaleIntensityRange,
+        ScaleIntensityRanged,
+    )
 
     sigmoid = norm.mode == "auto3dseg-ct"
     kw = {"a_min": norm.a_min, "a_max": norm.a_max, "b_min": -1.0, "b_max": 1.0}
@@ -107,7 +112,7 @@ def dict_transforms(norm: Normalisation, key: str = "image") -> list:
 
 def apply(norm: Normalisation, hu):
     """Normalise HU (numpy array or tensor, any shape) -> float32 torch tensor, same shape."""
-    import torch
+    import torch  # deferred: loads torch
 
     x = torch.as_tensor(np.asarray(hu, dtype=np.float32) if not torch.is_tensor(hu) else hu)
     x = x.float()
@@ -120,8 +125,8 @@ def apply(norm: Normalisation, hu):
 def foreground_percentiles(image_hu: np.ndarray, label: np.ndarray) -> tuple[float, float] | None:
     """(p0.5, p99.5) of the HU inside label > 0 for one case, by MONAI's `FgImageStats`;
     None when the label is empty."""
-    import torch
-    from monai.auto3dseg.analyzer import FgImageStats
+    import torch  # deferred: loads torch
+    from monai.auto3dseg.analyzer import FgImageStats  # deferred: loads monai
 
     lab = np.asarray(label)
     if not np.any(lab > 0):

@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from synthct.errors import WorkspaceError
+from synthct.segment.scores import bootstrap_indices, percentile_interval
 
 CLASSES = (("gtvp", 1), ("gtvn", 2))
 BINARY_REASON = (
@@ -69,8 +70,13 @@ def source_cases(ws, data_cfg, case_ids: Sequence[str]) -> dict[str, SourceCase]
     Raises WorkspaceError naming the first problem: a case not packed, a source file missing or
     changed since preprocessing (its size/mtime differ from the manifest's record).
     """
-    from synthct.datasets import load_cases
-    from synthct.preprocess import packed_dir, read_manifest
+    from synthct.datasets import (  # deferred: loads scipy
+        load_cases,
+    )
+    from synthct.preprocess import (  # deferred: loads scipy
+        packed_dir,
+        read_manifest,
+    )
 
     folder = packed_dir(ws, data_cfg)
     manifest = read_manifest(folder)
@@ -124,7 +130,9 @@ def to_source_grid(pred: np.ndarray, case: SourceCase) -> np.ndarray:
 
     Nearest-exact resize onto the crop box (MONAI `Resize`), background outside the box.
     """
-    from synthct.preprocess import resize
+    from synthct.preprocess import (  # deferred: loads scipy
+        resize,
+    )
 
     box = resize(np.asarray(pred, dtype=np.float32), case.box_size, "mask")
     return paste_box(np.rint(box).astype(np.uint8), case.crop_start, case.source_shape)
@@ -132,8 +140,14 @@ def to_source_grid(pred: np.ndarray, case: SourceCase) -> np.ndarray:
 
 def load_source_label(case: SourceCase) -> tuple[np.ndarray, float]:
     """The case's ground truth on its CT grid (uint8 labels) and the CT voxel volume in mL."""
-    from synthct.io import Volume, load_header, load_volume
-    from synthct.preprocess import align_mask
+    from synthct.io import (  # deferred: loads scipy
+        Volume,
+        load_header,
+        load_volume,
+    )
+    from synthct.preprocess import (  # deferred: loads scipy
+        align_mask,
+    )
 
     shape, affine = load_header(case.image)
     if tuple(shape) != case.source_shape:
@@ -193,7 +207,6 @@ def summarise(
     table: pd.DataFrame, multiclass: bool, n_boot: int = 2000, seed: int = 0
 ) -> dict[str, Any]:
     """The original-grid scores of a `score_cases` table, with case-bootstrap CIs."""
-    from synthct.segment.scores import bootstrap_indices, percentile_interval
 
     def agg(k: str, idx=None) -> np.ndarray | float:
         tp, vs = table[f"tp_ml_{k}"].to_numpy(), table[f"vol_sum_ml_{k}"].to_numpy()

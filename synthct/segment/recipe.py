@@ -35,7 +35,7 @@ import numpy as np
 
 from synthct.config import HU_WINDOW, DataConfig, from_dict, load_yaml, save_yaml, to_dict
 from synthct.runtime import pick_device
-from synthct.segment.normalise import NORMALISATIONS
+from synthct.segment.normalise import NORMALISATIONS, apply, dict_transforms
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -136,7 +136,9 @@ def normalise_hu(hu: np.ndarray, window: tuple[float, float]) -> np.ndarray:
     """HU (any shape) -> float32 in [-1, 1]: clip to `window`, map linearly (as the packing does).
 
     The `linear` normalisation; the default is `normalise.py`'s Auto3DSeg CT recipe."""
-    from synthct.preprocess import hu_to_unit
+    from synthct.preprocess import (  # deferred: loads scipy
+        hu_to_unit,
+    )
 
     return hu_to_unit(np.asarray(hu, dtype=np.float32), window).astype(np.float32, copy=False)
 
@@ -149,7 +151,7 @@ def select_device(device: str | None = None):
 
 def resolve_precision(cfg: SegConfig, device) -> str:
     """ "fp32" on CPU; on CUDA "auto" means bf16 where supported, else fp16."""
-    import torch
+    import torch  # deferred: loads torch
 
     if getattr(device, "type", str(device)) != "cuda":
         return "fp32"
@@ -159,7 +161,7 @@ def resolve_precision(cfg: SegConfig, device) -> str:
 
 
 def autocast(precision: str, device):
-    import torch
+    import torch  # deferred: loads torch
 
     if precision == "fp32":
         return contextlib.nullcontext()
@@ -169,7 +171,7 @@ def autocast(precision: str, device):
 
 def make_scaler(precision: str, device):
     """A GradScaler, enabled only for fp16 (bf16 and fp32 need none)."""
-    import torch
+    import torch  # deferred: loads torch
 
     return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
@@ -178,7 +180,7 @@ def make_scaler(precision: str, device):
 def build_network(cfg: SegConfig):
     """SegResNetDS: input (B, 1, X, Y, Z) -> train: list of (B, C, ...) at 1, 1/2, ... scale;
     eval: (B, C, X, Y, Z) logits."""
-    from monai.networks.nets import SegResNetDS
+    from monai.networks.nets import SegResNetDS  # deferred: loads monai
 
     return SegResNetDS(
         spatial_dims=3,
@@ -193,7 +195,10 @@ def build_network(cfg: SegConfig):
 
 def build_loss(cfg: SegConfig):
     """DeepSupervisionLoss(DiceCELoss): (list of (B, C, ...) logits, (B, 1, X, Y, Z) labels)."""
-    from monai.losses import DeepSupervisionLoss, DiceCELoss
+    from monai.losses import (  # deferred: loads monai
+        DeepSupervisionLoss,
+        DiceCELoss,
+    )
 
     dice_ce = DiceCELoss(
         include_background=True,
@@ -207,14 +212,16 @@ def build_loss(cfg: SegConfig):
 
 
 def build_optimizer(model, cfg: SegConfig):
-    import torch
+    import torch  # deferred: loads torch
 
     return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def build_scheduler(optimizer, cfg: SegConfig, epochs: int | None = None):
     """Per-epoch warm-up (from 0.1 x lr) + half-cosine to 0; call `.step()` once per epoch."""
-    from monai.optimizers import WarmupCosineSchedule
+    from monai.optimizers import (  # deferred: loads monai
+        WarmupCosineSchedule,
+    )
 
     total = epochs or cfg.epochs
     return WarmupCosineSchedule(
@@ -233,7 +240,7 @@ def build_train_transforms(cfg: SegConfig, norm=None):
     Auto3DSeg's "ratio" mode) when the roi is smaller than the volume, then the template's
     default augmentation when `cfg.augment` (its intensity jitter acts on normalised values).
     """
-    from monai.transforms import (
+    from monai.transforms import (  # deferred: loads monai
         Compose,
         RandAffined,
         RandCropByLabelClassesd,
@@ -244,8 +251,6 @@ def build_train_transforms(cfg: SegConfig, norm=None):
         RandShiftIntensityd,
         SpatialPadd,
     )
-
-    from synthct.segment.normalise import dict_transforms
 
     keys = ["image", "label"]
     ts: list[Any] = dict_transforms(norm) if norm is not None else []
@@ -285,7 +290,7 @@ def build_train_transforms(cfg: SegConfig, norm=None):
 
 def build_inferer(cfg: SegConfig):
     """Sliding window over (B, 1, X, Y, Z) with Gaussian blending of overlapping windows."""
-    from monai.inferers import SlidingWindowInferer
+    from monai.inferers import SlidingWindowInferer  # deferred: loads monai
 
     return SlidingWindowInferer(
         roi_size=cfg.roi, sw_batch_size=1, overlap=cfg.sw_overlap, mode="gaussian"
@@ -294,7 +299,7 @@ def build_inferer(cfg: SegConfig):
 
 def predict_probs(model, images, cfg: SegConfig, precision: str = "fp32"):
     """Softmax probabilities (B, C, X, Y, Z) float32 for images (B, 1, X, Y, Z) on model's device."""
-    import torch
+    import torch  # deferred: loads torch
 
     inferer = build_inferer(cfg)
     was_training = model.training
@@ -314,8 +319,6 @@ def ensemble_probs(models, images, cfg: SegConfig, precision: str = "fp32", norm
     sees them normalised its own way (each fold fits its own bounds); None: `images` are fed as
     given.
     """
-    from synthct.segment.normalise import apply
-
     if normalisations is not None and len(normalisations) != len(models):
         raise ValueError(f"{len(normalisations)} normalisations for {len(models)} models")
     total = None

@@ -26,6 +26,7 @@ ground truth, false positives) is the point; HD95 uses MONAI.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -68,10 +69,8 @@ def hd95_per_case(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float]) ->
 
     pred, gt: (N, X, Y, Z) boolean masks; spacing: (sx, sy, sz) mm.
     """
-    import warnings
-
-    import torch
-    from monai.metrics import compute_hausdorff_distance
+    import torch  # deferred: loads torch
+    from monai.metrics import compute_hausdorff_distance  # deferred: loads monai
 
     p = np.asarray(pred, dtype=bool)
     g = np.asarray(gt, dtype=bool)

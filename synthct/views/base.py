@@ -31,8 +31,8 @@ import torch
 
 if TYPE_CHECKING:
     from synthct.config import DataConfig, RunConfig, TrainConfig
-    from synthct.metrics.slice_cases import CaseSlices
     from synthct.sets import ModelInfo
+    from synthct.views.slice_cases import CaseSlices
 
 
 def mean_pairwise_distance(v: torch.Tensor) -> float:

@@ -27,15 +27,17 @@ import torch
 import torch.nn.functional as F
 
 from synthct.config import DataConfig, RunConfig, TrainConfig
+from synthct.display import overlay_mask
 from synthct.errors import ConfigError
-from synthct.metrics.slice_cases import (
+from synthct.preprocess import unit_to_hu
+from synthct.sets import ModelInfo
+from synthct.slices import SliceDataset, mosaic_grid, unmosaic
+from synthct.views.base import DataView, Probe, TrainingData
+from synthct.views.slice_cases import (
     CaseSlices,
     mosaic_set_case_slices,
     slice_group_case_slices,
 )
-from synthct.sets import ModelInfo
-from synthct.slices import SliceDataset, mosaic_grid, unmosaic
-from synthct.views.base import DataView, Probe, TrainingData
 
 N_PROBE = 8  # real reference slices of the collapse probe
 PROBE_SIDE = 32  # collapse features: CT channel pooled to at most this side
@@ -61,8 +63,6 @@ def pairs_png(batch: torch.Tensor) -> np.ndarray:
     Channel 0 is CT (the data's HU window as grey 0..255), channel 1 the mask (> 0 = tumour).
     Slices are (X, Y) and shown radiologically (anterior up, patient left on the right).
     """
-    from synthct.display import overlay_mask
-
     if batch.ndim != 4 or batch.shape[1] != 2:
         raise ValueError(f"expected (n, 2, R, R) slice pairs, got {tuple(batch.shape)}")
     grey = batch[:, 0].float().clamp(-1, 1).add(1).mul(127.5).round().byte().cpu().numpy()
@@ -92,8 +92,6 @@ def slices_to_volumes(
     grid None: each pair is one axial slice, Z = 1. grid (rows, cols): each pair is a mosaic of
     rows * cols axial tiles (`synthct.slices.mosaic`), cut back into (R/rows, R/cols, rows*cols).
     """
-    from synthct.preprocess import unit_to_hu
-
     x = np.clip(np.asarray(out, dtype=np.float32), -1.0, 1.0)
     if grid is None:
         vol = x[..., None]  # (B, 2, X, Y, 1)

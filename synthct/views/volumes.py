@@ -25,9 +25,10 @@ import torch
 import torch.nn.functional as F
 
 from synthct.config import DataConfig, RunConfig
-from synthct.metrics.slice_cases import CaseSlices, volume_set_case_slices
+from synthct.preprocess import unpack
 from synthct.sets import ModelInfo
 from synthct.views.base import DataView, Probe, TrainingData
+from synthct.views.slice_cases import CaseSlices, volume_set_case_slices
 
 N_PROBE = 8  # real reference cases of the collapse probe
 
@@ -140,8 +141,6 @@ class VolumeView(DataView):
 
     def to_volumes(self, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(B, 1, S, S, S) -> image HU (B, S, S, S/2) float32, mask (B, S, S, S/2) uint8."""
-        from synthct.preprocess import unpack
-
         image_hu, mask = unpack(np.asarray(out)[:, 0], self.data_cfg)
         return image_hu.astype(np.float32, copy=False), mask.astype(np.uint8, copy=False)
 

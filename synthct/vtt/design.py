@@ -33,8 +33,14 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy.orm import Session
+from tqdm import tqdm
 
+from db.studies import add_study, get_study, study_cases
+from synthct.config import DataConfig, from_dict
+from synthct.preprocess import load_packed, unpack
+from synthct.sets import load_synthetic_pair, read_datacard
 from synthct.vtt import StudyError, TamperedStudyError
+from synthct.vtt.blinding import study_length
 from synthct.vtt.render import RenderConfig, render_case_png, render_slab_png, slab_layout
 from synthct.workspace import Workspace, atomic_dir, atomic_write_bytes, check_name
 
@@ -125,69 +131,18 @@ def create_study(
     with its own public id. The folder appears only when complete (atomic rename after the
     database rows are committed), so a crash leaves neither a half study nor a dangling row.
     """
-    from db.studies import add_study, get_study
-
     params = params or RenderConfig()
     d = study_dir(ws, name)
-    if not real or not synthetic:
-        raise StudyError(
-            f"study {name!r} needs at least one real and one synthetic case "
-            f"(got {len(real)} real, {len(synthetic)} synthetic)"
-        )
-    if not 0 <= duplicates <= len(real) + len(synthetic):
-        raise StudyError(
-            f"--duplicates {duplicates} must be between 0 and the number of cases "
-            f"({len(real) + len(synthetic)})"
-        )
-    if get_study(session, name) is not None:
-        raise StudyError(f"study {name!r} already exists in the database")
-    shape = _check_pairs(real, "real", None)
-    shape = _check_pairs(synthetic, "synthetic", shape)
-
+    shape = _check_design(session, name, real, synthetic, duplicates)
     rng = np.random.default_rng(seed)
     originals = [("real", real_source, cid) for cid in sorted(real)]
     originals += [("synthetic", synthetic_source, cid) for cid in sorted(synthetic)]
     originals = [originals[i] for i in rng.permutation(len(originals))]
     dup_src = _pick_duplicates(originals, duplicates, rng)
 
-    used: set[str] = set()
-
-    def new_id() -> str:
-        while (pid := secrets.token_hex(8)) in used:
-            pass
-        used.add(pid)
-        return pid
-
-    cases: list[dict[str, Any]] = []
-    pngs: dict[str, bytes] = {}
-    slabs: dict[str, bytes] = {}
-    items = originals if not progress else _tqdm(originals, f"rendering {name}")
-    for truth, source, cid in items:
-        image, mask = (real if truth == "real" else synthetic)[cid]
-        image, mask = np.asarray(image, np.float32), np.asarray(mask)
-        png = render_case_png(image, mask, params)
-        pid = new_id()
-        pngs[pid] = png
-        case = {
-            "public_id": pid,
-            "truth": truth,
-            "source": source,
-            "case_id": cid,
-            "duplicate_of": None,
-            "png_sha256": sha256_hex(png),
-        }
-        if params.stack:
-            slabs[pid] = render_slab_png(image, mask, params)
-            case["slab_sha256"] = sha256_hex(slabs[pid])
-        cases.append(case)
-    for k in dup_src:
-        orig = cases[k]
-        pid = new_id()
-        pngs[pid] = pngs[orig["public_id"]]  # identical rendering, new public id
-        if params.stack:
-            slabs[pid] = slabs[orig["public_id"]]
-        cases.append({**orig, "public_id": pid, "duplicate_of": orig["public_id"]})
-
+    cases, pngs, slabs = _render_cases(
+        originals, dup_src, real, synthetic, params, progress and f"rendering {name}"
+    )
     created = datetime.now(UTC)
     manifest = {
         "format": MANIFEST_FORMAT,
@@ -232,6 +187,68 @@ def create_study(
     return StudyInfo(name, study.id, digest, len(cases), d)
 
 
+def _check_design(session, name, real, synthetic, duplicates: int) -> tuple[int, int, int]:
+    """Refuse an empty side, an impossible number of duplicates, an existing study name or
+    pairs off one grid; returns the grid shape."""
+    if not real or not synthetic:
+        raise StudyError(
+            f"study {name!r} needs at least one real and one synthetic case "
+            f"(got {len(real)} real, {len(synthetic)} synthetic)"
+        )
+    if not 0 <= duplicates <= len(real) + len(synthetic):
+        raise StudyError(
+            f"--duplicates {duplicates} must be between 0 and the number of cases "
+            f"({len(real) + len(synthetic)})"
+        )
+    if get_study(session, name) is not None:
+        raise StudyError(f"study {name!r} already exists in the database")
+    shape = _check_pairs(real, "real", None)
+    return _check_pairs(synthetic, "synthetic", shape)
+
+
+def _render_cases(originals, dup_src, real, synthetic, params: RenderConfig, progress):
+    """Render every original case (mosaic PNG, and slab PNG when `params.stack`) under a fresh
+    random public id, then the duplicates (same images, new ids). Returns (manifest case
+    entries, {public id: mosaic PNG}, {public id: slab PNG}); `progress`: a bar label or falsy."""
+    used: set[str] = set()
+
+    def new_id() -> str:
+        while (pid := secrets.token_hex(8)) in used:
+            pass
+        used.add(pid)
+        return pid
+
+    cases: list[dict[str, Any]] = []
+    pngs: dict[str, bytes] = {}
+    slabs: dict[str, bytes] = {}
+    for truth, source, cid in _tqdm(originals, progress) if progress else originals:
+        image, mask = (real if truth == "real" else synthetic)[cid]
+        image, mask = np.asarray(image, np.float32), np.asarray(mask)
+        png = render_case_png(image, mask, params)
+        pid = new_id()
+        pngs[pid] = png
+        case = {
+            "public_id": pid,
+            "truth": truth,
+            "source": source,
+            "case_id": cid,
+            "duplicate_of": None,
+            "png_sha256": sha256_hex(png),
+        }
+        if params.stack:
+            slabs[pid] = render_slab_png(image, mask, params)
+            case["slab_sha256"] = sha256_hex(slabs[pid])
+        cases.append(case)
+    for k in dup_src:
+        orig = cases[k]
+        pid = new_id()
+        pngs[pid] = pngs[orig["public_id"]]  # identical rendering, new public id
+        if params.stack:
+            slabs[pid] = slabs[orig["public_id"]]
+        cases.append({**orig, "public_id": pid, "duplicate_of": orig["public_id"]})
+    return cases, pngs, slabs
+
+
 def _pick_duplicates(originals: list[tuple[str, str, str]], n: int, rng: np.random.Generator):
     """Indices of `n` originals to repeat, alternating synthetic / real so both are covered."""
     pools = {
@@ -249,8 +266,6 @@ def _pick_duplicates(originals: list[tuple[str, str, str]], n: int, rng: np.rand
 
 
 def _tqdm(items, desc: str):
-    from tqdm import tqdm
-
     return tqdm(items, desc=desc, unit="case")
 
 
@@ -279,8 +294,6 @@ def load_manifest(ws: Workspace, study: Any) -> dict[str, Any]:
 
 def verify_study(session: Session, ws: Workspace, study: Any, check_pngs: bool = True) -> dict:
     """Check manifest hash, database rows and (optionally) every PNG; return the manifest."""
-    from db.studies import study_cases
-
     manifest = load_manifest(ws, study)
     rows = {c.public_id: c for c in study_cases(session, study.id)}
     listed = {c["public_id"]: c for c in manifest["cases"]}
@@ -340,8 +353,6 @@ def padded_length(
 
 @functools.lru_cache(maxsize=32)
 def _padded_length(cases_dir: str, manifest_sha256: str, public_ids: tuple[str, ...]) -> int:
-    from synthct.vtt.blinding import study_length
-
     sizes = []
     for pid in public_ids:
         path = Path(cases_dir) / f"{check_name(pid, 'case id')}.png"
@@ -369,10 +380,6 @@ def create_study_from_workspace(
 ) -> StudyInfo:
     """Pick `n_real` test-split cases (packed arrays at the set's size) and `n_synthetic`
     cases of `synthetic_set` (its NIfTI pairs), then `create_study`."""
-    from synthct.config import DataConfig, from_dict
-    from synthct.preprocess import load_packed, unpack
-    from synthct.sets import load_synthetic_pair, read_datacard
-
     check_name(name, "study name")
     set_dir = ws.synthetic_dir(check_name(synthetic_set, "synthetic set"))
     if not set_dir.is_dir():

@@ -30,7 +30,26 @@ import numpy as np
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
+from db.raters import (
+    add_assignments,
+    add_rater,
+    get_rater,
+    rater_by_name,
+    rater_by_token_hash,
+    revoke_rater,
+)
+from db.ratings import (
+    add_rating,
+    assignment_for,
+    count_assignments,
+    count_ratings,
+    mark_shown,
+    next_unanswered,
+    rating_for,
+)
+from db.studies import get_study, get_study_by_id, study_cases
 from synthct.vtt import AlreadyAnsweredError, StudyError
+from synthct.vtt.blinding import nonce, pad_png
 from synthct.workspace import Workspace
 
 TOKEN_BYTES = 32
@@ -127,9 +146,6 @@ def invite(
 ) -> Invite:
     """Create a rater with a fresh token and their fixed case order; commits. The link is
     BASE/?token=…; the token is returned once and only its SHA-256 is stored."""
-    from db.raters import add_assignments, add_rater, rater_by_name
-    from db.studies import get_study, study_cases
-
     rater_name = rater_name.strip()
     if not rater_name or len(rater_name) > 128:
         raise StudyError(f"rater name {rater_name!r} must be 1-128 characters")
@@ -158,9 +174,6 @@ def invite(
 
 def revoke(session: Session, study_name: str, rater_name: str) -> None:
     """Revoke a rater's token (their answers stay); commits."""
-    from db.raters import rater_by_name, revoke_rater
-    from db.studies import get_study
-
     study = get_study(session, study_name)
     if study is None:
         raise StudyError(f"study {study_name!r} does not exist")
@@ -173,8 +186,6 @@ def revoke(session: Session, study_name: str, rater_name: str) -> None:
 
 def rater_for_token(session: Session, token: str | None) -> Any | None:
     """The active `db.models.Rater` for an invite token; None for unknown or revoked tokens."""
-    from db.raters import rater_by_token_hash
-
     if not token or not isinstance(token, str) or len(token) > 256:
         return None
     digest = hash_token(token)
@@ -185,8 +196,6 @@ def rater_for_token(session: Session, token: str | None) -> Any | None:
 
 
 def _active(session: Session, rater: Any) -> Any:
-    from db.raters import get_rater
-
     row = get_rater(session, rater.id)
     if row is None or row.revoked_at is not None:
         raise StudyError("this invitation is no longer valid")
@@ -196,8 +205,6 @@ def _active(session: Session, rater: Any) -> Any:
 # -- the rating sequence ----------------------------------------------------------------------
 def progress(session: Session, rater: Any) -> tuple[int, int]:
     """(answered, total) for the rater."""
-    from db.ratings import count_assignments, count_ratings
-
     return count_ratings(session, rater.id), count_assignments(session, rater.id)
 
 
@@ -211,8 +218,6 @@ def next_case(session: Session, rater: Any) -> PublicCase | None:
 
     Commits. Reloading returns the same case with its original shown_at.
     """
-    from db.ratings import count_assignments, mark_shown, next_unanswered
-
     _active(session, rater)
 
     def action() -> PublicCase | None:
@@ -238,10 +243,11 @@ def case_image(session: Session, ws: Workspace, rater: Any, public_id: str) -> b
     has the same length and each slot its own bytes, so neither the size nor Streamlit's
     content-hash URL says anything about the case.
     """
-    from db.ratings import assignment_for
-    from db.studies import get_study_by_id, study_cases
-    from synthct.vtt.blinding import nonce, pad_png
-    from synthct.vtt.design import load_manifest, padded_length, read_case_png
+    from synthct.vtt.design import (  # deferred: loads scipy
+        load_manifest,
+        padded_length,
+        read_case_png,
+    )
 
     row = _active(session, rater)
     found = assignment_for(session, row.id, str(public_id))
@@ -265,10 +271,12 @@ def case_slab(session: Session, ws: Workspace, rater: Any, public_id: str) -> Sl
     its length says nothing and each slot, duplicates included, has its own bytes. The layout is
     the manifest's, the same for every case of the study.
     """
-    from db.ratings import assignment_for
-    from db.studies import get_study_by_id
-    from synthct.vtt.blinding import nonce, pad_png
-    from synthct.vtt.design import SLABS_DIR, load_manifest, padded_length, read_case_png
+    from synthct.vtt.design import (  # deferred: loads scipy
+        SLABS_DIR,
+        load_manifest,
+        padded_length,
+        read_case_png,
+    )
 
     row = _active(session, rater)
     found = assignment_for(session, row.id, str(public_id))
@@ -311,8 +319,6 @@ def submit(session: Session, rater: Any, public_id: str, score: Any, comment: st
     and a second answer to the same case (AlreadyAnsweredError). Times come from the server:
     duration = answered_at - shown_at.
     """
-    from db.ratings import add_rating, assignment_for, rating_for
-
     value = validate_score(score)
     comment = (comment or "").strip()
     if len(comment) > 2000:

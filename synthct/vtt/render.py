@@ -42,6 +42,7 @@ from synthct.display import (
     window_to_uint8,
 )
 from synthct.errors import ConfigError
+from synthct.io import encode_png
 
 SLABS = ("third", "full")
 OVERLAYS = ("contour", "fill", "none")
@@ -227,8 +228,6 @@ def render_case(image_hu: np.ndarray, mask: np.ndarray, params: RenderConfig) ->
 
 def render_case_png(image_hu: np.ndarray, mask: np.ndarray, params: RenderConfig) -> bytes:
     """`render_case` encoded as PNG bytes without metadata chunks."""
-    from synthct.io import encode_png
-
     return encode_png(render_case(image_hu, mask, params))
 
 
@@ -321,6 +320,4 @@ def render_slab(image_hu: np.ndarray, mask: np.ndarray, params: RenderConfig) ->
 
 def render_slab_png(image_hu: np.ndarray, mask: np.ndarray, params: RenderConfig) -> bytes:
     """`render_slab` encoded as PNG bytes without metadata chunks."""
-    from synthct.io import encode_png
-
     return encode_png(render_slab(image_hu, mask, params))

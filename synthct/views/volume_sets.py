@@ -17,10 +17,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from synthct import preprocess  # load_packed through the module: tests stand in for the store
 from synthct.config import HU_WINDOW, DataConfig, from_dict
 from synthct.errors import WorkspaceError
-from synthct.metrics.features import select_part
-from synthct.sets import Datacard
+from synthct.preprocess import hu_to_unit, mask_to_unit, pack, select_part
+from synthct.sets import Datacard, load_synthetic_pair
 from synthct.workspace import Workspace
 
 
@@ -46,9 +47,7 @@ class VolumeSet:
 # -- loading ------------------------------------------------------------------------------------
 def load_real_set(ws: Workspace, cfg: DataConfig, split: str) -> VolumeSet:
     """Real packed pairs of `split` ("train"/"val"/"test"/"all") via `preprocess.load_packed`."""
-    from synthct.preprocess import load_packed
-
-    ps = load_packed(ws, cfg, split=split)
+    ps = preprocess.load_packed(ws, cfg, split=split)
     arrays = np.asarray(ps.arrays, dtype=np.float32)
     return VolumeSet(arrays, list(ps.case_ids), list(ps.centres), tuple(ps.spacing))
 
@@ -76,8 +75,6 @@ def to_packed(image_hu: np.ndarray, mask: np.ndarray, cfg: DataConfig) -> np.nda
     Same mapping as preprocessing real data: HU clipped to the window and scaled to [-1, 1];
     labels binary {0, >0} -> {-1, 1} or multiclass {0, 1, 2} -> {-1, 0, 1}.
     """
-    from synthct.preprocess import hu_to_unit, mask_to_unit, pack
-
     img = hu_to_unit(image_hu.astype(np.float32), cfg.hu_window)
     msk = mask_to_unit(mask.astype(np.float32), cfg.mask)
     return pack(img.astype(np.float32), msk.astype(np.float32), cfg.packing)
@@ -87,8 +84,6 @@ def load_synthetic_set(
     set_dir: Path, cfg: DataConfig, n: int | None = None, seed: int = 0, progress: bool = True
 ) -> tuple[VolumeSet, list[np.ndarray], list[np.ndarray]]:
     """Read a set's NIfTI pairs -> (packed VolumeSet, HU images, masks); at most n (seeded)."""
-    from synthct.sets import load_synthetic_pair
-
     ids = sorted(p.name[: -len("__CT.nii.gz")] for p in (set_dir / "imagesTr").glob("*__CT.nii.gz"))
     if len(ids) < 2:
         raise WorkspaceError(f"{set_dir}/imagesTr holds {len(ids)} cases; need at least 2")

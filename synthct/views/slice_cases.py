@@ -24,7 +24,10 @@ from tqdm import tqdm
 
 from synthct.config import DataConfig
 from synthct.errors import WorkspaceError
-from synthct.metrics.volume_sets import VolumeSet, load_synthetic_set
+from synthct.preprocess import unpack
+from synthct.sets import load_synthetic_pair
+from synthct.slices import SliceDataset, axial_stack, case_draw, halves_to_unit, resize_pairs
+from synthct.views.volume_sets import VolumeSet, load_synthetic_set
 
 
 @dataclass
@@ -88,8 +91,6 @@ def volume_slices(
 ) -> SliceSet:
     """Every body axial slice pair of packed pairs (N, S, S, S) at R x R (at most `max_slices`,
     a seeded sample): the training data of the default slice encoder."""
-    from synthct.slices import SliceDataset
-
     ds = SliceDataset.from_packed(
         vs.arrays, cfg, resolution, case_ids=list(vs.ids), tumour_fraction=None
     )
@@ -113,8 +114,6 @@ def case_slices_of_stacks(
     unit: str = "case",
 ) -> CaseSlices:
     """Image halves (C, X, Y, Z) in [-1, 1] and masks -> k axial pairs per case (`case_draw`)."""
-    from synthct.slices import SliceDataset, case_draw
-
     ds = SliceDataset(images, masks, resolution, drop_empty=False, case_ids=case_ids,
                       tumour_fraction=None, window=window)  # fmt: skip
     idx, short = case_draw(ds.index[:, 0].numpy(), ds.tumour.numpy(), len(case_ids), k,
@@ -134,9 +133,6 @@ def volume_case_slices(
     unit: str = "patient",
 ) -> CaseSlices:
     """Packed pairs (N, S, S, S) -> k body axial slice pairs per case at R x R."""
-    from synthct.preprocess import unpack
-    from synthct.slices import halves_to_unit
-
     image_hu, mask = unpack(np.asarray(vs.arrays), cfg)
     image, mask = halves_to_unit(image_hu, mask, cfg.hu_window)
     return case_slices_of_stacks(image, mask, list(vs.ids), list(vs.centres), resolution, k,
@@ -153,9 +149,6 @@ def set_case_ids(set_dir: Path) -> list[str]:
 
 def read_slice_pairs(set_dir: Path, cid: str, cfg: DataConfig, resolution: int) -> torch.Tensor:
     """A synthetic case's axial pairs (Z, 2, R, R) in [-1, 1] at resolution R."""
-    from synthct.sets import load_synthetic_pair
-    from synthct.slices import axial_stack, halves_to_unit, resize_pairs
-
     image, mask = load_synthetic_pair(set_dir, cid)
     img, msk = halves_to_unit(image.array, mask.array, cfg.hu_window)
     return resize_pairs(axial_stack(img, msk), resolution)
