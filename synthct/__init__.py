@@ -1,3 +1,3 @@
 """synthct: synthetic head-and-neck CT image + tumour-mask pairs you can measure and trust."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
