@@ -258,7 +258,7 @@ class LDMConfig:
     n_centres > 0: the UNet gets a centre class embedding (centre conditioning).
     """
 
-    autoencoder_steps: int = 20_000
+    autoencoder_steps: int = 30_000
     ae_channels: tuple[int, ...] = (32, 64, 128)
     latent_channels: int = 4
     ae_res_blocks: int = 2
@@ -271,11 +271,11 @@ class LDMConfig:
     disc_layers: int = 3  # at most; fewer at small S so the patch map keeps >= 1 voxel
     kl_weight: float = 1e-6
     adv_weight: float = 0.01
-    adv_start: int = 5_000
+    adv_start: int = 10_000
     lr_diffusion: float = 1e-4
     scheduler: str = "rflow"
     train_timesteps: int = 1000
-    sampling_steps: int = 10
+    sampling_steps: int = 30
     n_centres: int = 0
 
     def __post_init__(self) -> None:
