@@ -331,7 +331,7 @@ def test_bench_train_times_each_stage_of_the_ldm():
     from synthct.bench.train import TrainBenchConfig, bench_train
 
     spec = TrainBenchConfig(run_config=str(TINY), batch=2, steps=1, warmup=0)
-    ae = bench_train(spec)
+    ae = bench_train(dataclasses.replace(spec, start_step=50))  # adversarial term on
     diffusion = bench_train(dataclasses.replace(spec, start_step=150))
     assert ae["model"] == diffusion["model"] == "ldm" and ae["size"] == 16
     # the autoencoder stage (full-resolution convolutions + discriminator) costs more FLOPs than
