@@ -240,6 +240,75 @@ class StyleGAN2Config:
             raise ValueError(f"pl_weight must be >= 0, got {self.pl_weight}")
 
 
+@dataclasses.dataclass(frozen=True)
+class LDMConfig:
+    """Latent diffusion of (image, mask) pairs from MONAI parts (synthct/models/ldm.py).
+
+    Two stages in one run: steps [0, autoencoder_steps) train the AutoencoderKL (L1 + KL +
+    patch-adversarial, PatchDiscriminator from step adv_start), steps [autoencoder_steps,
+    train.steps) the DiffusionModelUNet on the frozen autoencoder's scaled latents.
+    Channel tuples are the widths at model.width 1.0 (the width multiplies them, rounded to a
+    multiple of norm_groups); the autoencoder halves each axis len(ae_channels) - 1 times, the
+    UNet len(unet_channels) - 1 more times. model.lr_g is the autoencoder's learning rate,
+    model.lr_d the discriminator's, lr_diffusion the UNet's; model.latent_dim is not used (the
+    latent's shape follows from the autoencoder). scheduler "rflow": rectified flow (velocity
+    target, Euler sampling, few steps); "ddpm": DDPM noise schedule (noise target), sampled with
+    DDIM (eta 0). Both samplers are deterministic given the initial noise. sampling_steps: the
+    default number of sampling steps (`synthct generate --sampling-steps` overrides it).
+    n_centres > 0: the UNet gets a centre class embedding (centre conditioning).
+    """
+
+    autoencoder_steps: int = 30_000
+    ae_channels: tuple[int, ...] = (32, 64, 128)
+    latent_channels: int = 4
+    ae_res_blocks: int = 2
+    unet_channels: tuple[int, ...] = (64, 128, 256)
+    unet_attention: tuple[bool, ...] = (False, True, True)
+    unet_res_blocks: int = 2
+    head_channels: int = 32
+    norm_groups: int = 16
+    disc_channels: int = 32
+    disc_layers: int = 3  # at most; fewer at small S so the patch map keeps >= 1 voxel
+    kl_weight: float = 1e-6
+    adv_weight: float = 0.01
+    adv_start: int = 10_000
+    lr_diffusion: float = 1e-4
+    scheduler: str = "rflow"
+    train_timesteps: int = 1000
+    sampling_steps: int = 30
+    n_centres: int = 0
+
+    def __post_init__(self) -> None:
+        if len(self.unet_attention) != len(self.unet_channels):
+            raise ValueError(
+                f"unet_attention {list(self.unet_attention)} needs one flag per unet_channels "
+                f"level {list(self.unet_channels)}"
+            )
+        if len(self.ae_channels) < 1 or len(self.unet_channels) < 1:
+            raise ValueError("ae_channels and unet_channels need at least one level")
+        ints = {"autoencoder_steps": self.autoencoder_steps, "latent_channels": self.latent_channels,
+                "ae_res_blocks": self.ae_res_blocks, "unet_res_blocks": self.unet_res_blocks,
+                "head_channels": self.head_channels, "norm_groups": self.norm_groups,
+                "disc_channels": self.disc_channels, "disc_layers": self.disc_layers,
+                "train_timesteps": self.train_timesteps, "sampling_steps": self.sampling_steps,
+                **{f"ae_channels[{i}]": c for i, c in enumerate(self.ae_channels)},
+                **{f"unet_channels[{i}]": c for i, c in enumerate(self.unet_channels)}}  # fmt: skip
+        bad = {k: v for k, v in ints.items() if v < 1}
+        if bad:
+            raise ValueError(f"these ldm settings must be >= 1: {bad}")
+        if self.scheduler not in ("rflow", "ddpm"):
+            raise ValueError(f"ldm scheduler must be 'rflow' or 'ddpm', got {self.scheduler!r}")
+        if self.sampling_steps > self.train_timesteps:
+            raise ValueError(
+                f"sampling_steps ({self.sampling_steps}) cannot exceed train_timesteps "
+                f"({self.train_timesteps})"
+            )
+        if min(self.kl_weight, self.adv_weight, self.lr_diffusion, self.adv_start) < 0:
+            raise ValueError("kl_weight, adv_weight, lr_diffusion and adv_start must be >= 0")
+        if self.n_centres < 0:
+            raise ValueError(f"n_centres must be >= 0 (0 = unconditional), got {self.n_centres}")
+
+
 # kind -> its section's dataclass; synthct/models/registry.py maps the same kinds to networks
 MODEL_SECTIONS: dict[str, type] = {
     "hagan": HAGANConfig,
@@ -247,6 +316,7 @@ MODEL_SECTIONS: dict[str, type] = {
     "wgan": WGANConfig,
     "fastgan": FastGANConfig,
     "stylegan2": StyleGAN2Config,
+    "ldm": LDMConfig,
 }
 _SECTION = {"omit_if_none": True}  # to_dict leaves out the sections of other kinds
 
@@ -290,6 +360,7 @@ class ModelConfig:
     wgan: WGANConfig | None = dataclasses.field(default=None, metadata=_SECTION)
     fastgan: FastGANConfig | None = dataclasses.field(default=None, metadata=_SECTION)
     stylegan2: StyleGAN2Config | None = dataclasses.field(default=None, metadata=_SECTION)
+    ldm: LDMConfig | None = dataclasses.field(default=None, metadata=_SECTION)
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_SECTIONS:

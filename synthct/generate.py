@@ -80,6 +80,7 @@ class GenerateConfig:
     centre: str | None = None
     write_workers: int = 3
     format: str = "nifti"  # "png": also imagesPng/<id>.png + labelsPng/<id>.png (2D sets)
+    sampling_steps: int | None = None  # iterative samplers (diffusion): steps; None = the model's
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -96,6 +97,8 @@ class GenerateConfig:
             raise ConfigError(f"format {self.format!r} is not valid; expected one of {FORMATS}")
         if self.max_redraws < 0:
             raise ConfigError(f"max_redraws must be >= 0, got {self.max_redraws}")
+        if self.sampling_steps is not None and self.sampling_steps < 1:
+            raise ConfigError(f"sampling steps must be >= 1, got {self.sampling_steps}")
         parse_mask_postprocess(self.mask_postprocess)
 
 
@@ -238,6 +241,8 @@ def write_set(
             "--format png writes one PNG per slice pair: it is for 2D slice models (fastgan, "
             f"stylegan2 on slices), not {model.kind!r} {view.sample_name()}s"
         )
+    if options.sampling_steps is not None:  # one-pass models refuse it (ConfigError)
+        model.set_sampling_steps(options.sampling_steps)
     png_window = tuple(view.data_cfg.hu_window) if options.format == "png" else None
     report = progress or (lambda _f, _m: None)
     model.eval()
@@ -367,6 +372,7 @@ def _datacard(name, model, options, counts, batch, spacing, device, provenance) 
         batch_size_used=batch,
         spacing=tuple(spacing),
         shape=tuple(model.view.output_shape()),
+        extra=model.card_fields(),  # model-specific sections (e.g. a diffusion sampler's)
     )  # fmt: skip
 
 

@@ -83,7 +83,8 @@ BENCH_OPTIONS = {
     "fid": [("--d", 2048), ("--n", 2048), ("--skip-sqrtm", False), ("--e2e", True),
             ("--e2e-size", 16), ("--e2e-real", 100), ("--e2e-synthetic", 200), ("--threads", 0)],
     "generate": [("--size", 32), ("--n", 32), ("--batch", 4), ("--width", 0.125),
-                 ("--latent", 128), ("--device", "auto"), ("--workers", 3), ("--out", None)],
+                 ("--latent", 128), ("--device", "auto"), ("--workers", 3), ("--out", None),
+                 ("--model", "hagan"), ("--config", None), ("--sampling-steps", None)],
     "generate-memory": [("--n", None), ("--seconds", 60.0), ("--size", 32), ("--width", 0.0625),
                         ("--latent", 16), ("--batch", 4)],
     "preprocess": [("--size", 128), ("--repeats", 3), ("--thesis", True), ("--json", False)],
@@ -94,7 +95,8 @@ BENCH_OPTIONS = {
     "train": [("--model", "hagan"), ("--size", 32), ("--batch", 2), ("--steps", 5),
               ("--precision", "fp32"), ("--compile", 0), ("--width", 1.0), ("--latent", 1024),
               ("--no-encoder", False), ("--channels-last", 0), ("--recipe", None),
-              ("--compare", False), ("--json", False), ("--threads", None)],
+              ("--compare", False), ("--json", False), ("--threads", None), ("--start-step", 0),
+              ("--config", None)],
 }  # fmt: skip
 
 

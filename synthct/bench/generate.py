@@ -1,8 +1,10 @@
 """`synthct bench generate` and `synthct bench generate-memory`.
 
-Speed: pairs/s of HA-GAN sampling + postprocessing + NIfTI writing through `write_set` (the path
-`synthct generate` takes), with random weights (the cost does not depend on them), after one
-untimed warm-up set; then sampling alone on the same batches, to split compute from writing.
+Speed: pairs/s of sampling + postprocessing + NIfTI writing through `write_set` (the path
+`synthct generate` takes) for a random-weight model of any 3D kind (HA-GAN by default; the cost
+does not depend on the weights), after one untimed warm-up set; then sampling alone on the same
+batches, to split compute from writing; for a diffusion model also sampling alone at several
+numbers of sampling steps.
 
 Memory: `synthct generate --n N` runs as its own process from a random-weight tiny HA-GAN run
 (`make_bench_run`) while its resident memory is sampled from /proc; a run still going after a
@@ -43,17 +45,34 @@ def time_generate(
     device: str = "auto",
     workers: int = 3,
     out: Path | None = None,
+    kind: str = "hagan",
+    config: Path | None = None,
+    sampling_steps: list[int] | None = None,
 ) -> dict:
-    """Time `write_set` of `n` HA-GAN pairs (S x S x S/2) and sampling alone.
+    """Time `write_set` of `n` pairs (S x S x S/2) of a random-weight `kind` model, and sampling
+    alone; with `config` (a run config YAML) its model and data settings are used instead of
+    kind/size/width/latent. For a diffusion model, sampling alone is also timed at each count
+    of `sampling_steps` (`by_steps`: steps -> seconds for the n pairs).
 
-    Returns device, g_params (generator parameters), batch_used (after any out-of-memory
-    halving), total_s (sampling + writing) and sample_s (sampling alone). The set is written to
-    `out`, or to a temporary folder that is removed.
+    Returns kind, size, width, latent, device, g_params (HA-GAN: generator parameters; other
+    kinds: all the model's parameters), sampling_steps (the model's default, None for one-pass
+    models), batch_used (after any out-of-memory halving), total_s (sampling + writing),
+    sample_s (sampling alone) and by_steps. The set is written to `out`, or to a temporary
+    folder that is removed.
     """
     dev = pick_device(device)
-    model_cfg = ModelConfig(kind="hagan", latent_dim=latent, width=width)
-    system = build_model(model_cfg, DataConfig(size=size)).to(dev)
-    n_params = sum(p.numel() for p in system.G.parameters()) if hasattr(system, "G") else 0
+    if config is not None:
+        from synthct.config import load_run_config
+
+        run_cfg = load_run_config(config)
+        model_cfg, data_cfg = run_cfg.model, run_cfg.data
+    else:
+        model_cfg = ModelConfig(kind=kind, latent_dim=latent, width=width)
+        data_cfg = DataConfig(size=size)
+    system = build_model(model_cfg, data_cfg).to(dev).eval()
+    net = system.G if hasattr(system, "G") else system
+    n_params = sum(p.numel() for p in net.parameters())
+    default_steps = getattr(system, "sampling_steps", None)
     # warm-up (cuDNN autotune, allocator) outside the timing
     write_set_opts = GenerateConfig(n=batch, batch_size=batch, write_workers=workers)
     with tempfile.TemporaryDirectory() as tmp:
@@ -66,19 +85,36 @@ def time_generate(
         card = write_set(target, system, (1.5, 1.5, 1.5), opts, device=dev, overwrite=True)
         total = time.perf_counter() - t0
         # sampling alone, same batches, for the split between compute and writing
-        t1 = time.perf_counter()
-        with torch.no_grad():
-            for i in range(0, n, batch):
-                out_t = system.generate(system.sample_latent(min(batch, n - i), device=dev))
-                out_t.float().cpu()
-        sample_only = time.perf_counter() - t1
+        sample_only = _time_sampling(system, n, batch, dev)
+        by_steps = {}
+        for k in sampling_steps or []:
+            system.set_sampling_steps(k)
+            by_steps[k] = _time_sampling(system, n, batch, dev)
     return {
+        "kind": model_cfg.kind,
+        "size": data_cfg.size,
+        "width": model_cfg.width,
+        "latent": system.latent_dim,
         "device": dev,
         "g_params": n_params,
+        "sampling_steps": default_steps,
         "batch_used": card.batch_size_used,
         "total_s": total,
         "sample_s": sample_only,
+        "by_steps": by_steps,
     }
+
+
+def _time_sampling(system, n: int, batch: int, dev: torch.device) -> float:
+    """Seconds for `system.generate` of n pairs in batches (output copied to the CPU)."""
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    t1 = time.perf_counter()
+    with torch.no_grad():
+        for i in range(0, n, batch):
+            out_t = system.generate(system.sample_latent(min(batch, n - i), device=dev))
+            out_t.float().cpu()
+    return time.perf_counter() - t1
 
 
 def rss_mb(pid: int) -> tuple[float, float] | None:

@@ -60,6 +60,8 @@ class TrainBenchConfig:
     fused: bool = False
     warmup: int = 2
     label: str = "custom"
+    start_step: int = 0  # loop step of the first iteration (a staged model picks its stage by it)
+    run_config: str | None = None  # a run config YAML: its model and data replace the above
 
 
 def recipe_config(config: TrainBenchConfig, recipe: str) -> TrainBenchConfig:
@@ -74,6 +76,18 @@ def recipe_config(config: TrainBenchConfig, recipe: str) -> TrainBenchConfig:
             config, precision="bf16", compile=True, channels_last=True, fused=True, label="fast"
         )
     raise ConfigError(f"recipe must be 'reference' or 'fast', got {recipe!r}")
+
+
+def bench_model_config(config: TrainBenchConfig) -> tuple[ModelConfig, DataConfig]:
+    """(model config, data config) of a measurement: from `config.run_config` (a run config
+    YAML) when given, else kind/width/latent/size with the kind's default section."""
+    if config.run_config is not None:
+        from synthct.config import load_run_config
+
+        run_cfg = load_run_config(config.run_config)
+        return run_cfg.model, run_cfg.data
+    model = ModelConfig(kind=config.model, width=config.width, latent_dim=config.latent)
+    return model, DataConfig(size=config.size)
 
 
 def peak_tflops(device: torch.device, precision: str) -> float | None:
@@ -98,8 +112,7 @@ def bench_train(config: TrainBenchConfig, model_factory: Callable | None = None)
 
     device = pick_device()
     torch.manual_seed(0)
-    cfg = ModelConfig(kind=config.model, width=config.width, latent_dim=config.latent)
-    data_cfg = DataConfig(size=config.size)
+    cfg, data_cfg = bench_model_config(config)
     system = (model_factory or build_model)(cfg, data_cfg).to(device).train()
     real = system.view.random_batch(config.batch, torch.Generator().manual_seed(0)).to(device)
     if config.channels_last and device.type == "cuda":
@@ -108,10 +121,14 @@ def bench_train(config: TrainBenchConfig, model_factory: Callable | None = None)
     opts = system.configure_optimizers(fused=config.fused)
     gen = torch.Generator().manual_seed(0)
     autocast = autocast_for(config.precision, device)
+    centre = None  # a centre-conditioned model gets centres 0, 1, ... as the loop would
+    if system.n_centres > 0:
+        centre = torch.arange(config.batch, device=device) % system.n_centres
 
     def iteration(i: int) -> None:
+        i += config.start_step
         ctx = StepContext(i, device, gen, make_update(opts, i, 1), autocast, config.train_encoder)
-        system.train_step(real, ctx)
+        system.train_step(real, ctx, centre)
 
     flops_note = "one eager iteration (step 0)"
     try:
@@ -146,11 +163,12 @@ def bench_train(config: TrainBenchConfig, model_factory: Callable | None = None)
     top = peak_tflops(device, config.precision)
     return {
         "label": config.label,
-        "model": config.model,
-        "size": config.size,
+        "model": cfg.kind,
+        "size": data_cfg.size,
         "batch": config.batch,
-        "width": config.width,
-        "latent": config.latent,
+        "width": cfg.width,
+        "latent": cfg.latent_dim,
+        "start_step": config.start_step,
         "precision": config.precision,
         "compile": config.compile,
         "channels_last": config.channels_last and device.type == "cuda",  # CUDA only
@@ -172,8 +190,9 @@ def format_result(r: dict) -> str:
     """The one line `synthct bench train` prints for a `bench_train` result."""
     mfu = f"{100 * r['mfu']:.1f} %" if r["mfu"] is not None else "n/a"
     mem = "peak CUDA" if r["device"] != "cpu" else "peak RSS"
+    start = f" from step {r['start_step']}" if r.get("start_step") else ""
     return (
-        f"[{r['label']}] {r['model']} S={r['size']} B={r['batch']} width={r['width']} "
+        f"[{r['label']}] {r['model']}{start} S={r['size']} B={r['batch']} width={r['width']} "
         f"{r['precision']} compile={int(r['compile'])} channels_last={int(r['channels_last'])} "
         f"fused={int(r['fused'])} encoder={int(r['encoder'])} on {r['device']}: "
         f"{r['it_per_s']:.3f} it/s ({r['s_per_it']:.3f} s/it), "

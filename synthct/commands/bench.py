@@ -80,24 +80,44 @@ def bench_generate(
     size: Annotated[int, Opt(help="S (pairs are S x S x S/2).")] = 32,
     n: Annotated[int, Opt(help="Pairs to generate and write.")] = 32,
     batch: Annotated[int, Opt(help="Pairs per forward pass.")] = 4,
-    width: Annotated[float, Opt(help="HA-GAN width multiplier.")] = 0.125,
+    width: Annotated[float, Opt(help="Channel width multiplier.")] = 0.125,
     latent: Annotated[int, Opt(help="Latent size.")] = 128,
     device: Annotated[str, Opt(help="auto | cuda | cpu.")] = "auto",
     workers: Annotated[int, Opt(help="NIfTI writer threads.")] = 3,
     out: Annotated[Path | None, Opt(help="Keep the set here (default: temp).")] = None,
+    model: Annotated[str, Opt(help="Model kind (a 3D kind: hagan, vanilla, wgan, ldm).")] = "hagan",
+    config: Annotated[
+        Path | None, Opt("--config", help="Run config YAML: its model and data replace the above.")
+    ] = None,
+    sampling_steps: Annotated[
+        list[int] | None,
+        Opt(
+            "--sampling-steps",
+            help="Diffusion models: also time sampling at these step counts (repeat the option).",
+        ),
+    ] = None,
 ) -> None:
-    """Pairs/s of HA-GAN sampling + postprocessing + NIfTI writing (random weights)."""
+    """Pairs/s of sampling + postprocessing + NIfTI writing (random weights); for a diffusion
+    model also the sampling time per pair at each --sampling-steps."""
     from synthct.bench import generate  # imports torch
 
-    r = generate.time_generate(size, n, batch, width, latent, device, workers, out)
+    r = generate.time_generate(size, n, batch, width, latent, device, workers, out, model,
+                               config, sampling_steps or [])  # fmt: skip
     typer.echo(f"### {bench_header('bench generate')}")
+    kind, s = r["kind"], r["size"]
+    name = "HA-GAN" if kind == "hagan" else kind
+    what = "G" if kind == "hagan" else "model (all networks)"
+    steps = f", {r['sampling_steps']} sampling steps" if r["sampling_steps"] else ""
     typer.echo(
-        f"- HA-GAN S={size} (pairs {size}x{size}x{size // 2}), width {width}, latent {latent}, "
-        f"G {r['g_params'] / 1e6:.2f} M params, batch {r['batch_used']}, {workers} writer "
-        f"threads, device {r['device']}: {n} pairs in {r['total_s']:.2f} s = "
+        f"- {name} S={s} (pairs {s}x{s}x{s // 2}), width {r['width']}, latent {r['latent']}, "
+        f"{what} {r['g_params'] / 1e6:.2f} M params{steps}, batch {r['batch_used']}, {workers} "
+        f"writer threads, device {r['device']}: {n} pairs in {r['total_s']:.2f} s = "
         f"**{n / r['total_s']:.2f} pairs/s** including NIfTI writing (sampling alone "
         f"{r['sample_s']:.2f} s = {n / r['sample_s']:.2f} pairs/s)"
     )
+    for k, secs in r["by_steps"].items():
+        typer.echo(f"  - {k} sampling steps: {secs / n:.4f} s per pair (sampling alone, batch "
+                   f"{batch})")  # fmt: skip
 
 
 def bench_generate_memory(
@@ -201,7 +221,7 @@ def bench_vtt(
 
 
 def bench_train(
-    model: Annotated[str, Opt(help="hagan | vanilla | wgan | fastgan | stylegan2")] = "hagan",
+    model: Annotated[str, Opt(help="hagan | vanilla | wgan | fastgan | stylegan2 | ldm")] = "hagan",
     size: Annotated[int, Opt(help="Volume size S (2D systems: slice side R = S).")] = 32,
     batch: Annotated[int, Opt(help="Batch size.")] = 2,
     steps: Annotated[int, Opt(help="Timed iterations.")] = 5,
@@ -220,6 +240,20 @@ def bench_train(
     ] = False,
     as_json: Annotated[bool, Opt("--json", help="Print JSON only.")] = False,
     threads: Annotated[int | None, Opt(help="torch CPU threads (default: torch's choice).")] = None,
+    start_step: Annotated[
+        int,
+        Opt(
+            help="Loop step of the first iteration (an ldm's diffusion stage starts at "
+            "its autoencoder_steps)."
+        ),
+    ] = 0,
+    config: Annotated[
+        Path | None,
+        Opt(
+            "--config",
+            help="Run config YAML: its model and data replace --model/--size/--width/--latent.",
+        ),
+    ] = None,
 ) -> None:
     """Iterations/s, peak memory, TFLOP/s and MFU of training iterations."""
     import torch  # deferred: loads torch
@@ -232,7 +266,8 @@ def bench_train(
     config = train.TrainBenchConfig(
         model=model, size=size, batch=batch, steps=steps, precision=precision,
         compile=bool(compile), width=width, latent=latent, train_encoder=not no_encoder,
-        channels_last=bool(channels_last),
+        channels_last=bool(channels_last), start_step=start_step,
+        run_config=None if config is None else str(config),
     )  # fmt: skip
     configs = [config]
     if recipe is not None:

@@ -58,6 +58,10 @@ def generate(
         str | None, typer.Option(help="Centre label for a conditional model.")
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing set of this name.")] = False,
+    sampling_steps: Annotated[
+        int | None,
+        typer.Option(help="Sampling steps of a diffusion model (default: its config's)."),
+    ] = None,
     format: Annotated[
         str,
         typer.Option(
@@ -85,6 +89,7 @@ def generate(
         max_redraws=max_redraws,
         centre=centre,
         format=format,
+        sampling_steps=sampling_steps,
     )
     progress = _BarProgress(n, f"generate {out}")
     try:

@@ -20,10 +20,12 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
+
+from synthct.errors import ConfigError
 
 if TYPE_CHECKING:
     from synthct.views import DataView
@@ -80,3 +82,17 @@ class GenerativeModel(nn.Module):
     def generate(self, z: torch.Tensor, centre: torch.Tensor | None = None) -> torch.Tensor:
         """Samples (the view's shape) in [-1, 1] from latents, in eval mode, one pass."""
         raise NotImplementedError
+
+    def set_sampling_steps(self, steps: int) -> None:
+        """Sample with `steps` steps from now on (iterative samplers such as diffusion models;
+        `synthct generate --sampling-steps`). A model that samples in one pass raises
+        ConfigError."""
+        raise ConfigError(
+            f"model kind {self.kind!r} samples in one pass; a number of sampling steps "
+            f"({steps}) does not apply"
+        )
+
+    def card_fields(self) -> dict[str, Any]:
+        """Top-level sections this model adds to the datacard of a set it generates (default:
+        none; e.g. an iterative sampler's scheduler, steps and weight hashes)."""
+        return {}

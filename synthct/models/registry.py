@@ -41,6 +41,7 @@ KINDS: dict[str, ModelKind] = {
         ModelKind("wgan", "synthct.models.baselines", "WassersteinGAN", "Wasserstein 3D GAN"),
         ModelKind("fastgan", "synthct.models.fastgan", "FastGAN", "FastGAN, 2D slice pairs"),
         ModelKind("stylegan2", "synthct.models.stylegan2", "StyleGAN2", "StyleGAN2, 2D pairs"),
+        ModelKind("ldm", "synthct.models.ldm", "LDM", "latent diffusion (MONAI), 3D pairs"),
     )
 }
 
