@@ -65,6 +65,18 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def state_dict_sha256(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over sorted keys, dtypes, shapes and raw bytes: stable for equal weights."""
+    import torch  # deferred: loads torch
+
+    h = hashlib.sha256()
+    for key in sorted(state):
+        t = state[key].detach().cpu().contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.hexdigest()
+
+
 def case_ids_hash(ids: Iterable[str]) -> str:
     """SHA-256 hex of the sorted case ids joined by newlines (which cases trained a model)."""
     return hashlib.sha256("\n".join(sorted(map(str, ids))).encode("utf-8")).hexdigest()

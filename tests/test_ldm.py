@@ -257,8 +257,7 @@ def test_tiny_ldm_learns_the_phantom_distribution(trained):
 def test_generate_writes_a_set_whose_card_records_the_sampler(trained, phantom_ws):
     from synthct.checkpoint import list_checkpoints, load_checkpoint
     from synthct.generate import GenerateConfig, generate_from_run
-    from synthct.metrics.features import state_dict_sha256
-    from synthct.runtime import file_sha256
+    from synthct.runtime import file_sha256, state_dict_sha256
     from synthct.sets import read_datacard
 
     run_dir, _ = trained

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from synthct.checkpoint import checkpoint_state, save_checkpoint
-from synthct.config import DataConfig, ModelConfig, RunConfig, save_yaml, to_dict
+from synthct.config import DataConfig, ModelConfig, RunConfig, load_run_config, save_yaml, to_dict
 from synthct.generate import GenerateConfig, write_set
 from synthct.models import build_model
 from synthct.runtime import case_ids_hash, pick_device
@@ -62,8 +62,6 @@ def time_generate(
     """
     dev = pick_device(device)
     if config is not None:
-        from synthct.config import load_run_config
-
         run_cfg = load_run_config(config)
         model_cfg, data_cfg = run_cfg.model, run_cfg.data
     else:

@@ -24,8 +24,9 @@ import time
 from collections.abc import Callable
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
-from synthct.config import DataConfig, ModelConfig
+from synthct.config import DataConfig, ModelConfig, load_run_config
 from synthct.errors import ConfigError
 from synthct.models import thesis_model_config
 from synthct.models.base import StepContext
@@ -82,8 +83,6 @@ def bench_model_config(config: TrainBenchConfig) -> tuple[ModelConfig, DataConfi
     """(model config, data config) of a measurement: from `config.run_config` (a run config
     YAML) when given, else kind/width/latent/size with the kind's default section."""
     if config.run_config is not None:
-        from synthct.config import load_run_config
-
         run_cfg = load_run_config(config.run_config)
         return run_cfg.model, run_cfg.data
     model = ModelConfig(kind=config.model, width=config.width, latent_dim=config.latent)
@@ -108,7 +107,6 @@ def bench_train(config: TrainBenchConfig, model_factory: Callable | None = None)
     s_per_it, it_per_s, tflop_per_it, tflops (achieved), mfu (None on CPU/unknown GPUs),
     peak_mem_gb (CUDA max allocated; on CPU the process's peak RSS).
     """
-    from torch.utils.flop_counter import FlopCounterMode
 
     device = pick_device()
     torch.manual_seed(0)

@@ -39,10 +39,15 @@ from synthct.metrics.features import (
     SLICE_PART_CHANNELS,
     FeatureExtractor,
     SmallEncoder2D,
-    state_dict_sha256,
 )
 from synthct.preprocess import hu_to_unit, select_part
-from synthct.runtime import file_sha256, load_weights, pick_device, save_weights
+from synthct.runtime import (
+    file_sha256,
+    load_weights,
+    pick_device,
+    save_weights,
+    state_dict_sha256,
+)
 from synthct.workspace import Workspace
 
 ENCODER_VERSION = "small3d-v1"

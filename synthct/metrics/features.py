@@ -27,7 +27,6 @@ The part a space looks at is cut out of packed arrays by `synthct.preprocess.sel
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -37,20 +36,10 @@ import torch
 from torch import nn
 
 from synthct.errors import ConfigError, WorkspaceError
-from synthct.runtime import file_sha256, load_weights, pick_device
+from synthct.runtime import file_sha256, load_weights, pick_device, state_dict_sha256
 
 MEDICALNET_VERSION = "resnet50-shortcutB-dil2-4-gap"
 RANDOM_SEED = 0
-
-
-def state_dict_sha256(state: dict[str, torch.Tensor]) -> str:
-    """SHA-256 over sorted keys, dtypes, shapes and raw bytes: stable for equal weights."""
-    h = hashlib.sha256()
-    for key in sorted(state):
-        t = state[key].detach().cpu().contiguous()
-        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
-    return h.hexdigest()
 
 
 class FeatureExtractor:

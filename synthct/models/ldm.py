@@ -55,6 +55,7 @@ from synthct.config import DataConfig, LDMConfig, ModelConfig
 from synthct.errors import ConfigError
 from synthct.models.base import GenerativeModel, StepContext
 from synthct.models.layers import trainable
+from synthct.runtime import state_dict_sha256
 from synthct.views import VolumeView
 from synthct.views.volumes import image_half, mask_half
 
@@ -350,8 +351,6 @@ class LDM(GenerativeModel):
     def card_fields(self) -> dict[str, Any]:
         """The datacard's "sampler" section: scheduler, steps, scale factor and the SHA-256 of
         the autoencoder's and the UNet's weights (the UNet is the EMA copy when loaded so)."""
-        from synthct.metrics.features import state_dict_sha256
-
         return {
             "sampler": {
                 "scheduler": "rflow" if self.own.scheduler == "rflow" else "ddim",
