@@ -72,11 +72,11 @@ with tab_runs:
             f"{s.get('steps', run.config.get('train', {}).get('steps'))} · "
             f"{len(run.checkpoints)} checkpoint(s) · updated {s.get('updated', '—')}"
         )
-        if run.collapse_flagged:
-            why = "; ".join(w for w in s.get("warnings", []) if "collapse" in w)
-            st.error(f"Possible mode collapse: {why or 'flagged in collapse.csv'}")
-        elif not run.collapse.empty:
-            st.success("No mode collapse flagged.")
+        col_state = run.collapse_state
+        getattr(st, col_state.level)(col_state.message)
+        if col_state.state == results.COLLAPSE_FLAGGED:
+            for why in (w for w in s.get("warnings", []) if "collapse" in w):
+                st.caption(why)
         if run.losses.empty:
             st.info("No losses logged yet.")
         else:
@@ -87,9 +87,11 @@ with tab_runs:
             )
             st.plotly_chart(charts.loss_figure(run.losses, cols, weight), key="dash-loss")
         if not run.collapse.empty:
-            from synthct.run_log import COLLAPSE_RATIO
-
-            st.plotly_chart(charts.collapse_figure(run.collapse, COLLAPSE_RATIO), key="dash-col")
+            planned = s.get("steps", run.config.get("train", {}).get("steps"))
+            st.plotly_chart(
+                charts.collapse_figure(run.collapse, col_state.threshold, planned),
+                key="dash-col",
+            )
         if run.samples:
             steps = [step for step, _ in run.samples]
             pick = st.select_slider(

@@ -21,6 +21,7 @@ from synthct.io import save_png
 from synthct.workspace import atomic_write_json, atomic_write_text
 
 COLLAPSE_RATIO = 0.25  # the alarm: sample diversity < this fraction of real (synthct.collapse)
+COLLAPSE_CHECKS = 2  # ... at this many consecutive collapse checks
 
 
 class RunLog:
@@ -83,7 +84,7 @@ class RunLog:
             self.warnings.append(
                 f"possible mode collapse at step {step}: samples' mean pairwise distance "
                 f"{fake_div:.3f} vs {real_div:.3f} among real cases "
-                f"(alarm below {COLLAPSE_RATIO:g} x real)"
+                f"(alarm below {COLLAPSE_RATIO:g} x real at {COLLAPSE_CHECKS} consecutive checks)"
             )
             self.status("running", step)
 

@@ -65,6 +65,107 @@ class RunView:
             return True
         return any("mode collapse" in w for w in self.status.get("warnings", []))
 
+    @property
+    def collapse_state(self) -> CollapseState:
+        return collapse_state(self.collapse, self.collapse_flagged)
+
+
+# The three states of the mode-collapse indicator.
+TOO_FEW_CHECKS, COLLAPSE_FLAGGED, NO_COLLAPSE_FLAGGED = "too-few-checks", "flagged", "not-flagged"
+
+
+@dataclass(frozen=True)
+class CollapseState:
+    """What the training loop's mode-collapse alarm can say about a run so far.
+
+    state: TOO_FEW_CHECKS (fewer checks than the alarm needs to fire, so its silence means
+    nothing yet), COLLAPSE_FLAGGED, or NO_COLLAPSE_FLAGGED. latest_ratio: the last check's
+    sample diversity / real diversity (None before any check); threshold: the alarm's ratio;
+    needed: the consecutive checks below it that flag a run (synthct.collapse).
+    """
+
+    state: str
+    checks: int
+    needed: int
+    threshold: float
+    latest_ratio: float | None = None
+    latest_step: int | None = None
+
+    @property
+    def latest_below(self) -> bool:
+        """The last check's ratio is under the alarm level (a strike, flagged or not yet)."""
+        return self.latest_ratio is not None and self.latest_ratio < self.threshold
+
+    @property
+    def level(self) -> str:
+        """How to show it: "error", "warning", "info" or "success" (green only when enough
+        checks ran, none flagged the run and the last one is above the alarm level)."""
+        if self.state == COLLAPSE_FLAGGED:
+            return "error"
+        if self.latest_below:
+            return "warning"
+        return "success" if self.state == NO_COLLAPSE_FLAGGED else "info"
+
+    def _latest(self) -> str:
+        if self.latest_ratio is None:
+            return f"latest check (step {self.latest_step}) had no real diversity to compare with"
+        return (
+            f"latest ratio {self.latest_ratio:.2f}× real (step {self.latest_step}) vs threshold "
+            f"{self.threshold:g}×"
+        )
+
+    @property
+    def message(self) -> str:
+        if self.state == COLLAPSE_FLAGGED:
+            text = f"Possible mode collapse flagged ({self.checks} checks"
+            return text + (f", {self._latest()})." if self.checks else ").")
+        if self.state == TOO_FEW_CHECKS:
+            text = (
+                f"Not enough collapse checks yet: {self.checks} of the {self.needed} "
+                f"consecutive checks below {self.threshold:g}× real diversity that flag a run"
+            )
+            if not self.checks:
+                return text + " (no check has run yet)."
+            text += f"; {self._latest()}"
+            if self.latest_below:
+                text += ": below the alarm level, the samples are much less varied than real cases"
+            return text + "."
+        text = f"No mode collapse flagged ({self.checks} checks, {self._latest()})"
+        if self.latest_below:
+            text += (
+                f"; the latest check is below the alarm level: {self.needed} in a row flag the run"
+            )
+        return text + "."
+
+
+def collapse_state(
+    collapse: pd.DataFrame,
+    flagged: bool,
+    threshold: float | None = None,
+    needed: int | None = None,
+) -> CollapseState:
+    """The indicator's state from collapse.csv (step, sample_diversity, real_diversity,
+    flagged) and whether the alarm fired (`RunView.collapse_flagged`); `threshold`/`needed`
+    default to the training loop's alarm (synthct.run_log)."""
+    from synthct.run_log import COLLAPSE_CHECKS, COLLAPSE_RATIO
+
+    threshold = COLLAPSE_RATIO if threshold is None else threshold
+    needed = COLLAPSE_CHECKS if needed is None else needed
+    checks = len(collapse)
+    ratio = step = None
+    if checks:
+        last = collapse.iloc[-1]
+        real = float(last["real_diversity"])
+        ratio = float(last["sample_diversity"]) / real if real > 0 else None
+        step = int(last["step"])
+    if flagged:
+        state = COLLAPSE_FLAGGED
+    elif checks < needed:
+        state = TOO_FEW_CHECKS
+    else:
+        state = NO_COLLAPSE_FLAGGED
+    return CollapseState(state, checks, needed, threshold, ratio, step)
+
 
 def load_run(ws: Workspace, name: str) -> RunView:
     from synthct.checkpoint import list_checkpoints
