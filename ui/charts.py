@@ -147,6 +147,38 @@ def collapse_figure(
     return _layout(fig, "Mode-collapse checks", "step", "diversity ratio (× real)")
 
 
+def runs_figure(
+    curves: dict[str, pd.DataFrame], label: str, weight: float, x: str = "step",
+    log_y: bool = False,
+) -> go.Figure:  # fmt: skip
+    """One curve of several runs on one chart: per run the raw values (faint) and their EMA.
+
+    curves: {run name: DataFrame(step, wall_s, value)} (ui.results.run_curve); x: "step" or
+    "wall_s" (plotted in hours)."""
+    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
+               "#7f7f7f", "#bcbd22", "#17becf"]  # fmt: skip
+    fig = go.Figure()
+    for i, (run, df) in enumerate(curves.items()):
+        if df.empty:
+            continue
+        c = palette[i % len(palette)]
+        xs = df[x].to_numpy(float) / (3600.0 if x == "wall_s" else 1.0)
+        y = df["value"].to_numpy(float)
+        if weight > 0:
+            fig.add_scatter(
+                x=xs, y=y, mode="lines", line={"color": c, "width": 1}, opacity=0.25,
+                name=f"{run} (raw)", showlegend=False, legendgroup=run,
+            )  # fmt: skip
+        fig.add_scatter(
+            x=xs, y=ema_smooth(y, weight), line={"color": c}, name=run, legendgroup=run,
+            mode="lines" if len(y) > 30 else "lines+markers",
+        )  # fmt: skip
+    if log_y:
+        fig.update_yaxes(type="log")
+    x_title = "wall-clock hours" if x == "wall_s" else "step"
+    return _layout(fig, f"Runs compared: {label}", x_title, label, height=420)
+
+
 # -- evaluations ----------------------------------------------------------------------------------
 def embedding_figure(emb: pd.DataFrame, method: str) -> go.Figure:
     """Joint t-SNE (`method` "tsne") or real-fitted PCA ("pca") scatter, coloured by group."""

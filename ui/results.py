@@ -191,6 +191,40 @@ def load_run(ws: Workspace, name: str) -> RunView:
     )
 
 
+# -- runs compared --------------------------------------------------------------------------------
+DIVERSITY_CURVE = "diversity ratio (x real)"  # from collapse.csv, beside the losses
+
+
+def comparable_curves(views: list[RunView]) -> list[str]:
+    """Curves a comparison of `views` can overlay: every loss column any of them logged (in
+    first-seen order), then the diversity ratio when any run has collapse checks."""
+    names: list[str] = []
+    for v in views:
+        names += [c for c in v.loss_columns if c not in names]
+    if any(not v.collapse.empty for v in views):
+        names.append(DIVERSITY_CURVE)
+    return names
+
+
+def run_curve(view: RunView, curve: str) -> pd.DataFrame:
+    """One run's curve as (step, wall_s, value): a loss column of losses.csv, or the collapse
+    checks' sample/real diversity ratio (wall_s NaN: collapse.csv has no clock). Empty when the
+    run did not log it."""
+    if curve == DIVERSITY_CURVE:
+        c = view.collapse
+        if c.empty:
+            return pd.DataFrame(columns=["step", "wall_s", "value"])
+        real = c["real_diversity"].to_numpy(float)
+        sample = c["sample_diversity"].to_numpy(float)
+        ratio = np.divide(sample, real, out=np.full_like(sample, np.nan), where=real > 0)
+        return pd.DataFrame({"step": c["step"], "wall_s": np.nan, "value": ratio})
+    if curve not in view.losses.columns:
+        return pd.DataFrame(columns=["step", "wall_s", "value"])
+    df = view.losses
+    wall = df.get("wall_s", np.nan)
+    return pd.DataFrame({"step": df["step"], "wall_s": wall, "value": df[curve]})
+
+
 # -- evaluations ----------------------------------------------------------------------------------
 @dataclass
 class EvalView:
