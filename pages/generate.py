@@ -218,7 +218,7 @@ else:
         hide_index=True,
     )
     chosen = st.selectbox("Dataset card", sets, key="gen-card")
-    st.json(cards[chosen].to_json(lists=False), expanded=1)
     from ui.sets import set_download
 
     set_download(ws, chosen)
+    st.json(cards[chosen].to_json(lists=False), expanded=1)

@@ -107,6 +107,7 @@ def loss_figure(losses: pd.DataFrame, columns: Sequence[str], weight: float) -> 
             x=losses["step"], y=ema_smooth(y, weight), line={"color": c}, name=col,
             mode="lines" if len(y) > 30 else "lines+markers",  # a short log stays visible
         )  # fmt: skip
+    fig.update_xaxes(rangemode="tozero")  # a short log reads as the start of a run
     return _layout(fig, "Losses", "step", "loss")
 
 
@@ -175,6 +176,7 @@ def runs_figure(
         )  # fmt: skip
     if log_y:
         fig.update_yaxes(type="log")
+    fig.update_xaxes(rangemode="tozero")
     x_title = "wall-clock hours" if x == "wall_s" else "step"
     return _layout(fig, f"Runs compared: {label}", x_title, label, height=420)
 

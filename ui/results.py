@@ -120,9 +120,10 @@ class CollapseState:
             text = f"Possible mode collapse flagged ({self.checks} checks"
             return text + (f", {self._latest()})." if self.checks else ").")
         if self.state == TOO_FEW_CHECKS:
+            done = f"{self.checks} check" + ("" if self.checks == 1 else "s")
             text = (
-                f"Not enough collapse checks yet: {self.checks} of the {self.needed} "
-                f"consecutive checks below {self.threshold:g}× real diversity that flag a run"
+                f"Not enough collapse checks yet: {done}, the alarm needs {self.needed} "
+                f"consecutive checks below {self.threshold:g}× real diversity"
             )
             if not self.checks:
                 return text + " (no check has run yet)."

@@ -34,7 +34,11 @@ def test_one_check_is_not_enough_and_never_green():
     assert s.checks == 1 and s.latest_step == 6000
     assert s.latest_ratio == pytest.approx(0.041470 / 0.171027)
     assert s.latest_below and s.level == "warning"
-    assert "1 of the 2" in s.message and "0.24× real" in s.message and "0.25×" in s.message
+    assert (
+        "1 check, the alarm needs 2 consecutive" in s.message
+        and "0.24× real" in s.message
+        and "0.25×" in s.message
+    )
     # a single check above the alarm level is still "not enough checks", shown neutral
     high = collapse_state(_checks([(200, 0.15, 0.17, 0)]), flagged=False, threshold=0.25, needed=2)
     assert high.state == TOO_FEW_CHECKS and high.level == "info"
