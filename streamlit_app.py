@@ -22,6 +22,17 @@ else:
     from ui import auth
     from ui.errors import guarded
 
+    # (script, title, icon, URL path) of the researcher pages, in menu order.
+    RESEARCHER_PAGES = (
+        ("pages/browse.py", "Browse", ":material/view_in_ar:", "browse"),
+        ("pages/dashboard.py", "Dashboard", ":material/monitoring:", "dashboard"),
+        ("pages/generate.py", "Generate & jobs", ":material/play_circle:", "generate"),
+        ("pages/studies.py", "Studies", ":material/groups:", "studies"),
+    )
+
+    def _home() -> None:
+        st.switch_page(RESEARCHER_PAGES[0][0])
+
     def route() -> None:
         role = auth.resolve_role()
         if role == auth.RATER:
@@ -32,7 +43,14 @@ else:
                 [st.Page(auth.invalid_token_page, title="synthct")], position="hidden"
             )
         elif role == auth.LOGIN:
-            nav = st.navigation([st.Page(auth.login_page, title="Sign in")], position="hidden")
+            # The sign-in form answers every researcher URL, so a deep link (/dashboard) shows
+            # the form instead of "Page not found" and, after signing in, the page it named.
+            sign_in = [st.Page(auth.login_page, title="Sign in", url_path="sign-in", default=True)]
+            sign_in += [
+                st.Page(auth.login_page, title="Sign in", url_path=path, visibility="hidden")
+                for _, _, _, path in RESEARCHER_PAGES
+            ]
+            nav = st.navigation(sign_in, position="hidden")
         elif role == auth.LOCAL_ONLY:
             nav = st.navigation([st.Page(auth.local_only_page, title="synthct")], position="hidden")
         else:
@@ -40,34 +58,17 @@ else:
 
             ensure_workspace()
             auth.open_access_note()
+            pages = [
+                st.Page(script, title=title, icon=icon, url_path=path)
+                for script, title, icon, path in RESEARCHER_PAGES
+            ]
+            # The app's root opens Browse under its own address (/browse), so that every page,
+            # Browse included, has a URL that works as a deep link (Streamlit serves its default
+            # page at the root only).
+            home = st.Page(_home, title="synthct", url_path="home", default=True,
+                           visibility="hidden")  # fmt: skip
             nav = st.navigation(
-                [
-                    st.Page(
-                        "pages/browse.py",
-                        title="Browse",
-                        icon=":material/view_in_ar:",
-                        url_path="browse",
-                        default=True,
-                    ),
-                    st.Page(
-                        "pages/dashboard.py",
-                        title="Dashboard",
-                        icon=":material/monitoring:",
-                        url_path="dashboard",
-                    ),
-                    st.Page(
-                        "pages/generate.py",
-                        title="Generate & jobs",
-                        icon=":material/play_circle:",
-                        url_path="generate",
-                    ),
-                    st.Page(
-                        "pages/studies.py",
-                        title="Studies",
-                        icon=":material/groups:",
-                        url_path="studies",
-                    ),
-                ],
+                [home, *pages],
                 position="top",  # .streamlit/config.toml hides the sidebar page list (see there)
             )
         nav.run()

@@ -52,8 +52,8 @@ def _gallery_pngs(root: str, eval_id: str, syn_id: str, train_id: str) -> tuple[
     )
 
 
-tab_runs, tab_evals, tab_cmp, tab_seg = st.tabs(
-    ["Training runs", "Evaluations", "Model comparison", "Segmentation"]
+tab_runs, tab_runcmp, tab_evals, tab_cmp, tab_seg = st.tabs(
+    ["Training runs", "Runs compared", "Evaluations", "Model comparison", "Segmentation"]
 )
 
 # -- training runs --------------------------------------------------------------------------------
@@ -72,11 +72,11 @@ with tab_runs:
             f"{s.get('steps', run.config.get('train', {}).get('steps'))} · "
             f"{len(run.checkpoints)} checkpoint(s) · updated {s.get('updated', '—')}"
         )
-        if run.collapse_flagged:
-            why = "; ".join(w for w in s.get("warnings", []) if "collapse" in w)
-            st.error(f"Possible mode collapse: {why or 'flagged in collapse.csv'}")
-        elif not run.collapse.empty:
-            st.success("No mode collapse flagged.")
+        col_state = run.collapse_state
+        getattr(st, col_state.level)(col_state.message)
+        if col_state.state == results.COLLAPSE_FLAGGED:
+            for why in (w for w in s.get("warnings", []) if "collapse" in w):
+                st.caption(why)
         if run.losses.empty:
             st.info("No losses logged yet.")
         else:
@@ -87,9 +87,11 @@ with tab_runs:
             )
             st.plotly_chart(charts.loss_figure(run.losses, cols, weight), key="dash-loss")
         if not run.collapse.empty:
-            from synthct.run_log import COLLAPSE_RATIO
-
-            st.plotly_chart(charts.collapse_figure(run.collapse, COLLAPSE_RATIO), key="dash-col")
+            planned = s.get("steps", run.config.get("train", {}).get("steps"))
+            st.plotly_chart(
+                charts.collapse_figure(run.collapse, col_state.threshold, planned),
+                key="dash-col",
+            )
         if run.samples:
             steps = [step for step, _ in run.samples]
             pick = st.select_slider(
@@ -100,6 +102,42 @@ with tab_runs:
             st.caption(f"EMA samples at step {pick}: image halves (top), masks (bottom).")
         with st.expander("Run config"):
             st.json(run.config)
+
+# -- several runs on one chart --------------------------------------------------------------------
+with tab_runcmp:
+    all_runs = ws.list_runs()
+    if not all_runs:
+        st.info("No training runs yet.")
+    else:
+        chosen = st.multiselect("Runs", all_runs, default=all_runs[:4], key="dash-cmp-runs")
+        views = [_run(str(ws.root), r, _mtime(ws.run_dir(r) / "losses.csv")) for r in chosen]
+        curves = results.comparable_curves(views)
+        if not curves:
+            st.info("The chosen runs have logged no losses yet.")
+        else:
+            c1, c2, c3, c4 = st.columns([2, 2, 2, 1])
+            curve = c1.selectbox("Curve", curves, key="dash-cmp-curve")
+            x = c2.radio(
+                "Against", ["step", "wall_s"], horizontal=True, key="dash-cmp-x",
+                format_func={"step": "step", "wall_s": "wall-clock time"}.get,
+                disabled=curve == results.DIVERSITY_CURVE,
+            )  # fmt: skip
+            weight = c3.slider("EMA smoothing", 0.0, 0.99, 0.6, 0.01, key="dash-cmp-smooth")
+            log_y = c4.toggle("log y", key="dash-cmp-log")
+            if curve == results.DIVERSITY_CURVE:
+                x = "step"
+            data = {v.name: results.run_curve(v, curve) for v in views}
+            st.plotly_chart(
+                charts.runs_figure(data, curve, weight, x=x, log_y=log_y), key="dash-cmp-fig"
+            )
+            missing = [r for r, df in data.items() if df.empty]
+            if missing:
+                st.caption(f"Not logged by: {', '.join(missing)}.")
+            st.caption(
+                "Each run: raw values (faint) and their EMA (TensorBoard's smoothing). Runs "
+                "differ in batch size, resolution and model: compare steps only between runs "
+                "with the same batch size, and wall-clock time only on the same machine."
+            )
 
 # -- evaluations ----------------------------------------------------------------------------------
 with tab_evals:

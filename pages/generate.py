@@ -21,7 +21,16 @@ def _sets() -> list[str]:
     return ws.list_sets()
 
 
-tab_gen, tab_train, tab_eval, tab_seg = st.tabs(["Generate", "Train", "Evaluate", "Segment"])
+tab_gen, tab_train, tab_eval, tab_seg, tab_prep = st.tabs(
+    ["Generate", "Train", "Evaluate", "Segment", "Preprocess"]
+)
+
+
+def _preprocess_button(cfg, key: str) -> None:
+    """A button that queues the `synthct preprocess` job `cfg` (a DataConfig) needs."""
+    if st.button(f"Preprocess S={cfg.size} in the background", key=key):
+        ui_jobs.submit(ws, "preprocess", ui_jobs.preprocess_args(cfg), "cpu")
+
 
 with tab_gen:
     runs = [r for r in ws.list_runs() if any((ws.run_dir(r) / "checkpoints").glob("step-*.pt"))]
@@ -66,9 +75,19 @@ with tab_gen:
                 ui_jobs.submit(ws, "generate", args, device)
 
 with tab_train:
-    configs = ui_jobs.config_files(ws)
+    configs, blocked = ui_jobs.train_choices(ws, ui_jobs.config_files(ws))
+    if blocked:
+        with st.expander(f"{len(blocked)} config(s) cannot run in this workspace yet"):
+            for path, (why, _) in blocked.items():
+                st.markdown(f"- `{path.name}` {why}")
+            needed = {tuple(ui_jobs.preprocess_args(d)): d for _, d in blocked.values() if d}
+            for i, cfg in enumerate(needed.values()):
+                _preprocess_button(cfg, f"train-prep-{i}")
     if not configs:
-        st.info("No run configs found in configs/ or the workspace's configs/ folder.")
+        st.info(
+            "No run config can run here yet: each needs its data preprocessed first (the "
+            "**Preprocess** tab, or the commands above)."
+        )
     else:
         with st.form("train"):
             config = st.selectbox(
@@ -117,6 +136,15 @@ with tab_eval:
 with tab_seg:
     from synthct.segment.experiments import EXPERIMENTS
 
+    seg_sizes = ui_jobs.segment_sizes(ws)
+    if not seg_sizes:
+        from synthct.segment.recipe import SegConfig
+
+        st.info(
+            "Segmentation needs the real cases preprocessed at its size S (binary mask, the "
+            "default spacing and HU window); none is yet."
+        )
+        _preprocess_button(SegConfig(size=32).data_config(), "seg-prep")
     with st.form("segment"):
         c1, c2, c3 = st.columns(3)
         experiment = c1.selectbox("Experiment", EXPERIMENTS, key="seg-exp")
@@ -125,10 +153,15 @@ with tab_seg:
         name = c1.text_input("Experiment name (empty = automatic)", key="seg-name")
         epochs = c2.number_input("Epochs per fold", 1, 10000, 300, key="seg-epochs")
         folds = c3.number_input("Folds", 2, 10, 5, key="seg-folds")
-        size = c1.selectbox("Size S", [32, 64, 128, 256], index=2, key="seg-size")
+        size = c1.selectbox(
+            "Size S", seg_sizes, key="seg-size",
+            help="Only sizes whose preprocessed data exist here (Preprocess tab for others).",
+        )  # fmt: skip
         device = c2.selectbox("Device", ui_jobs.DEVICES, key="seg-device", help=DEVICE_HELP)
-        go = st.form_submit_button("Segment in the background", type="primary")
-    if go:
+        go = st.form_submit_button(
+            "Segment in the background", type="primary", disabled=not seg_sizes
+        )
+    if go and size is not None:
         try:
             args = ui_jobs.segment_args(
                 experiment, None if syn == "—" else syn, name=name.strip() or None,
@@ -139,6 +172,23 @@ with tab_seg:
             st.error(str(e))
         else:
             ui_jobs.submit(ws, "segment", args, device)
+
+with tab_prep:
+    from synthct.config import DataConfig
+
+    st.caption(
+        "Crop, resample and pack the ingested real cases at size S (S×S×S/2 image + mask). "
+        "Training and segmentation read these packed arrays; cases already packed are skipped."
+    )
+    with st.form("preprocess"):
+        c1, c2 = st.columns(2)
+        p_size = c1.selectbox("Size S", [32, 64, 128, 256], index=2, key="prep-size")
+        p_mask = c2.selectbox("Mask", ["binary", "multiclass"], key="prep-mask")
+        go = st.form_submit_button("Preprocess in the background", type="primary")
+    if go:
+        ui_jobs.submit(
+            ws, "preprocess", ui_jobs.preprocess_args(DataConfig(size=p_size, mask=p_mask)), "cpu"
+        )
 
 st.subheader("Jobs")
 ui_jobs.job_monitor(ws)
@@ -168,4 +218,7 @@ else:
         hide_index=True,
     )
     chosen = st.selectbox("Dataset card", sets, key="gen-card")
+    from ui.sets import set_download
+
+    set_download(ws, chosen)
     st.json(cards[chosen].to_json(lists=False), expanded=1)

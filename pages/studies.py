@@ -30,13 +30,22 @@ with st.expander("Create a study", expanded=not overview):
     if not sets:
         st.info("No synthetic sets yet: generate one on **Generate & jobs** first.")
     else:
+        # The numbers of cases and raters sit outside the form, so that what the planned study
+        # can detect updates as they change, before anything is sealed or rated.
+        c1, c2, c3 = st.columns(3)
+        n_real = c1.number_input("Real cases (test split)", 1, 1000, 5, key="st-nreal")
+        n_syn = c2.number_input("Synthetic cases", 1, 1000, 5, key="st-nsyn")
+        n_raters = c3.number_input(
+            "Planned raters", 1, 100, 3, key="st-nraters",
+            help="For planning only: each rater you invite rates every case.",
+        )  # fmt: skip
+        plan, adequate = ui_studies.power_plan(int(n_real), int(n_syn), int(n_raters))
+        (st.caption if adequate else st.warning)(f"Power: {plan}")
         with st.form("create-study"):
             c1, c2, c3 = st.columns(3)
             name = c1.text_input("Study name", key="st-name")
             syn_set = c2.selectbox("Synthetic set", sets, key="st-set")
             seed = c3.number_input("Seed", 0, 2**31 - 1, 0, key="st-seed")
-            n_real = c1.number_input("Real cases (test split)", 1, 1000, 5, key="st-nreal")
-            n_syn = c2.number_input("Synthetic cases", 1, 1000, 5, key="st-nsyn")
             dups = c3.number_input("Duplicates (shown twice)", 0, 100, 0, key="st-dups")
             slab = c1.selectbox(
                 "Slab", SLABS, key="st-slab",
@@ -163,6 +172,10 @@ with tab_results:
         st.stop()
     if not stats.ratings:
         st.info("No ratings yet.")
+        n_real, n_syn = ui_studies.sealed_case_counts(ratings.manifest)
+        active = sum(not r.revoked for r in progress)
+        plan, adequate = ui_studies.power_plan(n_real, n_syn, max(1, active))
+        (st.caption if adequate else st.warning)(f"Power of this study: {plan}")
         st.stop()
     if stats.warning:
         st.warning(stats.warning)

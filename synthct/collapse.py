@@ -6,7 +6,7 @@ pooled to <= 16x16x8 voxels for volumes, the CT channel pooled to <= 32x32 for s
 diversity is the mean pairwise RMS distance between samples (in [-1, 1] units). The same number
 is computed once for a fixed draw of real train cases (`Probe.real_diversity`). The run is
 flagged when the samples' diversity falls below COLLAPSE_RATIO (0.25) of the real diversity at
-two consecutive checks: identical samples score 0. A distance, unlike a cosine around the real
+COLLAPSE_CHECKS (2) consecutive checks: identical samples score 0. A distance, unlike a cosine around the real
 mean, is not fooled by a common offset of all samples (e.g. all too bright).
 
 Snapshots: N_SNAPSHOT samples from the same fixed latents, drawn by the view (`Probe.snapshot`).
@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from synthct.models.base import GenerativeModel
-from synthct.run_log import COLLAPSE_RATIO
+from synthct.run_log import COLLAPSE_CHECKS, COLLAPSE_RATIO
 from synthct.views import Probe, mean_pairwise_distance
 
 N_SNAPSHOT, N_COLLAPSE = 4, 8
@@ -66,5 +66,5 @@ def check_collapse(probe: Probe, samples: torch.Tensor, alarm: dict) -> tuple[fl
     fake_div = mean_pairwise_distance(probe.features(samples))
     alike = fake_div < COLLAPSE_RATIO * probe.real_diversity
     alarm["strikes"] = alarm["strikes"] + 1 if alike else 0
-    alarm["flagged"] = bool(alarm["flagged"] or alarm["strikes"] >= 2)
-    return fake_div, probe.real_diversity, alarm["strikes"] >= 2
+    alarm["flagged"] = bool(alarm["flagged"] or alarm["strikes"] >= COLLAPSE_CHECKS)
+    return fake_div, probe.real_diversity, alarm["strikes"] >= COLLAPSE_CHECKS

@@ -427,6 +427,7 @@ class TrainConfig:
     keep_checkpoints: int = 3
     collapse_every: int = 500
     num_workers: int = 0
+    tensorboard: bool = False  # also write TensorBoard scalars (needs requirements-tensorboard.txt)
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1:

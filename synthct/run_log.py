@@ -2,8 +2,11 @@
 
 Only rank 0 writes (other ranks get an inactive log). CSV rows are flushed as they are written;
 a resumed run first drops rows a killed run wrote after its last checkpoint (`truncate_csv`), so
-the logs of a resumed run equal those of an uninterrupted one. TensorBoard scalars are written
-too when the optional `tensorboard` package is installed.
+the logs of a resumed run equal those of an uninterrupted one. With `train.tensorboard: true`
+the losses and the collapse checks' diversity ratio are also written as TensorBoard scalars
+(WS/runs/<run>/tensorboard/); that needs the optional `tensorboard` package
+(`pip install -r requirements-tensorboard.txt`), and a run that asks for it without the package
+stops at once with a message saying so.
 """
 
 from __future__ import annotations
@@ -17,16 +20,36 @@ from pathlib import Path
 
 import numpy as np
 
+from synthct.errors import ConfigError
 from synthct.io import save_png
 from synthct.workspace import atomic_write_json, atomic_write_text
 
 COLLAPSE_RATIO = 0.25  # the alarm: sample diversity < this fraction of real (synthct.collapse)
+COLLAPSE_CHECKS = 2  # ... at this many consecutive collapse checks
+
+
+TENSORBOARD_HINT = "pip install -r requirements-tensorboard.txt"
+
+
+def check_tensorboard(wanted: bool) -> None:
+    """ConfigError when a run asks for TensorBoard scalars and the package is not installed."""
+    if not wanted:
+        return
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+    except ImportError as e:
+        raise ConfigError(
+            f"train.tensorboard is true but TensorBoard cannot be imported ({e}); install the "
+            f"optional extra (`{TENSORBOARD_HINT}`) or set train.tensorboard: false"
+        ) from e
 
 
 class RunLog:
     """losses.csv, collapse.csv, samples/*.png, status.json (rank 0 only; others no-ops)."""
 
-    def __init__(self, run_dir: Path, active: bool, start: int, steps: int) -> None:
+    def __init__(
+        self, run_dir: Path, active: bool, start: int, steps: int, tensorboard: bool = False
+    ) -> None:
         self.dir, self.active, self.last_step, self.steps = run_dir, active, start, steps
         self.warnings: list[str] = []
         self._files: dict[str, tuple] = {}
@@ -39,8 +62,9 @@ class RunLog:
         with contextlib.suppress(OSError, ValueError, AttributeError):
             if start > 0:
                 self.warnings = list(json.loads((run_dir / "status.json").read_text())["warnings"])
-        with contextlib.suppress(ImportError):  # the optional tensorboard extra
-            from torch.utils.tensorboard import SummaryWriter  # deferred: loads torch
+        if tensorboard:  # the optional extra (check_tensorboard has made sure it is there)
+            check_tensorboard(True)
+            from torch.utils.tensorboard import SummaryWriter  # optional dependency
 
             self.tb = SummaryWriter(str(run_dir / "tensorboard"))
         self.status("running", start, "resumed" if start else "started")
@@ -79,11 +103,13 @@ class RunLog:
                 "flagged": int(flagged),
             },
         )
+        if self.tb is not None and real_div > 0:
+            self.tb.add_scalar("collapse/diversity_ratio", fake_div / real_div, step)
         if flagged:
             self.warnings.append(
                 f"possible mode collapse at step {step}: samples' mean pairwise distance "
                 f"{fake_div:.3f} vs {real_div:.3f} among real cases "
-                f"(alarm below {COLLAPSE_RATIO:g} x real)"
+                f"(alarm below {COLLAPSE_RATIO:g} x real at {COLLAPSE_CHECKS} consecutive checks)"
             )
             self.status("running", step)
 

@@ -4,20 +4,31 @@
 place only when complete): NIfTI pairs (and optional PNG previews) are written by a small
 thread pool (zlib releases the GIL, so compression overlaps with sampling), finished cases are
 appended to a JSON-lines file in case-index order, and `finish` gives the written cases
-contiguous ids SYN-0001… and writes the datacard from that file as a stream. What it holds in
-memory is a few batches of pending writes and out-of-order records, whatever n is.
+contiguous ids SYN-0001… and writes the datacard and dataset.json from that file as streams.
+What it holds in memory is a few batches of pending writes and out-of-order records, whatever n
+is.
+
+dataset.json is the Medical Segmentation Decathlon's dataset description (name, description,
+tensorImageSize, modality, labels, numTraining, training: [{image, label}], …), the file MONAI's
+`load_decathlon_datalist` and Auto3DSeg read; its paths are relative to the set's folder and
+name the files as they are: `./imagesTr/SYN-0001__CT.nii.gz` with `./labelsTr/SYN-0001.nii.gz`.
+(nnU-Net v2 wants `imagesTr/<case>_0000.nii.gz` and a different dataset.json: not this one.)
+`write_dataset_json` adds it to a set written before synthct wrote it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from synthct.display import Window, extract_slice, window_to_uint8
+from synthct.errors import WorkspaceError
 from synthct.io import Volume, save_png, save_volume
 from synthct.sets import (
     DATACARD,
@@ -29,10 +40,13 @@ from synthct.sets import (
     image_file,
     iter_records,
     label_file,
+    read_datacard,
     write_datacard,
 )
+from synthct.workspace import atomic_write
 
 RECORDS = ".cases.jsonl"  # finished cases in index order, while the set is written
+DATASET_JSON = "dataset.json"  # the Decathlon-format description (see the module docstring)
 
 
 def slice_pngs(
@@ -40,7 +54,6 @@ def slice_pngs(
 ) -> tuple[np.ndarray, np.ndarray]:
     """One-slice pair (X, Y, 1) -> (CT grey uint8 (Y, X): the HU window as 0..255, mask 0/255),
     radiologically oriented (anterior up, patient left on the right)."""
-    from synthct.display import Window, extract_slice, window_to_uint8
 
     lo, hi = hu_window
     grey = window_to_uint8(extract_slice(image, "axial", 0), Window((lo + hi) / 2, hi - lo))
@@ -140,6 +153,7 @@ class SetWriter:
         records = self.folder / RECORDS
         self._renumber(records)
         write_datacard(self.folder / DATACARD, card, records)
+        dataset_json(self.folder, card, (r["case_id"] for r in iter_records(records)))
         records.unlink()
 
     def _write_pair(self, name: str, image: np.ndarray, mask: np.ndarray) -> None:
@@ -167,3 +181,85 @@ class SetWriter:
                             os.replace(d / f"{old}.png", d / f"{new}.png")
                 out.write(json.dumps({"case_id": new, **c}) + "\n")
         os.replace(final, records)
+
+
+# -- dataset.json (Medical Segmentation Decathlon format) -----------------------------------------
+def decathlon_labels(card: Datacard) -> dict[str, str]:
+    """The label map: multiclass runs write GTVp = 1, GTVn = 2; binary ones their union."""
+    mask = ((card.run_config or {}).get("data") or {}).get("mask", "binary")
+    if mask == "multiclass":
+        return {"0": "background", "1": "GTVp", "2": "GTVn"}
+    return {"0": "background", "1": "tumour (GTVp + GTVn)"}
+
+
+def dataset_json(set_dir: Path, card: Datacard, case_ids: Iterable[str]) -> Path:
+    """Write SET/dataset.json (atomically) listing `case_ids` in order; the training list is
+    streamed, so memory does not grow with the number of cases. Returns its path."""
+    set_dir = Path(set_dir)
+    source = f"a {card.model.kind} generator"
+    if card.run:
+        source += f" (run {card.run}"
+        step = card.checkpoint.step if card.checkpoint else None
+        source += f", checkpoint step {step})" if step is not None else ")"
+    version = f"synthct {card.synthct_version}".strip()
+    head = {
+        "name": card.name,
+        "description": (
+            f"Synthetic head-and-neck CT + tumour-mask pairs sampled by {version} from {source}; "
+            "provenance, seeds and postprocessing in datacard.json"
+        ),
+        "reference": "datacard.json",
+        "release": card.created,
+        "tensorImageSize": "3D",
+        "modality": {"0": "CT"},
+        "labels": decathlon_labels(card),
+        "numTraining": 0,
+        "numTest": 0,
+    }
+    tmp_list = set_dir / f".{DATASET_JSON}.training"
+    count = 0
+    with open(tmp_list, "w", encoding="utf-8") as f:  # the list first: numTraining comes before
+        for case_id in case_ids:
+            pair = {
+                "image": "./" + image_file(set_dir, case_id).relative_to(set_dir).as_posix(),
+                "label": "./" + label_file(set_dir, case_id).relative_to(set_dir).as_posix(),
+            }
+            f.write(("," if count else "") + "\n    " + json.dumps(pair))
+            count += 1
+    head["numTraining"] = count
+
+    def write(out) -> None:
+        text = json.dumps(head, indent=2)[:-2]  # without the closing "\n}"
+        out.write(f'{text},\n  "training": ['.encode())
+        with open(tmp_list, "rb") as f:
+            while chunk := f.read(1 << 20):
+                out.write(chunk)
+        out.write(("\n  ]," if count else "],").encode() + b'\n  "test": []\n}\n')
+
+    try:
+        return atomic_write(set_dir / DATASET_JSON, write)
+    finally:
+        tmp_list.unlink(missing_ok=True)
+
+
+def write_dataset_json(set_dir: str | os.PathLike) -> Path:
+    """Add dataset.json to a complete set (one written before synthct wrote it, or to rewrite
+    it). The cases are SYN-0001… in order, as `SetWriter.finish` numbered them; every image and
+    label file is checked to exist (WorkspaceError naming the first one missing)."""
+    set_dir = Path(set_dir)
+    card = read_datacard(set_dir, cases=False)
+    n = card.n_written
+    width = max(4, len(str(int(card.counts.get("requested", n)))))
+
+    def ids() -> Iterator[str]:
+        for k in range(n):
+            case_id = f"SYN-{k + 1:0{width}d}"
+            for p in (image_file(set_dir, case_id), label_file(set_dir, case_id)):
+                if not p.is_file():
+                    raise WorkspaceError(
+                        f"{set_dir}: {p.relative_to(set_dir)} is missing; the datacard lists "
+                        f"{n} written cases SYN-{1:0{width}d}…SYN-{n:0{width}d}"
+                    )
+            yield case_id
+
+    return dataset_json(set_dir, card, ids())

@@ -52,7 +52,7 @@ from synthct.distributed import (
 from synthct.errors import Cancelled, ConfigError, LeakageError, SynthctError, WorkspaceError
 from synthct.models.base import GenerativeModel, StepContext
 from synthct.models.registry import build_model
-from synthct.run_log import RunLog
+from synthct.run_log import RunLog, check_tensorboard
 from synthct.runtime import case_ids_hash, pick_device
 from synthct.stopping import StopRequest, Terminated
 from synthct.views import Probe, TrainingData
@@ -138,6 +138,7 @@ def _setup(run_cfg, ws, run, resume, allow_split, model_factory, rank, world) ->
     device = pick_device()
     run_dir = ws.run_dir(check_name(run, "run name"))
     check_new_run(run_dir, resume)
+    check_tensorboard(cfg.tensorboard)
     seed_everything(cfg.seed)  # same initial weights for a seed (and on every rank)
     model = (model_factory or _build_model)(run_cfg).to(device)
     view = model.view
@@ -167,7 +168,7 @@ def _setup(run_cfg, ws, run, resume, allow_split, model_factory, rank, world) ->
             m.compile()
     if rank == 0:
         prepare_run_dir(run_dir, run_cfg, data, allow_split)
-    log = RunLog(run_dir, rank == 0, start, cfg.steps)
+    log = RunLog(run_dir, rank == 0, start, cfg.steps, tensorboard=cfg.tensorboard)
     barrier(world)
     probe = view.probe(data, run_cfg)
     return _Run(run_cfg, run, run_dir, rank, world, device, model, data, opts, ema, gen, start,

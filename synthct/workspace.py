@@ -8,7 +8,8 @@ joins workspace paths by hand. Layout::
     WS/data/fixed/               labels repaired at ingest
     WS/data/packed/<key>/        packed pair arrays + manifest.json (one folder per preprocess config)
     WS/runs/<run>/               config.yaml, checkpoints/, losses.csv, samples/
-    WS/synthetic/<set>/          imagesTr/, labelsTr/, datacard.json
+    WS/synthetic/<set>/          imagesTr/, labelsTr/, datacard.json, dataset.json
+    WS/archives/<set>/           the set as one zip, written once per version of the set
     WS/evals/<eval>/             metrics.json + per-sample tables
     WS/evals/encoders/           the offline feature encoders trained on the workspace
     WS/evals/hpo-<grid>/         a grid search's ranked summary
@@ -129,6 +130,10 @@ class Workspace:
         return self.root / "configs"
 
     @property
+    def archives(self) -> Path:
+        return self.root / "archives"
+
+    @property
     def demo_lock(self) -> Path:
         return self.root / ".demo.lock"
 
@@ -138,6 +143,10 @@ class Workspace:
 
     def synthetic_dir(self, name: str) -> Path:
         return self.confine(self.synthetic / check_name(name, "synthetic set name"))
+
+    def archive_dir(self, set_name: str) -> Path:
+        """WS/archives/<set>: zip files of a synthetic set (synthct.set_archive)."""
+        return self.confine(self.archives / check_name(set_name, "synthetic set name"))
 
     def eval_dir(self, eval_id: str) -> Path:
         """WS/evals/<id>: an evaluation id is a set name plus its settings (longer names)."""

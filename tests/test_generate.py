@@ -501,3 +501,77 @@ def test_memory_does_not_grow_with_the_number_of_cases(tmp_path):
     small, large = peak(50, "small"), peak(800, "large")
     assert large - small < 400_000, (small, large)
     assert len(sets.load_datacard(tmp_path / "large")["cases"]) == 800
+
+
+# -- dataset.json (Medical Segmentation Decathlon format) -----------------------------------------
+def _decathlon(out):
+    from monai.data import load_decathlon_datalist
+
+    return load_decathlon_datalist(str(out / "dataset.json"), True, "training")
+
+
+def test_every_set_has_a_decathlon_dataset_json_that_monai_reads(workspace):
+    n, seed = 12, 3
+    out, card = _write(workspace, "dropped", n=n, seed=seed, empty_masks="drop")
+    desc = json.loads((out / "dataset.json").read_text())
+    assert desc["name"] == "dropped" and desc["tensorImageSize"] == "3D"
+    assert desc["modality"] == {"0": "CT"}
+    assert desc["labels"] == {"0": "background", "1": "tumour (GTVp + GTVn)"}
+    assert desc["numTraining"] == card["counts"]["written"] < n  # dropped cases are not listed
+    assert desc["test"] == [] and desc["numTest"] == 0
+    items = _decathlon(out)
+    assert len(items) == card["counts"]["written"]
+    for item, case in zip(items, card["cases"], strict=True):
+        assert Path(item["image"]) == (out / "imagesTr" / f"{case['case_id']}__CT.nii.gz")
+        assert Path(item["label"]) == (out / "labelsTr" / f"{case['case_id']}.nii.gz")
+        assert Path(item["image"]).is_file() and Path(item["label"]).is_file()
+    # the listed files are the pairs themselves: image and label on the same grid
+    img, lab = nib.load(items[0]["image"]), nib.load(items[0]["label"])
+    assert img.shape == lab.shape and np.allclose(img.affine, lab.affine)
+
+
+def test_dataset_json_labels_of_a_multiclass_run(workspace):
+    from synthct.set_writer import decathlon_labels
+
+    card = sets.Datacard(
+        name="m", model=sets.ModelInfo(), run_config={"data": {"mask": "multiclass"}}
+    )
+    assert decathlon_labels(card) == {"0": "background", "1": "GTVp", "2": "GTVn"}
+
+
+def test_dataset_json_is_added_to_an_existing_set(workspace):
+    from synthct.set_writer import write_dataset_json
+
+    out, _ = _write(workspace, "old", n=3)
+    written = (out / "dataset.json").read_bytes()
+    (out / "dataset.json").unlink()  # a set from before synthct wrote dataset.json
+    write_dataset_json(out)
+    assert (out / "dataset.json").read_bytes() == written
+    assert len(_decathlon(out)) == 3
+    assert not list(out.glob(".*training*"))  # no temporary file left behind
+    (out / "labelsTr" / "SYN-0002.nii.gz").unlink()
+    with pytest.raises(WorkspaceError, match="labelsTr/SYN-0002.nii.gz is missing"):
+        write_dataset_json(out)
+    assert (out / "dataset.json").read_bytes() == written  # the old file stays whole
+
+
+def test_cli_set_dataset_json_and_zip(workspace):
+    import zipfile
+
+    from typer.testing import CliRunner
+
+    from synthct.cli import app
+
+    out, _ = _write(workspace, "old", n=2)
+    (out / "dataset.json").unlink()
+    res = CliRunner().invoke(app, ["set", "dataset-json", "--all", "-w", str(workspace.root)])
+    assert res.exit_code == 0, res.output
+    assert res.output.strip() == str(out / "dataset.json")
+    assert len(_decathlon(out)) == 2
+    res = CliRunner().invoke(app, ["set", "zip", "old", "-w", str(workspace.root)])
+    assert res.exit_code == 0, res.output
+    with zipfile.ZipFile(res.output.strip()) as zf:
+        assert zf.testzip() is None
+        assert {"old/dataset.json", "old/datacard.json", "old/labelsTr/SYN-0002.nii.gz"} <= set(
+            zf.namelist()
+        )

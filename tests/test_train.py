@@ -575,3 +575,42 @@ def test_shipped_run_configs_load_and_small_ones_build():
     )  # HPO17
     assert (best.model.latent_dim, best.train.batch_size, best.train.steps) == (1024, 4, 80_000)
     assert best.model.betas == (0.0, 0.999)  # what the thesis runs used (its text says 0.99)
+
+
+# -- the optional TensorBoard scalars ---------------------------------------------------------
+def test_tensorboard_asked_for_but_missing_stops_with_a_clear_message(workspace, monkeypatch):
+    import sys
+
+    from synthct.errors import ConfigError
+    from synthct.train import train
+
+    install_packed(monkeypatch, 16)
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # not installed
+    with pytest.raises(ConfigError, match="requirements-tensorboard.txt"):
+        train(tiny_cfg(tensorboard=True), workspace, "tb", model_factory=tiny_factory())
+    assert not workspace.run_dir("tb").exists()  # stopped before anything was written
+    run_dir = train(tiny_cfg(), workspace, "no-tb", model_factory=tiny_factory())
+    assert not (run_dir / "tensorboard").exists()  # off unless asked for
+
+
+def test_tensorboard_scalars_equal_the_csv_logs(workspace, monkeypatch):
+    pytest.importorskip("tensorboard")
+    import pandas as pd
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from synthct.train import train
+
+    install_packed(monkeypatch, 16)
+    run_dir = train(tiny_cfg(tensorboard=True), workspace, "tb", model_factory=tiny_factory())
+    events = EventAccumulator(str(run_dir / "tensorboard")).Reload()
+    losses = pd.read_csv(run_dir / "losses.csv")
+    for col in ("d_loss", "g_loss"):
+        scalars = events.Scalars(f"loss/{col}")
+        assert [s.step for s in scalars] == losses["step"].tolist()
+        np.testing.assert_allclose([s.value for s in scalars], losses[col], rtol=1e-6)
+    col = pd.read_csv(run_dir / "collapse.csv")
+    ratio = events.Scalars("collapse/diversity_ratio")
+    assert [s.step for s in ratio] == col["step"].tolist()
+    np.testing.assert_allclose(
+        [s.value for s in ratio], col["sample_diversity"] / col["real_diversity"], rtol=1e-4
+    )

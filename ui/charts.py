@@ -107,31 +107,78 @@ def loss_figure(losses: pd.DataFrame, columns: Sequence[str], weight: float) -> 
             x=losses["step"], y=ema_smooth(y, weight), line={"color": c}, name=col,
             mode="lines" if len(y) > 30 else "lines+markers",  # a short log stays visible
         )  # fmt: skip
+    fig.update_xaxes(rangemode="tozero")  # a short log reads as the start of a run
     return _layout(fig, "Losses", "step", "loss")
 
 
-def collapse_figure(collapse: pd.DataFrame, ratio: float) -> go.Figure:
-    """Mean pairwise distance among EMA samples vs real cases; alarm level and flags marked."""
+def collapse_figure(
+    collapse: pd.DataFrame, threshold: float, steps: int | None = None
+) -> go.Figure:
+    """Diversity ratio (samples' mean pairwise distance / real cases') at every collapse check,
+    against the alarm threshold and the real level (1×); flagged checks marked.
+
+    The axes start at 0 and reach the run's planned `steps` and at least 1.1× real, so a single
+    check reads as a point on the whole run, not on an axis a few steps wide."""
+    steps_at = collapse["step"].to_numpy(float)
+    real = collapse["real_diversity"].to_numpy(float)
+    sample = collapse["sample_diversity"].to_numpy(float)
+    ratio = np.divide(sample, real, out=np.full_like(sample, np.nan), where=real > 0)
+    x_max = max([float(steps or 0), *steps_at, 1.0])
+    y_max = max(1.1, float(np.nanmax(ratio, initial=0.0)) * 1.1)
     fig = go.Figure()
     fig.add_scatter(
-        x=collapse["step"], y=collapse["sample_diversity"], mode="lines+markers",
-        name="samples", line={"color": SYNTHETIC},
+        x=steps_at, y=ratio, mode="lines+markers", name="samples ÷ real diversity",
+        line={"color": SYNTHETIC}, marker={"size": 9},
+        customdata=np.stack([sample, real], axis=-1),
+        hovertemplate="step %{x}: %{y:.2f}× real<br>samples %{customdata[0]:.4f}, "
+        "real %{customdata[1]:.4f}<extra></extra>",
     )  # fmt: skip
-    fig.add_scatter(
-        x=collapse["step"], y=collapse["real_diversity"], mode="lines+markers", name="real cases",
-        line={"color": REAL, "dash": "dot"},
+    fig.add_hline(y=1.0, line={"color": REAL, "dash": "dot"}, annotation_text="real (1×)")
+    fig.add_hline(
+        y=threshold, line={"color": "grey", "dash": "dash"},
+        annotation_text=f"alarm threshold ({threshold:g}×)",
     )  # fmt: skip
-    fig.add_scatter(
-        x=collapse["step"], y=collapse["real_diversity"] * ratio, mode="lines+markers",
-        name=f"alarm level ({ratio:g} x real)", line={"color": "grey", "dash": "dash"},
-    )  # fmt: skip
-    flagged = collapse[collapse["flagged"].astype(int) > 0]
-    if not flagged.empty:
+    flagged = collapse["flagged"].astype(int).to_numpy() > 0
+    if flagged.any():
         fig.add_scatter(
-            x=flagged["step"], y=flagged["sample_diversity"], mode="markers", name="flagged",
-            marker={"color": "black", "symbol": "x", "size": 11},
+            x=steps_at[flagged], y=ratio[flagged], mode="markers", name="flagged",
+            marker={"color": "black", "symbol": "x", "size": 12},
         )  # fmt: skip
-    return _layout(fig, "Mode-collapse check", "step", "mean pairwise distance (diversity)")
+    fig.update_layout(xaxis_range=[0, x_max * 1.02], yaxis_range=[0, y_max])
+    return _layout(fig, "Mode-collapse checks", "step", "diversity ratio (× real)")
+
+
+def runs_figure(
+    curves: dict[str, pd.DataFrame], label: str, weight: float, x: str = "step",
+    log_y: bool = False,
+) -> go.Figure:  # fmt: skip
+    """One curve of several runs on one chart: per run the raw values (faint) and their EMA.
+
+    curves: {run name: DataFrame(step, wall_s, value)} (ui.results.run_curve); x: "step" or
+    "wall_s" (plotted in hours)."""
+    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
+               "#7f7f7f", "#bcbd22", "#17becf"]  # fmt: skip
+    fig = go.Figure()
+    for i, (run, df) in enumerate(curves.items()):
+        if df.empty:
+            continue
+        c = palette[i % len(palette)]
+        xs = df[x].to_numpy(float) / (3600.0 if x == "wall_s" else 1.0)
+        y = df["value"].to_numpy(float)
+        if weight > 0:
+            fig.add_scatter(
+                x=xs, y=y, mode="lines", line={"color": c, "width": 1}, opacity=0.25,
+                name=f"{run} (raw)", showlegend=False, legendgroup=run,
+            )  # fmt: skip
+        fig.add_scatter(
+            x=xs, y=ema_smooth(y, weight), line={"color": c}, name=run, legendgroup=run,
+            mode="lines" if len(y) > 30 else "lines+markers",
+        )  # fmt: skip
+    if log_y:
+        fig.update_yaxes(type="log")
+    fig.update_xaxes(rangemode="tozero")
+    x_title = "wall-clock hours" if x == "wall_s" else "step"
+    return _layout(fig, f"Runs compared: {label}", x_title, label, height=420)
 
 
 # -- evaluations ----------------------------------------------------------------------------------

@@ -108,6 +108,49 @@ def segment_args(
     return args
 
 
+def preprocess_args(cfg: Any) -> list[str]:
+    """argv of the `synthct preprocess` that packs the arrays `cfg` (a DataConfig) reads."""
+    from synthct.preprocess import preprocess_command
+
+    return preprocess_command(cfg).split()[1:]
+
+
+def packed_ready(ws: Workspace, cfg: Any) -> bool:
+    """Whether this workspace has the packed arrays of preprocessing config `cfg`."""
+    from synthct.preprocess import MANIFEST, packed_dir
+
+    return (packed_dir(ws, cfg) / MANIFEST).is_file()
+
+
+def train_choices(
+    ws: Workspace, configs: list[Path]
+) -> tuple[list[Path], dict[Path, tuple[str, Any]]]:
+    """(configs that can run here, {config: (why not, the DataConfig it needs or None)} for
+    the others). A run config can run when its data section's packed arrays exist; a broken
+    file says what is wrong."""
+    from synthct.config import load_run_config
+
+    ready, blocked = [], {}
+    for path in configs:
+        try:
+            data = load_run_config(path).data
+        except Exception as e:  # noqa: BLE001 - any unreadable config is shown, not offered
+            blocked[path] = (f"cannot be read: {e}", None)
+            continue
+        if packed_ready(ws, data):
+            ready.append(path)
+        else:
+            blocked[path] = (f"needs `{' '.join(['synthct', *preprocess_args(data)])}`", data)
+    return ready, blocked
+
+
+def segment_sizes(ws: Workspace, sizes: tuple[int, ...] = (32, 64, 128, 256)) -> list[int]:
+    """The sizes S a segmentation experiment (default recipe) can run at in this workspace."""
+    from synthct.segment.recipe import SegConfig
+
+    return [s for s in sizes if packed_ready(ws, SegConfig(size=s).data_config())]
+
+
 def config_files(ws: Workspace) -> list[Path]:
     """Run configs a researcher can pick: the project's configs/ and WS/configs/ (YAML)."""
     found: list[Path] = []
@@ -150,6 +193,7 @@ def submit(ws: Workspace, kind: str, args: list[str], device: str = "auto") -> i
         st.error(str(e))
         return None
     st.session_state["jobs-selected"] = job_id
+    st.session_state["jobs-follow"] = job_id  # the monitor switches to it on its next run
     st.success(f"Job {job_id} submitted: `synthct {' '.join(args)}`")
     return job_id
 
@@ -178,13 +222,24 @@ def job_monitor(ws: Workspace) -> None:
         key="jobs-table",
     )
     ids = [j.id for j in rows]
+    follow = st.session_state.pop("jobs-follow", None)
+    if follow in ids:  # a job was just submitted: show it, whatever was picked before
+        st.session_state.pop("jobs-pick", None)  # the picker then starts at `index` below
+        st.session_state["jobs-selected"] = follow
     selected = st.session_state.get("jobs-selected")
     index = ids.index(selected) if selected in ids else 0
-    job_id = st.selectbox("Job", ids, index=index, key="jobs-pick")
+    job_id = st.selectbox(
+        "Job", ids, index=index, key="jobs-pick",
+        format_func=lambda i: next(f"{i} · {j.kind} · {j.status}" for j in rows if j.id == i),
+    )  # fmt: skip
     st.session_state["jobs-selected"] = job_id
     job = next(j for j in rows if j.id == job_id)
     c1, c2 = st.columns([3, 1])
-    c1.caption(f"Job {job.id} · {job.status} · {job.message or ''}")
+    c1.caption(f"Job {job.id} · {job.kind} · {job.status}")
+    if job.status == "failed":
+        st.error(f"Job {job.id} failed: {job.message or '(no message)'}")
+    elif job.message:
+        c1.caption(job.message)
     if job.status in ("queued", "running", "cancelling") and c2.button(
         "Kill job" if job.status == "cancelling" else "Cancel job", key=f"cancel-{job.id}"
     ):

@@ -16,8 +16,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from synthct.checkpoint import list_checkpoints
+from synthct.config import DataConfig, from_dict, load_yaml
+from synthct.errors import WorkspaceError
 from synthct.metrics.results import Baseline, EvalResult, load_result
-from synthct.workspace import Workspace, read_json
+from synthct.preprocess import load_packed, unpack
+from synthct.run_log import COLLAPSE_CHECKS, COLLAPSE_RATIO
+from synthct.sets import load_synthetic_pair, read_datacard
+from synthct.workspace import ID_MAX_LENGTH, Workspace, check_name, read_json
 
 LOSS_META_COLUMNS = ("step", "wall_s")
 STAT_LABELS = {
@@ -65,11 +71,109 @@ class RunView:
             return True
         return any("mode collapse" in w for w in self.status.get("warnings", []))
 
+    @property
+    def collapse_state(self) -> CollapseState:
+        return collapse_state(self.collapse, self.collapse_flagged)
+
+
+# The three states of the mode-collapse indicator.
+TOO_FEW_CHECKS, COLLAPSE_FLAGGED, NO_COLLAPSE_FLAGGED = "too-few-checks", "flagged", "not-flagged"
+
+
+@dataclass(frozen=True)
+class CollapseState:
+    """What the training loop's mode-collapse alarm can say about a run so far.
+
+    state: TOO_FEW_CHECKS (fewer checks than the alarm needs to fire, so its silence means
+    nothing yet), COLLAPSE_FLAGGED, or NO_COLLAPSE_FLAGGED. latest_ratio: the last check's
+    sample diversity / real diversity (None before any check); threshold: the alarm's ratio;
+    needed: the consecutive checks below it that flag a run (synthct.collapse).
+    """
+
+    state: str
+    checks: int
+    needed: int
+    threshold: float
+    latest_ratio: float | None = None
+    latest_step: int | None = None
+
+    @property
+    def latest_below(self) -> bool:
+        """The last check's ratio is under the alarm level (a strike, flagged or not yet)."""
+        return self.latest_ratio is not None and self.latest_ratio < self.threshold
+
+    @property
+    def level(self) -> str:
+        """How to show it: "error", "warning", "info" or "success" (green only when enough
+        checks ran, none flagged the run and the last one is above the alarm level)."""
+        if self.state == COLLAPSE_FLAGGED:
+            return "error"
+        if self.latest_below:
+            return "warning"
+        return "success" if self.state == NO_COLLAPSE_FLAGGED else "info"
+
+    def _latest(self) -> str:
+        if self.latest_ratio is None:
+            return f"latest check (step {self.latest_step}) had no real diversity to compare with"
+        return (
+            f"latest ratio {self.latest_ratio:.2f}× real (step {self.latest_step}) vs threshold "
+            f"{self.threshold:g}×"
+        )
+
+    @property
+    def message(self) -> str:
+        if self.state == COLLAPSE_FLAGGED:
+            text = f"Possible mode collapse flagged ({self.checks} checks"
+            return text + (f", {self._latest()})." if self.checks else ").")
+        if self.state == TOO_FEW_CHECKS:
+            done = f"{self.checks} check" + ("" if self.checks == 1 else "s")
+            text = (
+                f"Not enough collapse checks yet: {done}, the alarm needs {self.needed} "
+                f"consecutive checks below {self.threshold:g}× real diversity"
+            )
+            if not self.checks:
+                return text + " (no check has run yet)."
+            text += f"; {self._latest()}"
+            if self.latest_below:
+                text += ": below the alarm level, the samples are much less varied than real cases"
+            return text + "."
+        text = f"No mode collapse flagged ({self.checks} checks, {self._latest()})"
+        if self.latest_below:
+            text += (
+                f"; the latest check is below the alarm level: {self.needed} in a row flag the run"
+            )
+        return text + "."
+
+
+def collapse_state(
+    collapse: pd.DataFrame,
+    flagged: bool,
+    threshold: float | None = None,
+    needed: int | None = None,
+) -> CollapseState:
+    """The indicator's state from collapse.csv (step, sample_diversity, real_diversity,
+    flagged) and whether the alarm fired (`RunView.collapse_flagged`); `threshold`/`needed`
+    default to the training loop's alarm (synthct.run_log)."""
+
+    threshold = COLLAPSE_RATIO if threshold is None else threshold
+    needed = COLLAPSE_CHECKS if needed is None else needed
+    checks = len(collapse)
+    ratio = step = None
+    if checks:
+        last = collapse.iloc[-1]
+        real = float(last["real_diversity"])
+        ratio = float(last["sample_diversity"]) / real if real > 0 else None
+        step = int(last["step"])
+    if flagged:
+        state = COLLAPSE_FLAGGED
+    elif checks < needed:
+        state = TOO_FEW_CHECKS
+    else:
+        state = NO_COLLAPSE_FLAGGED
+    return CollapseState(state, checks, needed, threshold, ratio, step)
+
 
 def load_run(ws: Workspace, name: str) -> RunView:
-    from synthct.checkpoint import list_checkpoints
-    from synthct.config import load_yaml
-
     run_dir = ws.run_dir(name)
     status = {}
     if (run_dir / "status.json").is_file():
@@ -88,6 +192,40 @@ def load_run(ws: Workspace, name: str) -> RunView:
         samples=samples,
         checkpoints=list_checkpoints(run_dir),
     )
+
+
+# -- runs compared --------------------------------------------------------------------------------
+DIVERSITY_CURVE = "diversity ratio (x real)"  # from collapse.csv, beside the losses
+
+
+def comparable_curves(views: list[RunView]) -> list[str]:
+    """Curves a comparison of `views` can overlay: every loss column any of them logged (in
+    first-seen order), then the diversity ratio when any run has collapse checks."""
+    names: list[str] = []
+    for v in views:
+        names += [c for c in v.loss_columns if c not in names]
+    if any(not v.collapse.empty for v in views):
+        names.append(DIVERSITY_CURVE)
+    return names
+
+
+def run_curve(view: RunView, curve: str) -> pd.DataFrame:
+    """One run's curve as (step, wall_s, value): a loss column of losses.csv, or the collapse
+    checks' sample/real diversity ratio (wall_s NaN: collapse.csv has no clock). Empty when the
+    run did not log it."""
+    if curve == DIVERSITY_CURVE:
+        c = view.collapse
+        if c.empty:
+            return pd.DataFrame(columns=["step", "wall_s", "value"])
+        real = c["real_diversity"].to_numpy(float)
+        sample = c["sample_diversity"].to_numpy(float)
+        ratio = np.divide(sample, real, out=np.full_like(sample, np.nan), where=real > 0)
+        return pd.DataFrame({"step": c["step"], "wall_s": np.nan, "value": ratio})
+    if curve not in view.losses.columns:
+        return pd.DataFrame(columns=["step", "wall_s", "value"])
+    df = view.losses
+    wall = df.get("wall_s", np.nan)
+    return pd.DataFrame({"step": df["step"], "wall_s": wall, "value": df[curve]})
 
 
 # -- evaluations ----------------------------------------------------------------------------------
@@ -243,9 +381,6 @@ def gallery_volumes(
     Both come on the packed grid the evaluation compared them on: the synthetic case from its
     set's NIfTI files, the training case from the packed arrays of the GAN's training split.
     """
-    from synthct.config import DataConfig, from_dict
-    from synthct.preprocess import load_packed, unpack
-    from synthct.sets import load_synthetic_pair, read_datacard
 
     cfg = from_dict(DataConfig, result.data_config, "metrics.json data_config")
     set_dir = ws.synthetic_dir(result.synthetic["set"])
@@ -254,8 +389,6 @@ def gallery_volumes(
     split = (tc.split if tc else None) or "train"
     packed = load_packed(ws, cfg, split=split)
     if train_id not in packed.case_ids:
-        from synthct.errors import WorkspaceError
-
         raise WorkspaceError(f"training case {train_id!r} is not in the packed {split} split")
     train_hu, _ = unpack(np.asarray(packed.arrays[packed.case_ids.index(train_id)]), cfg)
     return image.array.astype(np.float32), train_hu.astype(np.float32), mask.array
@@ -264,7 +397,6 @@ def gallery_volumes(
 # -- segmentation ---------------------------------------------------------------------------------
 def fold_curves(ws: Workspace, experiment: str) -> pd.DataFrame:
     """Per-fold training curves of an experiment: experiment, fold, epoch, train_loss, val_dice."""
-    from synthct.workspace import ID_MAX_LENGTH, check_name
 
     folds_dir = (
         ws.segmentation

@@ -7,14 +7,14 @@ functions only turn those typed objects into the rows and frames the page shows.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 import pandas as pd
 
 from synthct.vtt.results import RaterProgress, StudyOverview
-from synthct.vtt.stats import StudyStatistics
+from synthct.vtt.stats import POWER_AUC, StudyStatistics, detectable_auc
 
 
 def default_base_url(page_url: str | None, base_path: str = "") -> str:
@@ -30,6 +30,58 @@ def default_base_url(page_url: str | None, base_path: str = "") -> str:
         return "http://localhost:8501"
     path = "/" + base_path.strip("/") if base_path.strip("/") else ""
     return f"{parts.scheme}://{parts.netloc}{path}"
+
+
+def power_plan(n_real: int, n_synthetic: int, raters: int = 1) -> tuple[str, bool]:
+    """What a planned study can detect, before any rating: (text, adequate).
+
+    Each rater is tested on their own (Mann–Whitney, two-sided, alpha 0.05, 80 % power;
+    `synthct.vtt.stats.detectable_auc`), so the detectable AUC depends on the cases one rater
+    sees; with several raters it is also given at a Bonferroni-corrected alpha (0.05 / raters),
+    for the claim "some rater tells them apart". Duplicates add no independent cases.
+    `adequate`: a moderately good rater (AUC 0.75) is detectable.
+    """
+    if n_real < 1 or n_synthetic < 1:
+        return "A study needs real and synthetic cases for any comparison.", False
+    auc = detectable_auc(n_synthetic, n_real)
+    per = f"{n_real} real and {n_synthetic} synthetic cases per rater"
+    if auc is None:
+        text = (
+            f"With {per}, no rater, however good, has an 80 % chance of p < 0.05: a "
+            f"non-significant result could not show that the synthetic cases pass as real."
+        )
+    else:
+        text = (
+            f"With {per}, a rater needs an AUC of at least {auc:.2f} (0.5 = chance, 1 = always "
+            f"right) to be detected (p < 0.05 with 80 % power)"
+        )
+        if raters > 1:
+            corrected = detectable_auc(n_synthetic, n_real, alpha=0.05 / raters)
+            text += f"; testing each of {raters} raters at 0.05/{raters}: from " + (
+                "no AUC ≤ 1" if corrected is None else f"{corrected:.2f}"
+            )
+        text += "."
+    adequate = auc is not None and auc <= POWER_AUC
+    if not adequate:
+        need = next(
+            n
+            for n in range(2, 10_000)
+            if (a := detectable_auc(n, n)) is not None and a <= POWER_AUC
+        )
+        text += (
+            f" About {need} real and {need} synthetic cases per rater detect a moderately good "
+            f"rater (AUC {POWER_AUC})."
+        )
+    return text, adequate
+
+
+def sealed_case_counts(manifest: Mapping[str, Any]) -> tuple[int, int]:
+    """(real, synthetic) cases of a sealed study's manifest, duplicates not counted."""
+    cases = [c for c in manifest.get("cases", []) if c.get("duplicate_of") is None]
+    return (
+        sum(c.get("truth") == "real" for c in cases),
+        sum(c.get("truth") == "synthetic" for c in cases),
+    )
 
 
 def overview_rows(studies: Sequence[StudyOverview]) -> list[dict[str, Any]]:

@@ -148,6 +148,44 @@ def cases_for_power(auc: float = POWER_AUC, power: float = 0.8, alpha: float = 0
     return n
 
 
+def _auc_se(auc: float, n_pos: int, n_neg: int) -> float:
+    """Standard error of the empirical AUC at a true `auc` (Hanley & McNeil 1982, eq. 1-2)."""
+    q1, q2 = auc / (2 - auc), 2 * auc**2 / (1 + auc)
+    var = (auc * (1 - auc) + (n_pos - 1) * (q1 - auc**2) + (n_neg - 1) * (q2 - auc**2)) / (
+        n_pos * n_neg
+    )
+    return math.sqrt(max(var, 0.0))
+
+
+def detectable_auc(n_pos: int, n_neg: int, power: float = 0.8, alpha: float = 0.05) -> float | None:
+    """The smallest true AUC at which a rater of `n_pos` synthetic and `n_neg` real cases gets a
+    significant two-sided Mann–Whitney test (level `alpha`) with probability `power`, for
+    planning a study before any rating.
+
+    Normal approximation with the AUC's null variance for the critical value and its variance
+    under the alternative (Hanley & McNeil 1982) for the power; solved by bisection. None when
+    no rater can reach it: when even a perfect ranking is not significant (the exact test's
+    smallest two-sided p, 2 / C(n_pos + n_neg, n_pos), is not below `alpha`) or the
+    approximation never reaches `power`.
+    """
+    if n_pos < 1 or n_neg < 1 or 2 / math.comb(n_pos + n_neg, n_pos) >= alpha:
+        return None
+    se0 = math.sqrt((n_pos + n_neg + 1) / (12.0 * n_pos * n_neg))
+    crit = 0.5 + stats.norm.ppf(1 - alpha / 2) * se0
+
+    def power_at(auc: float) -> float:
+        se1 = _auc_se(auc, n_pos, n_neg)
+        return 1.0 if se1 == 0 else float(stats.norm.cdf((auc - crit) / se1))
+
+    if power_at(1.0 - 1e-9) < power:
+        return None
+    lo, hi = 0.5, 1.0 - 1e-9
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if power_at(mid) < power else (lo, mid)
+    return hi
+
+
 def power_warning(n_real: int, n_synthetic: int) -> str | None:
     """A plain-language warning for studies too small to detect a moderately good rater."""
     if n_real < 1 or n_synthetic < 1:

@@ -71,3 +71,13 @@ def test_loss_figure_smoothed_trace_is_the_ema():
     smooth = next(t for t in fig.data if t.name == "g_loss")
     expected = pd.Series([4.0, 2.0, 3.0, 1.0]).ewm(alpha=0.5, adjust=True).mean()
     np.testing.assert_allclose(smooth.y, expected)
+
+
+def test_runs_figure_plots_wall_clock_hours_and_the_ema_per_run():
+    a = pd.DataFrame({"step": [10, 20, 30], "wall_s": [3600.0, 7200.0, 10800.0],
+                      "value": [3.0, 1.0, 2.0]})  # fmt: skip
+    fig = charts.runs_figure({"a": a, "empty": a.iloc[:0]}, "g_loss", 0.5, x="wall_s")
+    smooth = next(t for t in fig.data if t.name == "a")
+    np.testing.assert_allclose(smooth.x, [1.0, 2.0, 3.0])
+    np.testing.assert_allclose(smooth.y, pd.Series([3.0, 1.0, 2.0]).ewm(alpha=0.5).mean())
+    assert {t.name for t in fig.data} == {"a", "a (raw)"}  # an empty run draws nothing

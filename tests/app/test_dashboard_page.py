@@ -121,3 +121,41 @@ def test_dashboard_compares_models_at_volume_level(tiny_ws):
     shown = next(d.value for d in at.dataframe if "model_kind" in getattr(d.value, "columns", []))
     assert list(shown["set"]) == list(expected["set"])
     np.testing.assert_allclose(shown["fid"].to_numpy(), expected["fid"].to_numpy())
+
+
+def test_runs_compared_overlays_the_chosen_runs(tiny_ws):
+    import shutil
+
+    # a second run: the same run's folder with its g_loss doubled and a column only it logs
+    src, dst = tiny_ws.run_dir(RUN), tiny_ws.run_dir("tiny-b")
+    shutil.copytree(src, dst)
+    other = pd.read_csv(src / "losses.csv")
+    other["g_loss"] *= 2
+    other["extra_loss"] = 1.0
+    other.to_csv(dst / "losses.csv", index=False)
+
+    at = _dashboard()
+    at.multiselect(key="dash-cmp-runs").set_value([RUN, "tiny-b"]).run()
+    assert "extra_loss" in at.selectbox(key="dash-cmp-curve").options
+    at.selectbox(key="dash-cmp-curve").set_value("g_loss")
+    at.slider(key="dash-cmp-smooth").set_value(0.0).run()
+    fig = next(f for f in _figures(at) if f["layout"]["title"]["text"] == "Runs compared: g_loss")
+    lines = {t["name"]: _array(t["y"]) for t in fig["data"]}
+    expected = pd.read_csv(src / "losses.csv")["g_loss"].to_numpy()
+    np.testing.assert_allclose(lines[RUN], expected)
+    np.testing.assert_allclose(lines["tiny-b"], 2 * expected)
+
+    # the collapse checks' diversity ratio, per run, against the step
+    at.selectbox(key="dash-cmp-curve").set_value("diversity ratio (x real)").run()
+    fig = next(f for f in _figures(at) if f["layout"]["title"]["text"].startswith("Runs compared"))
+    col = pd.read_csv(src / "collapse.csv")
+    ratio = (col["sample_diversity"] / col["real_diversity"]).to_numpy()
+    for t in fig["data"]:
+        np.testing.assert_allclose(_array(t["y"]), ratio, rtol=1e-6)
+        np.testing.assert_allclose(_array(t["x"]), col["step"].to_numpy())
+
+    # a loss one run did not log: that run is named, not drawn
+    at.selectbox(key="dash-cmp-curve").set_value("extra_loss").run()
+    fig = next(f for f in _figures(at) if f["layout"]["title"]["text"].startswith("Runs compared"))
+    assert {t["name"] for t in fig["data"]} == {"tiny-b"}
+    assert any(f"Not logged by: {RUN}" in c.value for c in at.caption)

@@ -132,3 +132,52 @@ def test_argv_builders_refuse_bad_input():
         ui_jobs.generate_args("r1", 2, "ok", device="tpu")
     with pytest.raises(ConfigError, match="minimum component size"):
         ui_jobs.mask_postprocess_spec("min-size", 0)
+
+
+def test_monitor_follows_the_job_just_submitted(tiny_ws):
+    first = jobs.submit(tiny_ws, "other", ["jobs", "sleep", "0"], device="cpu")
+    at = _page()
+    at.selectbox(key="jobs-pick").set_value(first).run()
+    assert at.selectbox(key="jobs-pick").value == first
+    at.selectbox(key="prep-size").set_value(32)
+    at.button(key="FormSubmitter:preprocess-Preprocess in the background").click().run()
+    assert not at.exception, at.exception
+    new = int(at.dataframe[0].value.iloc[0]["id"])
+    assert new != first and jobs.get_job(tiny_ws, new).kind == "preprocess"
+    assert at.selectbox(key="jobs-pick").value == new  # not the job picked before
+    assert any(f"Job {new} · preprocess" in c.value for c in at.caption)
+    at.run()  # and it stays on it
+    assert at.selectbox(key="jobs-pick").value == new
+
+
+def test_a_failed_job_shows_its_whole_message(tiny_ws):
+    name = "a-set-that-does-not-exist-and-whose-name-is-long-enough"
+    job_id = jobs.submit(tiny_ws, "zip", ["set", "zip", name], device="cpu")
+    job = _wait(tiny_ws, job_id)
+    assert job.status == "failed" and name in job.message and len(job.message) > 80
+    at = _page()
+    at.selectbox(key="jobs-pick").set_value(job_id).run()
+    assert any(e.value == f"Job {job_id} failed: {job.message}" for e in at.error)
+
+
+def test_only_what_can_run_here_is_offered(tiny_ws):
+    from synthct.segment.recipe import SegConfig
+
+    cfg = (tiny_ws.run_dir(RUN) / "config.yaml").read_text()
+    (tiny_ws.root / "configs").mkdir()
+    (tiny_ws.root / "configs" / "here.yaml").write_text(cfg)  # S = 32: preprocessed here
+    at = _page()
+    offered = at.selectbox(key="train-config").options
+    assert "here.yaml" in offered
+    assert "hagan-128.yaml" not in offered  # S = 128 was never preprocessed in this workspace
+    assert any("hagan-128.yaml" in m.value and "synthct preprocess --size 128" in m.value
+               for m in at.markdown)  # fmt: skip
+    assert at.selectbox(key="seg-size").options == ["32"]  # only S = 32 is preprocessed
+    # the preprocessing a blocked config needs is offered as a job
+    at.button(key="train-prep-0").click().run()
+    assert not at.exception, at.exception
+    job = jobs.list_jobs(tiny_ws, limit=1)[0]
+    assert job.kind == "preprocess" and job.args[:3] == ["preprocess", "--size", "128"]
+    jobs.cancel(tiny_ws, job.id, grace_s=2.0)
+    assert ui_jobs.packed_ready(tiny_ws, SegConfig(size=32).data_config())
+    assert not ui_jobs.packed_ready(tiny_ws, SegConfig(size=64).data_config())

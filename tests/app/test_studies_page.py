@@ -110,3 +110,32 @@ def test_default_base_url():
     )
     assert default_base_url(None) == "http://localhost:8501"
     assert default_base_url("not a url") == "http://localhost:8501"
+
+
+def test_power_of_the_planned_study_is_shown_before_any_rating(tiny_ws):
+    from synthct.vtt.stats import detectable_auc
+
+    at = _page()
+    warning = next(w.value for w in at.warning if w.value.startswith("Power:"))
+    assert "5 real and 5 synthetic" in warning
+    assert f"at least {detectable_auc(5, 5):.2f}" in warning
+    assert f"3 raters at 0.05/3: from {detectable_auc(5, 5, alpha=0.05 / 3):.2f}" in warning
+    at.number_input(key="st-nreal").set_value(30)
+    at.number_input(key="st-nsyn").set_value(30)
+    at.number_input(key="st-nraters").set_value(2).run()
+    assert not any(w.value.startswith("Power:") for w in at.warning)  # large enough: no alarm
+    caption = next(c.value for c in at.caption if c.value.startswith("Power:"))
+    assert f"at least {detectable_auc(30, 30):.2f}" in caption
+
+    # a sealed study without ratings: its own cases give the number, on the Results tab
+    at.text_input(key="st-name").input("small")
+    at.selectbox(key="st-set").set_value(SET)
+    at.number_input(key="st-nreal").set_value(3)
+    at.number_input(key="st-nsyn").set_value(3)
+    at.number_input(key="st-dups").set_value(2)
+    at.button(key="FormSubmitter:create-study-Create and seal").click().run()
+    assert not at.exception, at.exception
+    assert any("No ratings yet" in i.value for i in at.info)
+    study = next(w.value for w in at.warning if w.value.startswith("Power of this study"))
+    assert "3 real and 3 synthetic" in study  # duplicates are not independent cases
+    assert "no rater, however good" in study
