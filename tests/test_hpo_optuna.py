@@ -200,8 +200,8 @@ def test_two_worker_processes_share_one_postgresql_study(postgres_url, tmp_path_
 @pytest.mark.slurm
 @pytest.mark.postgres
 def test_two_slurm_workers_share_one_postgresql_study(
-    slurm_ws, postgres_url, tmp_path, monkeypatch
-):
+    postgres_url, slurm_ws, tmp_path, monkeypatch
+):  # postgres_url first: its database must outlive slurm_ws's clean-up (which reads the jobs)
     """`synthct hpo --executor slurm --workers 2`: two SLURM jobs pull the grid's trials
     concurrently from one PostgreSQL storage; every point runs exactly once."""
     from slurm_helpers import cli
