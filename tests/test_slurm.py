@@ -187,3 +187,34 @@ def test_two_task_ddp_through_slurm_matches_torchrun(slurm_ws, tmp_path):
     assert sa["step"] == sb["step"] == 4 and len(sa["rng"]) == 2
     for k in sa["model"]:
         torch.testing.assert_close(sa["model"][k], sb["model"][k], rtol=0, atol=0, msg=k)
+
+
+@pytest.mark.slow
+def test_segmentation_folds_run_as_an_array_then_the_ensemble(slurm_ws):
+    """`jobs submit --executor slurm -- segment …`: one array task per fold (in parallel), then
+    the ensemble and test as a job that depends on the whole array. Its results equal those of
+    the same experiment run in one process."""
+    common = ["--experiment", "real", "--folds", "2", "--epochs", "1", "--size", "32",
+              "--init-filters", "4"]  # fmt: skip
+    res = cli("jobs", "submit", "--executor", "slurm", "--cpus-per-task", "1", "--time", "10",
+              "--", "segment", *common, "--name", "seg-array")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    ids = [int(line.split()[1].rstrip(":")) for line in res.stdout.splitlines()]
+    rows = [jobs.get_job(slurm_ws, i) for i in ids]
+    assert [r.kind for r in rows] == ["segment-fold", "segment-fold", "segment"]
+    array = rows[0].external_id.split("_")[0]
+    assert [r.external_id for r in rows[:2]] == [f"{array}_0", f"{array}_1"]
+    assert [r.args[-2:] for r in rows[:2]] == [["--fold", "0"], ["--fold", "1"]]
+    shown = subprocess.run(["scontrol", "show", "job", rows[2].external_id], capture_output=True,
+                           text=True).stdout  # fmt: skip
+    assert f"afterok:{array}" in shown
+    done = [jobs.wait(slurm_ws, i, timeout=600, poll_s=1.0) for i in ids]
+    assert [j.status for j in done] == ["done"] * 3, [jobs.tail_log(j, 30) for j in done]
+    assert done[2].started_at >= max(done[0].finished_at, done[1].finished_at)
+
+    local = cli("segment", *common, "--name", "seg-local")
+    assert local.returncode == 0, local.stderr[-2000:]
+    a, b = (json.loads((slurm_ws.segmentation / n / "results.json").read_text())
+            for n in ("seg-array", "seg-local"))  # fmt: skip
+    assert a["test"] == b["test"] and a["per_case"] == b["per_case"]
+    assert [f["best_val_dice"] for f in a["folds"]] == [f["best_val_dice"] for f in b["folds"]]
