@@ -4,6 +4,7 @@ the storage kept apart from synthct's tables, and what the app shows of a study.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -129,6 +130,29 @@ def test_open_search_runs_its_trial_budget_with_tpe(ws, tmp_path, monkeypatch):
     assert float(rows[0]["lr_score"]) == pytest.approx(-max(lrs), rel=1e-5)
     run_hpo(tmp_path / "s.yaml", ws, metric=lr_score, system_factory=tiny_factory)
     assert len(load(ws, "s").trials) == 3  # the budget is spent: nothing new
+
+
+def lr_cost(run_dir: Path) -> float:  # a stand-in metric: prefers the smaller learning rate
+    return -lr_score(run_dir)
+
+
+def test_pruning_stops_runs_that_score_worse_than_the_median_at_a_check(ws, tmp_path, monkeypatch):
+    """--prune-every 2 on 4-step runs: after 3 complete trials, a point whose score at step 2 is
+    worse than the median of theirs is pruned there (its run stops at step 2)."""
+    from test_train import install_packed
+
+    from synthct.hpo import read_summary, run_hpo
+
+    install_packed(monkeypatch, 32)
+    grid = write_grid(tmp_path, "p", {"model.lr_g": [1e-3, 2e-3, 3e-3, 4e-3, 5e-3]}, steps=4)
+    summary = run_hpo(grid, ws, metric=lr_cost, system_factory=tiny_factory, prune_every=2)
+    trials = load(ws, "p").trials
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3 + ["PRUNED"] * 2
+    assert all(t.intermediate_values == {2: pytest.approx(t.params["model.lr_g"])} for t in trials)
+    steps = [json.loads((ws.run_dir(f"p-0{i}") / "status.json").read_text())["step"] for i in
+             range(1, 6)]  # fmt: skip
+    assert steps == [4, 4, 4, 2, 2]
+    assert [r["run"] for r in read_summary(summary)] == ["p-01", "p-02", "p-03"]
 
 
 def test_the_app_shows_trials_best_so_far_and_parallel_coordinates(ws, tmp_path, monkeypatch):
