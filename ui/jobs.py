@@ -267,7 +267,7 @@ def job_monitor(ws: Workspace) -> None:
     job = next(j for j in rows if j.id == job_id)
     c1, c2 = st.columns([3, 1])
     c1.caption(f"Job {job.id} · {job.status} · {job.message or ''}")
-    if job.status in ("queued", "running", "cancelling") and c2.button(
+    if job.status in ("queued", "pending", "running", "cancelling") and c2.button(
         "Kill job" if job.status == "cancelling" else "Cancel job", key=f"cancel-{job.id}"
     ):
         from synthct.errors import SynthctError

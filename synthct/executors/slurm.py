@@ -29,6 +29,7 @@ because a training job must stop at a step boundary, not inside the signal handl
 from __future__ import annotations
 
 import functools
+import os
 import shutil
 import subprocess
 import time
@@ -46,6 +47,7 @@ from synthct.redact import redact_url
 from synthct.workspace import Workspace
 
 JOB_NAME_PREFIX = "synthct-"
+ENV_POLL = "SYNTHCT_SLURM_POLL_S"
 SUBMIT_GRACE_S = 120.0  # a row still without a SLURM id after this long was never submitted
 # SLURM job states (sacct/squeue) -> jobs-table status
 STATE_MAP = {
@@ -336,11 +338,28 @@ def read_states(external_ids: Sequence[str]) -> tuple[dict[str, str], set[str]]:
     return states, gone
 
 
-def reconcile(session) -> list[int]:
+_last_poll = [float("-inf")]
+
+
+def poll_interval_s() -> float:
+    """Seconds between two squeue/sacct polls of one process ($SYNTHCT_SLURM_POLL_S, 3)."""
+    raw = os.environ.get(ENV_POLL, "")
+    try:
+        return max(0.0, float(raw)) if raw else 3.0
+    except ValueError:
+        raise ConfigError(f"${ENV_POLL}={raw!r}: expected a number of seconds") from None
+
+
+def reconcile(session, force: bool = False) -> list[int]:
     """Bring the live SLURM rows of this machine's cluster in line with SLURM; returns the ids
-    that changed status. Rows of other clusters are never touched."""
+    that changed status. Rows of other clusters are never touched. SLURM is asked at most once
+    per `poll_interval_s()` per process (the app refreshes every 2 s) unless `force`."""
     if not available():
         return []
+    tick = time.monotonic()
+    if not force and tick - _last_poll[0] < poll_interval_s():
+        return []
+    _last_poll[0] = tick
     try:
         owner = cluster_name()
     except SlurmError:
@@ -443,7 +462,7 @@ def cancel(ws: Workspace, job_id: int, grace_s: float = 5.0) -> Job:
             break
         time.sleep(0.2)
     with session_scope(engine) as s:
-        reconcile(s)
+        reconcile(s, force=True)
     return get_job(ws, job_id)
 
 
