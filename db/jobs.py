@@ -157,11 +157,18 @@ def needs_scheduler(session: Session, executor: str) -> bool:
 def set_submitted(
     session: Session, job_id: int, external_id: str, log_path: str, owner: str | None
 ) -> None:
-    """Record the SLURM job id, output file and cluster of a submitted job."""
+    """Record the SLURM job id, output file and cluster of a submitted job (the job may have
+    started already: a `running` row keeps its message)."""
     session.execute(
         update(Job)
         .where(Job.id == job_id)
-        .values(external_id=external_id, log_path=log_path, owner=owner, message="pending")
+        .values(external_id=external_id, log_path=log_path, owner=owner)
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == "pending", Job.message == "submitting")
+        .values(message="pending")
         .execution_options(synchronize_session=False)
     )
 

@@ -119,6 +119,28 @@ def test_slurm_states_are_mirrored_onto_the_row(ws, row, state, status, requeues
         assert job.finished_at is not None and state in job.message
 
 
+def test_a_job_that_starts_before_its_submission_is_recorded_keeps_running(ws):
+    """sbatch may start the task before the submitter writes the SLURM id: the running row keeps
+    its status and message; a row still waiting says `pending` instead of `submitting`."""
+    engine = jobs.engine_for(ws)
+    with session_scope(engine) as s:
+        early = repo.create_job(s, "train", ["train"], "cpu", executor="slurm", resources={}).id
+        waiting = repo.create_job(s, "train", ["train"], "cpu", executor="slurm", resources={}).id
+        assert repo.set_state(s, early, "running", "running on n1 (1 task)", ("pending",))
+    with session_scope(engine) as s:
+        for job_id, external in ((early, "11"), (waiting, "12")):
+            repo.set_submitted(s, job_id, external, f"/logs/{external}.out", "synthct")
+    first, second = jobs.get_job(ws, early), jobs.get_job(ws, waiting)
+    assert (first.status, first.message, first.external_id) == (
+        "running", "running on n1 (1 task)", "11",
+    )  # fmt: skip
+    assert (second.status, second.message, second.log_path) == (
+        "pending",
+        "pending",
+        "/logs/12.out",
+    )
+
+
 def _dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()

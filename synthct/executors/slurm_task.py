@@ -166,6 +166,8 @@ def run_task(task: SlurmTask) -> int:
     attempt = f", attempt {restarts + 1}" if restarts else ""
     if lead and not _mark_running(engine, task.job_id, external, world, attempt):
         return 0
+    if not lead and _ended(engine, task.job_id):  # rank 0 will not run it: neither do we
+        return 0
     args = attempt_args(task.args, restarts)
     print(f"{_stamp()} job {task.job_id} (SLURM {external}{attempt}, rank {rank}/{world}): "
           f"synthct {' '.join(args)}", flush=True)  # fmt: skip
@@ -191,6 +193,14 @@ def _mark_running(engine, job_id: int, external: str, world: int, attempt: str) 
         print(f"job {job_id} is {status} in the jobs table; not running it", flush=True)
         return False
     return True
+
+
+def _ended(engine, job_id: int) -> bool:
+    """Has the row ended (or gone)? Then rank 0 does not run the work and the other tasks of
+    the job must not wait for it in the rendezvous."""
+    with session_scope(engine) as s:
+        job = repo.get_job(s, job_id)
+        return job is None or job.status in repo.TERMINAL
 
 
 def _record(engine, task, signum, status, message, restarts, external) -> tuple[str, str]:
