@@ -52,7 +52,7 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
-# -- Visual Turing Test (design §8, §9) ---------------------------------------------------------
+# -- Visual Turing Test ----------------------------------------------------------------------------
 # Truth, source set and case id live only in `study_cases` (and the sealed manifest on disk);
 # nothing a rater receives is read from those columns except `public_id`.
 
@@ -139,7 +139,7 @@ class Rating(Base):
     duration_s: Mapped[float] = mapped_column(Float)
 
 
-# -- researcher sign-in back-off (design §9) ------------------------------------------------------
+# -- researcher sign-in back-off ------------------------------------------------------------------
 class SignInThrottle(Base):
     """Failed researcher sign-ins per scope ("global", or one browser session's random key).
 

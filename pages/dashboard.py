@@ -58,7 +58,7 @@ tab_runs, tab_evals, tab_cmp, tab_seg = st.tabs(
 
 # -- training runs --------------------------------------------------------------------------------
 with tab_runs:
-    runs = results.list_runs(ws)
+    runs = ws.list_runs()
     if not runs:
         st.info("No training runs yet. Start one on **Generate & jobs** or with `synthct train`.")
     else:
@@ -87,7 +87,7 @@ with tab_runs:
             )
             st.plotly_chart(charts.loss_figure(run.losses, cols, weight), key="dash-loss")
         if not run.collapse.empty:
-            from synthct.train import COLLAPSE_RATIO
+            from synthct.run_log import COLLAPSE_RATIO
 
             st.plotly_chart(charts.collapse_figure(run.collapse, COLLAPSE_RATIO), key="dash-col")
         if run.samples:
@@ -103,7 +103,7 @@ with tab_runs:
 
 # -- evaluations ----------------------------------------------------------------------------------
 with tab_evals:
-    evals = results.list_evals(ws)
+    evals = ws.list_evals()
     if not evals:
         st.info("No evaluations yet. Evaluate a synthetic set on **Generate & jobs**.")
     else:
@@ -229,7 +229,7 @@ with tab_evals:
 
 # -- 2D and 3D models side by side -----------------------------------------------------------
 with tab_cmp:
-    from synthct.metrics.compare import compare_models
+    from synthct.metrics.comparison import compare_models
 
     level = st.radio(
         "Level", ["slice", "volume"], horizontal=True, key="dash-cmplevel",
@@ -263,9 +263,9 @@ with tab_cmp:
 
 # -- segmentation ---------------------------------------------------------------------------------
 with tab_seg:
-    from synthct.segment.evaluate import COMPARE_LABELS, compare_experiments, list_experiments
+    from synthct.segment.scores import COMPARE_LABELS, compare_experiments
 
-    names = list_experiments(ws)
+    names = ws.list_experiments()
     if not names:
         st.info("No segmentation experiments yet. Start one on **Generate & jobs**.")
     else:

@@ -10,7 +10,6 @@ auth.require_researcher()
 
 from synthct.errors import SynthctError  # noqa: E402
 from ui import jobs as ui_jobs  # noqa: E402
-from ui.results import list_runs  # noqa: E402
 from ui.state import workspace  # noqa: E402
 
 ws = workspace()
@@ -20,9 +19,7 @@ DEVICE_HELP = "auto = the GPU when one is visible, else the CPU. GPU jobs run on
 
 
 def _sets() -> list[str]:
-    from synthct.generate import list_sets
-
-    return list_sets(ws)
+    return ws.list_sets()
 
 
 EXECUTOR_HELP = (
@@ -66,7 +63,7 @@ tab_gen, tab_train, tab_eval, tab_seg, tab_hpo = st.tabs(
 )
 
 with tab_gen:
-    runs = [r for r in list_runs(ws) if any((ws.run_dir(r) / "checkpoints").glob("step-*.pt"))]
+    runs = [r for r in ws.list_runs() if any((ws.run_dir(r) / "checkpoints").glob("step-*.pt"))]
     if not runs:
         st.info("No run with a checkpoint yet: train one on the **Train** tab.")
     else:
@@ -224,24 +221,24 @@ sets = _sets()
 if not sets:
     st.caption("No synthetic sets yet.")
 else:
-    from synthct.generate import load_datacard
+    from synthct.sets import read_datacard
 
-    cards = {s: load_datacard(ws.synthetic_dir(s)) for s in sets}
+    cards = {s: read_datacard(ws.synthetic_dir(s), cases=False) for s in sets}
     st.dataframe(
         [
             {
                 "set": s,
-                "created": c.get("created"),
-                "model": f"{c.get('model', {}).get('kind')} S={c.get('model', {}).get('size')}",
-                "run": c.get("run"),
-                "checkpoint step": (c.get("checkpoint") or {}).get("step"),
-                "cases": (c.get("counts") or {}).get("written", len(c.get("cases", []))),
-                "mask postprocess": (c.get("postprocess") or {}).get("mask"),
-                "evaluations": len(c.get("metrics") or {}),
+                "created": c.created,
+                "model": f"{c.model.kind} S={c.model.size}",
+                "run": c.run,
+                "checkpoint step": c.checkpoint.step if c.checkpoint else None,
+                "cases": c.n_written,
+                "mask postprocess": c.postprocess.get("mask"),
+                "evaluations": len(c.metrics),
             }
             for s, c in cards.items()
         ],
         hide_index=True,
     )
     chosen = st.selectbox("Dataset card", sets, key="gen-card")
-    st.json(cards[chosen], expanded=1)
+    st.json(cards[chosen].to_json(lists=False), expanded=1)

@@ -7,10 +7,9 @@ from ui import auth
 
 auth.require_researcher()
 
-import pandas as pd  # noqa: E402
-
 from db.session import session_scope  # noqa: E402
 from synthct.errors import SynthctError  # noqa: E402
+from synthct.vtt import results  # noqa: E402
 from ui import charts  # noqa: E402
 from ui import studies as ui_studies  # noqa: E402
 from ui.serve import password_configured  # noqa: E402
@@ -20,15 +19,14 @@ ws = workspace()
 st.title("Studies")
 
 with session_scope(engine()) as s:
-    overview = ui_studies.study_overview(s)
+    overview = results.study_overviews(s)
 
 # -- create ---------------------------------------------------------------------------------------
 with st.expander("Create a study", expanded=not overview):
     from synthct.display import WINDOWS
-    from synthct.generate import list_sets
     from synthct.vtt.render import SLABS
 
-    sets = list_sets(ws)
+    sets = ws.list_sets()
     if not sets:
         st.info("No synthetic sets yet: generate one on **Generate & jobs** first.")
     else:
@@ -48,7 +46,7 @@ with st.expander("Create a study", expanded=not overview):
             create = st.form_submit_button("Create and seal", type="primary")
         if create:
             from synthct.vtt.design import create_study_from_workspace
-            from synthct.vtt.render import RenderParams
+            from synthct.vtt.render import RenderConfig
 
             try:
                 with (
@@ -58,7 +56,7 @@ with st.expander("Create a study", expanded=not overview):
                     info = create_study_from_workspace(
                         s, ws, name.strip(), syn_set, n_real=int(n_real), n_synthetic=int(n_syn),
                         duplicates=int(dups), seed=int(seed),
-                        params=RenderParams(slab=slab, window=window),
+                        params=RenderConfig(slab=slab, window=window),
                     )  # fmt: skip
             except SynthctError as e:
                 st.error(str(e))
@@ -69,14 +67,14 @@ with st.expander("Create a study", expanded=not overview):
                 )
                 st.session_state["st-study"] = info.name
                 with session_scope(engine()) as s:
-                    overview = ui_studies.study_overview(s)
+                    overview = results.study_overviews(s)
 
 if not overview:
     st.info("No studies yet.")
     st.stop()
 
-st.dataframe(overview, hide_index=True)
-names = [r["study"] for r in overview]
+st.dataframe(ui_studies.overview_rows(overview), hide_index=True)
+names = [o.name for o in overview]
 if st.session_state.get("st-study") not in names:
     st.session_state["st-study"] = names[0]
 study = st.selectbox("Study", names, key="st-study")
@@ -125,17 +123,17 @@ with tab_raters:
             st.code(link, language="text")
 
     with session_scope(engine()) as s:
-        progress = ui_studies.rater_progress(s, study)
+        progress = results.rater_progress(s, study)
     if progress:
         st.dataframe(
-            progress,
+            ui_studies.progress_rows(progress),
             hide_index=True,
             column_config={
                 "progress": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0),
                 "invited": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
             },
         )
-        active = [r["rater"] for r in progress if not r["revoked"]]
+        active = [r.name for r in progress if not r.revoked]
         if active:
             c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
             who = c1.selectbox("Revoke the link of", active, key="st-revoke-who")
@@ -158,19 +156,19 @@ with tab_results:
     )
     try:
         with session_scope(engine()) as s:
-            stats, rows, export = ui_studies.study_results(s, ws, study, threshold)
+            ratings = results.study_ratings(s, ws, study)
+        stats = ratings.statistics(threshold)
     except SynthctError as e:
         st.error(str(e))
         st.stop()
-    if not stats.get("ratings"):
+    if not stats.ratings:
         st.info("No ratings yet.")
         st.stop()
-    if stats.get("warning"):
-        st.warning(stats["warning"])
+    if stats.warning:
+        st.warning(stats.warning)
     st.caption(
-        f"{stats['ratings']} ratings · {stats['cases']['real']} real and "
-        f"{stats['cases']['synthetic']} synthetic cases · {stats['threshold_rule']} · "
-        f"AUC CI: {stats['auc_ci_method']}"
+        f"{stats.ratings} ratings · {stats.n_real} real and {stats.n_synthetic} synthetic "
+        f"cases · {stats.threshold_rule} · AUC CI: {stats.auc_ci_method}"
     )
     st.subheader("Per rater")
     st.dataframe(
@@ -192,38 +190,31 @@ with tab_results:
         },  # fmt: skip
     )
     c1, c2 = st.columns(2)
-    c1.plotly_chart(charts.rater_means_figure(stats["raters"]), key="st-means")
-    c2.plotly_chart(charts.roc_figure(pd.DataFrame(rows)), key="st-roc")
+    c1.plotly_chart(charts.rater_means_figure(stats.raters), key="st-means")
+    c2.plotly_chart(charts.roc_figure(ratings.frame()), key="st-roc")
 
-    ag = stats["agreement"]
+    ag = stats.agreement
     m1, m2, m3 = st.columns(3)
-    k, a = ag.get("fleiss_kappa_calls"), ag.get("krippendorff_alpha_interval")
+    k, a = ag.fleiss_kappa_calls, ag.krippendorff_alpha_interval
     m1.metric("Fleiss κ (calls)", "n/a" if k is None else f"{k:.3f}")
     m2.metric("Krippendorff α (interval)", "n/a" if a is None else f"{a:.3f}")
-    m3.metric("Median seconds per case", f"{stats['seconds_per_case']['median']:.1f}")
-    if ag.get("raters", 0) < 2:
+    m3.metric("Median seconds per case", f"{stats.median_seconds_per_case:.1f}")
+    if ag.raters < 2:
         st.caption("Agreement needs at least two raters.")
 
     st.subheader("Scores per case")
     c1, c2 = st.columns(2)
     for col, truth in ((c1, "real"), (c2, "synthetic")):
         col.markdown(f"**{truth.capitalize()} cases** (rows: cases, last row: mean)")
-        col.dataframe(pd.DataFrame(stats["tables"][truth]).T)
-    per_case = pd.DataFrame(stats["per_case"])
-    if "fooled" in per_case:
-        per_case["fooled"] = per_case["fooled"].map(
-            lambda v: ", ".join(v) if isinstance(v, list) else ""
-        )
-    st.dataframe(per_case, hide_index=True)
-    if stats.get("intra_rater"):
+        col.dataframe(ui_studies.score_frame(stats, truth))
+    st.dataframe(ui_studies.per_case_frame(stats), hide_index=True)
+    if stats.intra_rater:
         st.subheader("Intra-rater consistency (duplicates)")
-        st.dataframe(stats["intra_rater"], hide_index=True)
-
-    from synthct.csvsafe import to_csv_text  # no cell a spreadsheet would run as a formula
+        st.dataframe(ui_studies.intra_rater_rows(stats), hide_index=True)
 
     st.download_button(
         "Download ratings (CSV)",
-        to_csv_text(export).encode(),
+        ratings.export_csv().encode(),  # no cell a spreadsheet would run as a formula
         file_name=f"{study}-ratings.csv",
         mime="text/csv",
         key="st-export",

@@ -4,19 +4,22 @@ A checkpoint is one `torch.save` file `runs/<run>/checkpoints/step-<8 digits>.pt
 plain data (dicts, lists, numbers, strings, tensors), so it loads with
 `torch.load(weights_only=True)` and a downloaded checkpoint cannot run code (design §9)::
 
-    {"format": 1, "step": int, "config": RunConfig as dict, "model": system.state_dict(),
+    {"format": 2, "step": int, "config": RunConfig as dict, "model": model.state_dict(),
      "ema": {name: state_dict}, "optimizers": {name: state_dict}, "rng": [per-rank states],
      "loader": {...}, "elapsed_s": float, "data": {"spacing": [...], "centres": [...]},
      "collapse": {...}, "synthct_version": str}
 
 Writes go to a temporary file in the same folder, are fsynced, then `os.replace`d into place, so
 a crash (even SIGKILL) never leaves a half-written checkpoint under the final name.
+
+Format 1 (synthct 0.1.0) stored the model config as one flat mapping; `run_config_of` reads
+it into today's per-kind sections (`ModelConfig.upgrade_dict`), so old checkpoints still load,
+sample and resume.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import random
 import re
@@ -28,11 +31,15 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from synthct import __version__
 from synthct.config import RunConfig, from_dict, to_dict
 from synthct.errors import WorkspaceError
-from synthct.workspace import atomic_write
+from synthct.models.base import GenerativeModel
+from synthct.models.registry import build_model
+from synthct.runtime import file_sha256, load_weights, save_weights
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
+READABLE_FORMATS = (1, 2)  # 1: synthct 0.1.0 (flat model config)
 _NAME = re.compile(r"^step-(\d{8})\.pt$")
 
 
@@ -55,9 +62,7 @@ def list_checkpoints(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
 
 def save_checkpoint(state: dict[str, Any], run_dir: str | os.PathLike, keep: int = 0) -> Path:
     """Write `state` (must contain "step") atomically; keep only the newest `keep` (0 = all)."""
-    path = atomic_write(
-        checkpoint_path(run_dir, int(state["step"])), lambda f: torch.save(state, f)
-    )
+    path = save_weights(state, checkpoint_path(run_dir, int(state["step"])))
     if keep > 0:
         for _, old in list_checkpoints(run_dir)[:-keep]:
             with contextlib.suppress(FileNotFoundError):
@@ -89,28 +94,14 @@ def remove_stale_temps(run_dir: str | os.PathLike) -> None:
                 p.unlink()
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
     """Load a checkpoint file with `weights_only=True`; clear errors for missing/corrupt files."""
     path = Path(path)
-    if not path.is_file():
-        raise WorkspaceError(f"checkpoint {path} does not exist")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # torch raises RuntimeError/UnpicklingError/EOFError for bad files
+    state = load_weights(path, map_location, what="checkpoint")
+    if not isinstance(state, dict) or state.get("format") not in READABLE_FORMATS:
         raise WorkspaceError(
-            f"checkpoint {path} is unreadable or not a synthct checkpoint ({type(e).__name__}: {e})"
-        ) from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise WorkspaceError(
-            f"checkpoint {path}: expected a synthct checkpoint of format {CHECKPOINT_FORMAT}"
+            f"checkpoint {path}: expected a synthct checkpoint of format "
+            f"{' or '.join(map(str, READABLE_FORMATS))}"
         )
     return state
 
@@ -148,27 +139,25 @@ def load_generator(
     checkpoint: str | int = "latest",
     ema: bool = True,
     device: str | torch.device = "cpu",
-) -> tuple[Any, RunConfig, dict]:
-    """Rebuild a run's `GANSystem` from a checkpoint for sampling.
+) -> tuple[GenerativeModel, RunConfig, dict]:
+    """Rebuild a run's model from a checkpoint for sampling.
 
-    With `ema=True` the networks the loop kept an EMA of (`system.ema_modules`, usually the
-    generator) get the EMA weights. The system is returned in eval mode on `device`; call
-    `system.generate(system.sample_latent(n, gen, device))` for (n, 1, S, S, S) volumes in [-1, 1]
-    (2D systems, `data_view == "slices"`: (n, 2, R, R) image + mask slice pairs).
+    With `ema=True` the networks the loop kept an EMA of (`model.ema_modules`, usually the
+    generator) get the EMA weights. The model is returned in eval mode on `device`; call
+    `model.generate(model.sample_latent(n, gen, device))` for samples in its view's shape
+    ((n, 1, S, S, S) packed pairs, or (n, 2, R, R) slice pairs).
 
-    Returns (system, run_cfg, meta) with meta = {path, step, sha256, spacing, centres}.
+    Returns (model, run_cfg, meta) with meta = {path, step, sha256, ema, spacing, centres}.
     """
-    from synthct.models import build_system
-
     path = resolve_checkpoint(run_dir, checkpoint)
     state = load_checkpoint(path)
     cfg = run_config_of(state)
-    system = build_system(cfg.model, cfg.data.size, packing=cfg.data.packing)
-    system.load_state_dict(state["model"])
+    model = build_model(cfg.model, cfg.data)
+    model.load_state_dict(state["model"])
     if ema:
         for name, sd in state.get("ema", {}).items():
-            getattr(system, name).load_state_dict(sd)
-    system.to(device).eval()
+            getattr(model, name).load_state_dict(sd)
+    model.to(device).eval()
     data = state.get("data", {})
     meta = {
         "path": str(path),
@@ -178,7 +167,7 @@ def load_generator(
         "spacing": data.get("spacing"),
         "centres": data.get("centres", []),
     }
-    return system, cfg, meta
+    return model, cfg, meta
 
 
 # -- RNG and checkpoint state ----------------------------------------------------------------
@@ -227,15 +216,13 @@ def gather_rng(gen: torch.Generator, world: int) -> list[dict]:
     return out
 
 
-def checkpoint_state(run_cfg, step, system, opts, ema, rng, elapsed, alarm, data_info) -> dict:
+def checkpoint_state(run_cfg, step, model, opts, ema, rng, elapsed, alarm, data_info) -> dict:
     """The plain-data checkpoint dict (layout in the module docstring)."""
-    from synthct import __version__
-
     return {
         "format": CHECKPOINT_FORMAT,
         "step": step,
         "config": to_dict(run_cfg),
-        "model": system.state_dict(),
+        "model": model.state_dict(),
         "ema": {n: m.state_dict() for n, m in ema.items()},
         "optimizers": {n: o.state_dict() for n, o in opts.items()},
         "rng": rng,
@@ -247,9 +234,9 @@ def checkpoint_state(run_cfg, step, system, opts, ema, rng, elapsed, alarm, data
     }
 
 
-def restore_state(state, system, opts, ema, gen, rank, world) -> None:
+def restore_state(state, model, opts, ema, gen, rank, world) -> None:
     """Load model, EMA, optimisers and this rank's RNG streams from a checkpoint dict."""
-    system.load_state_dict(state["model"])
+    model.load_state_dict(state["model"])
     for n, m in ema.items():
         m.load_state_dict(state["ema"][n])
     for n, o in opts.items():

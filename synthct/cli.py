@@ -1,8 +1,9 @@
 """The `synthct` command line (Typer).
 
-Commands live in `synthct/commands/<area>.py`; each module exposes `register(app, bench_app)`
-and is discovered here. Command modules import heavy libraries (torch, MONAI) inside the command
-functions so that `synthct --help` stays fast.
+Commands live in `synthct/commands/<area>.py`: each module defines its command functions at
+module level and one `register(app)` that only adds them (and its sub-apps) to `app`; the
+modules are discovered here, in name order. Command modules import heavy libraries (torch,
+MONAI) inside the command functions so that `synthct --help` stays fast.
 """
 
 from __future__ import annotations
@@ -24,8 +25,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-bench_app = typer.Typer(help="Benchmarks (results go to docs/benchmarks.md).", no_args_is_help=True)
-app.add_typer(bench_app, name="bench")
 
 
 @app.command()
@@ -43,7 +42,7 @@ def _register_commands() -> None:
         if info.name.startswith("_"):
             continue
         module = importlib.import_module(f"synthct.commands.{info.name}")
-        module.register(app, bench_app)
+        module.register(app)
 
 
 _register_commands()

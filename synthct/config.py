@@ -23,13 +23,20 @@ from synthct.workspace import atomic_write_text
 
 T = TypeVar("T")
 
+# The thesis's CT window (HU): clipped and mapped linearly to [-1, 1] for the networks.
+HU_WINDOW: tuple[float, float] = (-1024.0, 600.0)
+
 
 def to_dict(cfg: Any) -> dict[str, Any]:
     """A plain, JSON/YAML-safe dict (tuples become lists)."""
 
     def plain(v: Any) -> Any:
         if dataclasses.is_dataclass(v):
-            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+            return {
+                f.name: plain(getattr(v, f.name))
+                for f in dataclasses.fields(v)
+                if not (f.metadata.get("omit_if_none") and getattr(v, f.name) is None)
+            }
         if isinstance(v, (list, tuple)):
             return [plain(x) for x in v]
         if isinstance(v, dict):
@@ -73,6 +80,9 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
     """Build dataclass `cls` from `data`; unknown keys raise `ConfigError` listing them."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    upgrade = getattr(cls, "upgrade_dict", None)  # older layouts of a config (ModelConfig)
+    if upgrade is not None:
+        data = upgrade(data)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - names)
@@ -119,7 +129,7 @@ class DataConfig:
     # mm: the crop is a cube of 128 x spacing mm, resized to S x S x S/2, so the packed grid is
     # 128 x spacing / S in x and y and twice that in z (1.5 x 1.5 x 3.0 mm at S = 128)
     spacing: float = 1.5
-    hu_window: tuple[float, float] = (-1024.0, 600.0)
+    hu_window: tuple[float, float] = HU_WINDOW
     packing: str = (
         "z"  # "z" (image then mask along z) | "interleave" (slice by slice, thesis variant)
     )
@@ -143,73 +153,185 @@ class DataConfig:
 DIFFAUG_POLICIES = ("color", "translation", "cutout")  # synthct/models/diffaug.py
 
 
+def _check_diffaug(policy: str) -> None:
+    bad = sorted(set(filter(None, policy.split(","))) - set(DIFFAUG_POLICIES))
+    if bad:
+        raise ValueError(
+            f"diffaug policies {bad} unknown; use a comma list of {', '.join(DIFFAUG_POLICIES)}"
+        )
+
+
+def _check_slice_model(resolution: int, layout: str, r1_gamma: float | None) -> None:
+    if resolution < 0:
+        raise ValueError(f"resolution must be >= 0 (0 = data size), got {resolution}")
+    if layout not in ("slices", "mosaic"):
+        raise ValueError(f"slice_layout must be 'slices' or 'mosaic', got {layout!r}")
+    if r1_gamma is not None and r1_gamma < 0:
+        raise ValueError(f"r1_gamma must be >= 0, got {r1_gamma}")
+
+
+# -- per-kind model sections (YAML: `model: {kind: K, ..., K: {...}}`) ----------------------------
+@dataclasses.dataclass(frozen=True)
+class HAGANConfig:
+    """HA-GAN's own settings (synthct/models/hagan.py).
+
+    n_centres: > 0 enables centre conditioning (one-hot concatenated to z, class head in D).
+    """
+
+    lr_e: float = 1e-4  # encoder E and sub-encoder Sub_E
+    n_centres: int = 0
+    lambda_class: float = 0.1  # weight of the generator's auxiliary centre loss (HA-GAN reference)
+
+    def __post_init__(self) -> None:
+        if self.n_centres < 0:
+            raise ValueError(f"n_centres must be >= 0 (0 = unconditional), got {self.n_centres}")
+
+
+@dataclasses.dataclass(frozen=True)
+class VanillaConfig:
+    """The vanilla 3D GAN has no settings beyond the common ones (synthct/models/baselines.py)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class WGANConfig:
+    """Wasserstein 3D GAN (synthct/models/baselines.py)."""
+
+    mode: str = "gp"  # "clip" (RMSprop, weight clipping) | "gp" (gradient penalty)
+    clip_value: float = 0.01
+    gp_lambda: float = 10.0
+    n_critic: int = 5
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("clip", "gp"):
+            raise ValueError(f"wgan mode must be 'clip' or 'gp', got {self.mode!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class FastGANConfig:
+    """FastGAN on 2D slice pairs (synthct/models/fastgan.py)."""
+
+    resolution: int = 0  # side R of the generated (2, R, R) slice pair; 0 = the data size S
+    diffaug: str = "color,translation"  # DiffAugment policy for D's inputs ("" = off)
+    recon_weight: float = 1.0  # weight of D's self-supervised reconstruction loss
+    r1_gamma: float | None = None  # R1 weight; None = 0 (off)
+    slice_layout: str = "slices"  # "slices" (axial pairs) | "mosaic" (thesis layout)
+
+    def __post_init__(self) -> None:
+        _check_diffaug(self.diffaug)
+        _check_slice_model(self.resolution, self.slice_layout, self.r1_gamma)
+        if self.recon_weight < 0:
+            raise ValueError(f"recon_weight must be >= 0, got {self.recon_weight}")
+
+
+@dataclasses.dataclass(frozen=True)
+class StyleGAN2Config:
+    """StyleGAN2 on 2D slice pairs (synthct/models/stylegan2.py)."""
+
+    resolution: int = 0  # side R of the generated (2, R, R) slice pair; 0 = the data size S
+    diffaug: str = "color,translation,cutout"  # DiffAugment policy for D's inputs ("" = off)
+    r1_gamma: float | None = None  # R1 weight; None = the resolution's automatic value
+    pl_weight: float = 2.0  # path-length regularisation weight (0 = off)
+    slice_layout: str = "slices"  # "slices" (axial pairs) | "mosaic" (thesis layout)
+
+    def __post_init__(self) -> None:
+        _check_diffaug(self.diffaug)
+        _check_slice_model(self.resolution, self.slice_layout, self.r1_gamma)
+        if self.pl_weight < 0:
+            raise ValueError(f"pl_weight must be >= 0, got {self.pl_weight}")
+
+
+# kind -> its section's dataclass; synthct/models/registry.py maps the same kinds to networks
+MODEL_SECTIONS: dict[str, type] = {
+    "hagan": HAGANConfig,
+    "vanilla": VanillaConfig,
+    "wgan": WGANConfig,
+    "fastgan": FastGANConfig,
+    "stylegan2": StyleGAN2Config,
+}
+_SECTION = {"omit_if_none": True}  # to_dict leaves out the sections of other kinds
+
+# 0.1.0 configs kept every kind's settings in one flat `model` mapping: flat key -> (kind, field)
+LEGACY_FLAT_KEYS: dict[str, dict[str, str]] = {
+    "hagan": {"lr_e": "lr_e", "n_centres": "n_centres", "lambda_class": "lambda_class"},
+    "vanilla": {},
+    "wgan": {"wgan_mode": "mode", "clip_value": "clip_value", "gp_lambda": "gp_lambda",
+             "n_critic": "n_critic"},
+    "fastgan": {"resolution": "resolution", "diffaug": "diffaug", "recon_weight": "recon_weight",
+                "r1_gamma": "r1_gamma", "slice_layout": "slice_layout"},
+    "stylegan2": {"resolution": "resolution", "diffaug": "diffaug", "r1_gamma": "r1_gamma",
+                  "pl_weight": "pl_weight", "slice_layout": "slice_layout"},
+}  # fmt: skip
+_ALL_LEGACY = {k for table in LEGACY_FLAT_KEYS.values() for k in table} | {"lr_e", "n_centres"}
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """Which generative model, and its architecture and optimiser settings.
+    """Which generative model, its common optimiser settings and its own section.
 
-    kind: "hagan" | "vanilla" | "wgan". The volume size S comes from `DataConfig.size`.
-    width: channel multiplier (1.0 = the reference HA-GAN widths; tiny values for tests/demo).
-    n_centres: > 0 enables centre conditioning (one-hot concatenated to z, class head in D).
+    kind: a registered kind (`synthct.models.registry`); the section of that name holds the
+    kind's own settings (`section`), the other sections stay None. The data size S comes from
+    `DataConfig.size`. width: channel multiplier (1.0 = the reference widths; tiny values for
+    tests and the demo). preset: the name of a recorded set of settings (`synthct.presets`;
+    "" = custom).
     """
 
     kind: str = "hagan"
     latent_dim: int = 1024
     width: float = 1.0
-    n_centres: int = 0
-    lambda_class: float = 0.1  # weight of the generator's auxiliary centre loss (HA-GAN reference)
     lr_g: float = 1e-4
     lr_d: float = 4e-4
-    lr_e: float = 1e-4
     # Adam betas; HA-GAN uses (0, 0.999): the thesis text says 0.99, but its training code and
     # the official HA-GAN code use 0.999, and the runs behind its tables used 0.999 (README)
     betas: tuple[float, float] = (0.0, 0.999)
     eps: float = 1e-8
-    # Wasserstein GAN options (kind == "wgan")
-    wgan_mode: str = "gp"  # "clip" (RMSprop, weight clipping) | "gp" (gradient penalty)
-    clip_value: float = 0.01
-    gp_lambda: float = 10.0
-    n_critic: int = 5
-    # 2D slice models (kind "fastgan" | "stylegan2"; synthct/models/fastgan.py, stylegan2.py)
-    resolution: int = 0  # side of the generated (2, H, W) slice pair, H = W; 0 = the data size S
-    diffaug: str = "color,translation,cutout"  # DiffAugment policy for D's inputs ("" = off)
-    recon_weight: float = 1.0  # FastGAN: weight of D's self-supervised reconstruction loss
-    r1_gamma: float | None = None  # R1 weight; None = kind default (FastGAN 0, StyleGAN2 auto)
-    pl_weight: float = 2.0  # StyleGAN2: path-length regularisation weight (0 = off)
-    slice_layout: str = "slices"  # 2D data: "slices" (axial pairs) | "mosaic" (thesis layout)
-    # named settings this config claims to follow ("" = custom): synthct/presets.py, e.g.
-    # stylegan2 "thesis" | "reference"; refused when a setting the preset fixes differs
     preset: str = ""
+    hagan: HAGANConfig | None = dataclasses.field(default=None, metadata=_SECTION)
+    vanilla: VanillaConfig | None = dataclasses.field(default=None, metadata=_SECTION)
+    wgan: WGANConfig | None = dataclasses.field(default=None, metadata=_SECTION)
+    fastgan: FastGANConfig | None = dataclasses.field(default=None, metadata=_SECTION)
+    stylegan2: StyleGAN2Config | None = dataclasses.field(default=None, metadata=_SECTION)
 
     def __post_init__(self) -> None:
-        if self.kind not in ("hagan", "vanilla", "wgan", "fastgan", "stylegan2"):
+        if self.kind not in MODEL_SECTIONS:
             raise ValueError(
-                f"model kind must be hagan, vanilla, wgan, fastgan or stylegan2, got {self.kind!r}"
+                f"model kind must be one of {', '.join(MODEL_SECTIONS)}, got {self.kind!r}"
             )
         if self.latent_dim < 1 or self.width <= 0:
             raise ValueError(
                 f"latent_dim and width must be positive, got {self.latent_dim}, {self.width}"
             )
-        if self.n_centres < 0:
-            raise ValueError(f"n_centres must be >= 0 (0 = unconditional), got {self.n_centres}")
-        if self.wgan_mode not in ("clip", "gp"):
-            raise ValueError(f"wgan_mode must be 'clip' or 'gp', got {self.wgan_mode!r}")
-        if self.resolution < 0:
-            raise ValueError(f"resolution must be >= 0 (0 = data size), got {self.resolution}")
-        if self.slice_layout not in ("slices", "mosaic"):
-            raise ValueError(
-                f"slice_layout must be 'slices' or 'mosaic', got {self.slice_layout!r}"
-            )
-        bad = sorted(set(filter(None, self.diffaug.split(","))) - set(DIFFAUG_POLICIES))
-        if bad:
-            raise ValueError(
-                f"diffaug policies {bad} unknown; use a comma list of {', '.join(DIFFAUG_POLICIES)}"
-            )
-        if min(self.recon_weight, self.pl_weight, self.r1_gamma or 0.0) < 0:
-            raise ValueError(
-                "recon_weight, pl_weight and r1_gamma must be >= 0, got "
-                f"{self.recon_weight}, {self.pl_weight}, {self.r1_gamma}"
-            )
+        others = [k for k in MODEL_SECTIONS if k != self.kind and getattr(self, k) is not None]
+        if others:
+            raise ValueError(f"model kind is {self.kind!r} but sections {others} are set")
+        if getattr(self, self.kind) is None:  # the kind's section with its defaults
+            object.__setattr__(self, self.kind, MODEL_SECTIONS[self.kind]())
         check_preset(self.kind, self.preset, "model", self)
+
+    @property
+    def section(self) -> Any:
+        """This kind's own settings (e.g. `HAGANConfig`)."""
+        return getattr(self, self.kind)
+
+    @staticmethod
+    def upgrade_dict(data: dict[str, Any]) -> dict[str, Any]:
+        """A 0.1.0 flat `model` mapping -> the sectioned one (other kinds' keys are dropped:
+        they had no effect on this kind). Flat keys also override the section, so a grid
+        override written "model.lr_e" keeps working."""
+        if not isinstance(data, dict) or not (set(data) & _ALL_LEGACY):
+            return data
+        kind = data.get("kind", "hagan")
+        table = LEGACY_FLAT_KEYS.get(kind, {})
+        if data.get("n_centres") and "n_centres" not in table:
+            raise ConfigError(
+                f"centre conditioning (n_centres={data['n_centres']}) is only available for "
+                f"kind 'hagan', not {kind!r}"
+            )
+        out = {k: v for k, v in data.items() if k not in _ALL_LEGACY and k not in LEGACY_FLAT_KEYS}
+        section = dict(data.get(kind) or {})
+        section.update({table[k]: v for k, v in data.items() if k in table})
+        if kind in LEGACY_FLAT_KEYS:
+            out[kind] = section
+        return out
 
 
 @dataclasses.dataclass(frozen=True)

@@ -33,7 +33,6 @@ test (and val, and gan), keeping at least one for train; the same seed gives the
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 import zlib
@@ -46,6 +45,7 @@ import numpy as np
 
 from synthct.errors import ImageReadError, WorkspaceError
 from synthct.io import NIFTI_SUFFIXES, Volume, load_header, load_volume, save_volume
+from synthct.runtime import case_ids_hash
 from synthct.workspace import Workspace, atomic_dir, atomic_write_json, read_json
 
 ACCEPTED, FIXED, REJECTED = "accepted", "fixed", "rejected"
@@ -136,11 +136,6 @@ def centre_of(case_id: str) -> str:
 def _key(case_id: str) -> str:
     """Pairing key: the first '_' or '-' spelled '-', so HMR_001 pairs with HMR-001."""
     return re.sub(r"^([^-_]+)[-_]", r"\1-", case_id)
-
-
-def case_ids_hash(ids) -> str:
-    """SHA-256 hex of the sorted ids joined by newlines (records which cases trained a model)."""
-    return hashlib.sha256("\n".join(sorted(ids)).encode("utf-8")).hexdigest()
 
 
 def _strip_nifti(name: str) -> str | None:
@@ -390,7 +385,7 @@ def ingest(
     src = Path(src).resolve()
     found = discover_cases(src)
     make_splits([], test_fraction, val_fraction, 0, gan_fraction)  # check fractions first
-    final_fixed = ws.data / "fixed"
+    final_fixed = ws.fixed
     ws.data.mkdir(parents=True, exist_ok=True)
     with atomic_dir(final_fixed, overwrite=True) as tmp:
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:

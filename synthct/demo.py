@@ -13,7 +13,7 @@ Stages (each reported through `progress(fraction, message)`):
 7. a small segmentation result (SegResNetDS, real data, 2 folds, few epochs);
 8. a Visual Turing Test study with two invited raters.
 
-`DemoSettings.tiny()` shrinks every stage for tests.
+`DemoConfig.tiny()` shrinks every stage for tests.
 """
 
 from __future__ import annotations
@@ -36,7 +36,10 @@ DEMO_RATERS = ("Demo rater A", "Demo rater B")
 
 
 @dataclasses.dataclass(frozen=True)
-class DemoSettings:
+class DemoConfig:
+    """What the demo workspace holds: its phantom cases and split, the run (the shipped
+    checkpoint or one trained here), the set, the evaluation, the segmentation and the study."""
+
     n_cases: int = 40
     scale: float = 0.25
     seed: int = 0
@@ -57,7 +60,7 @@ class DemoSettings:
     base_url: str = "http://localhost:8501"
 
     @classmethod
-    def tiny(cls) -> DemoSettings:
+    def tiny(cls) -> DemoConfig:
         """Seconds-scale settings for tests: 20 small cases at S = 32, a few training steps."""
         return cls(
             n_cases=20,
@@ -109,7 +112,8 @@ def install_shipped_run(ws: Workspace, run_dir: Path) -> bool:
     Only when its training case ids equal this workspace's train split (same hash), so the
     demo never pretends a generator saw other data than it did. Returns whether it installed.
     """
-    from synthct.datasets import case_ids_hash, cases_in_split
+    from synthct.datasets import cases_in_split
+    from synthct.runtime import case_ids_hash
     from synthct.workspace import read_json
 
     ckpt = shipped_checkpoint()
@@ -130,12 +134,12 @@ def install_shipped_run(ws: Workspace, run_dir: Path) -> bool:
 
 
 def build_demo(
-    ws: Workspace, settings: DemoSettings | None = None, progress: Progress | None = None
+    ws: Workspace, settings: DemoConfig | None = None, progress: Progress | None = None
 ) -> DemoResult:
     """Build (or complete) the demo workspace in `ws`; stages already done are skipped."""
     from synthct.config import DataConfig, load_run_config
 
-    s = settings or DemoSettings()
+    s = settings or DemoConfig()
     ws = ws.ensure()
     seconds: dict[str, float] = {}
     weights = [2, 1, 3, 2, 2, 4, 6, 1]  # rough share of the time per stage
@@ -150,7 +154,7 @@ def build_demo(
         seconds[message] = round(time.perf_counter() - t0, 1)
         done[0] += weights[i]
 
-    src = ws.root / "sources" / "phantom"
+    src = ws.sources / "phantom"
 
     def phantoms() -> None:
         from synthct.phantom import write_phantom_set
@@ -190,17 +194,17 @@ def build_demo(
         train(run_cfg, ws, DEMO_RUN)
 
     def generate() -> None:
-        from synthct.generate import GenerateOptions, generate_from_run
+        from synthct.generate import GenerateConfig, generate_from_run
 
         if not ws.synthetic_dir(DEMO_SET).is_dir():
-            opts = GenerateOptions(n=s.n_synthetic, seed=s.seed, mask_postprocess="largest")
+            opts = GenerateConfig(n=s.n_synthetic, seed=s.seed, mask_postprocess="largest")
             generate_from_run(ws, DEMO_RUN, DEMO_SET, opts, device="cpu")
 
     def evaluate() -> None:
-        from synthct.metrics.evaluate import EvalOptions, run_evaluation
+        from synthct.metrics.evaluation import EvalConfig, run_evaluation
 
         if not any(ws.evals.glob("*/metrics.json")):
-            opts = EvalOptions(
+            opts = EvalConfig(
                 synthetic=DEMO_SET,
                 extractor=s.eval_extractor,
                 n_boot=s.eval_boot,
@@ -215,7 +219,7 @@ def build_demo(
         from synthct.segment.experiments import ExperimentConfig, run_experiment
         from synthct.segment.recipe import SegConfig
 
-        if not (ws.segmentation / "real" / "results.json").exists():
+        if "real" not in ws.list_experiments():
             seg = SegConfig(
                 size=s.size,
                 init_filters=s.seg_init_filters,
@@ -228,13 +232,12 @@ def build_demo(
     links: dict[str, str] = {}
 
     def study() -> None:
-        from db.session import database_url, init_db, make_engine, session_scope
+        from db.session import engine_for, session_scope
         from db.studies import get_study
         from synthct.vtt.design import create_study_from_workspace
         from synthct.vtt.flow import invite
 
-        engine = make_engine(database_url(ws.database))
-        init_db(engine)
+        engine = engine_for(ws.database)
         with session_scope(engine) as session:
             if get_study(session, DEMO_STUDY) is None:
                 create_study_from_workspace(
@@ -254,7 +257,6 @@ def build_demo(
             for name in DEMO_RATERS:
                 if name not in existing:  # tokens are stored hashed: links are shown only once
                     links[name] = invite(session, DEMO_STUDY, name, base_url=s.base_url).link
-        engine.dispose()
 
     stage(0, "Writing phantom CT cases", phantoms)
     stage(1, "Ingesting and splitting cases", ingest)

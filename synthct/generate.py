@@ -1,82 +1,57 @@
 """Sample a trained generator into a synthetic data set (HECKTOR layout) with its dataset card.
 
-A set is written to WS/synthetic/<set>/::
-
-    imagesTr/SYN-0001__CT.nii.gz   int16 HU on the packed grid's real voxel spacing
-    labelsTr/SYN-0001.nii.gz       uint8 tumour mask ({0, 1}; {0, 1, 2} for multiclass runs)
-    datacard.json                  provenance: checkpoint hash, run config, seeds, counts,
-                                   postprocessing, the training case ids (leakage checks), metrics
+The set's layout and card are described in `synthct.sets`; `synthct.set_writer` writes its files.
 
 Reproducibility: case i draws its latent from its own seed (`case_seed(base, i, attempt)`), so a
 case can be regenerated alone (`generate_case`) and the set does not depend on the batch size.
 The same command on the same machine gives byte-identical files; across batch sizes or devices
 the latents are identical and the outputs agree up to the backend's float rounding of batched
 convolutions (~1e-6 in [-1, 1]: at most 1 HU, and a mask voxel only where the output is ~0).
-Postprocessing follows design §2/§5: the packed (S, S, S) output is unpacked by
-`synthct.preprocess.unpack` into image HU and mask, the mask optionally filtered by connected
-components (scipy.ndimage.label), and empty masks handled by a stated policy (keep, drop or
-resample with bounded redraws). The set folder appears only when complete (`atomic_dir`).
 
-2D systems (FastGAN, StyleGAN2: `data_view == "slices"`) generate (B, 2, R, R) slice pairs:
-channel 0 -> HU (`unit_to_hu`, int16), channel 1 > 0 -> mask (uint8); each pair is written as a
-one-slice NIfTI (R, R, 1) whose in-plane spacing is the packed grid's scaled by S / R (same field
-of view) and whose slice thickness is the packed grid's. A model trained on thesis mosaics is
-cut back into its (tile, tile, rows * cols) volume with `synthct.slices.unmosaic` (the grid is
-recorded in the datacard). Seeds, empty-mask policies and atomicity are those of the 3D sets.
+Postprocessing: the model's view turns generator output into image HU and mask volumes
+(`DataView.to_volumes`: packed pairs are unpacked into S x S x S/2 halves, 2D slice pairs into
+one-slice (R, R, 1) volumes or a mosaic's stack) with the voxel size it states
+(`DataView.output_spacing`); the mask is optionally filtered by connected components
+(scipy.ndimage.label), and empty masks are handled by a stated policy (keep, drop or resample
+with bounded redraws). The set folder appears only when complete (`atomic_dir`).
 
 Memory does not grow with the number of cases: case indices are drawn as they are needed
-(redraws first, so at most a few batches of cases are ever pending), finished cases go to a
-temporary list on disk in case order, and the datacard is written from it as a stream. A set
-of 10^6 cases has a datacard of ~150 MB on disk; `write_set` returns the card without its
-per-case lists (`cases`, `seeds`), which only the file holds.
+(redraws first, so at most a few batches of cases are ever pending) and finished cases go to the
+writer's record file on disk (`SetWriter`).
 
 The sampling loop is hand-written because it is specific to this product: per-case seeds,
-out-of-memory batch halving and a bounded thread pool for gzip-compressed NIfTI writing (zlib
-releases the GIL, so a few threads overlap compression with sampling).
+out-of-memory batch halving and empty-mask redraws.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
-import json
 import os
 import warnings
 from collections import deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import torch
+from scipy import ndimage
 
+from synthct import __version__
+from synthct.checkpoint import load_generator
+from synthct.config import RunConfig, to_dict
 from synthct.errors import ConfigError, SynthctError, WorkspaceError
-from synthct.io import Volume, load_volume, save_png, save_volume, spacing_affine
-from synthct.workspace import (
-    Workspace,
-    atomic_dir,
-    atomic_write,
-    atomic_write_json,
-    check_name,
-    read_json,
-)
-
-if TYPE_CHECKING:
-    import torch
-
-    from synthct.config import DataConfig, RunConfig
-    from synthct.models.base import GANSystem
+from synthct.io import spacing_affine
+from synthct.models.base import GenerativeModel
+from synthct.preprocess import load_packed
+from synthct.runtime import case_ids_hash, pick_device
+from synthct.set_writer import SetWriter
+from synthct.sets import CheckpointInfo, Datacard, TrainingCases
+from synthct.workspace import Workspace, atomic_dir, read_json
 
 Progress = Callable[[float, str], None]
 
-DATACARD = "datacard.json"
-IMAGES = "imagesTr"
-LABELS = "labelsTr"
-PNG_IMAGES = "imagesPng"  # optional previews of 2D sets (--format png)
-PNG_LABELS = "labelsPng"
 FORMATS = ("nifti", "png")
 EMPTY_POLICIES = ("keep", "drop", "resample")
 
@@ -86,7 +61,7 @@ class GenerationError(SynthctError):
 
 
 @dataclass(frozen=True)
-class GenerateOptions:
+class GenerateConfig:
     """How a set is sampled and postprocessed (recorded in the dataset card).
 
     mask_postprocess: "binary" (mask > 0 only) | "largest" (keep the largest connected
@@ -156,8 +131,6 @@ def postprocess_mask(mask: np.ndarray, spec: str = "binary") -> tuple[np.ndarray
     Components are 26-connected foreground (mask > 0) regions; removed voxels become 0, kept voxels
     keep their label (so multiclass masks stay multiclass).
     """
-    from scipy import ndimage
-
     mode, min_size = parse_mask_postprocess(spec)
     if mode == "binary":
         return mask, 0
@@ -180,32 +153,11 @@ def to_hu_int16(image_hu: np.ndarray, hu_window: tuple[float, float]) -> np.ndar
     return np.rint(np.clip(image_hu, lo, hi)).astype(np.int16)
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    """ "auto" -> CUDA when available else CPU; "cuda"/"cuda:N"/"cpu" as given (checked)."""
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ConfigError(
-            f"device {device!r} is not valid; expected auto, cpu, cuda or cuda:N"
-        ) from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but CUDA is not available on this machine")
-    if dev.type not in ("cpu", "cuda"):
-        raise ConfigError(f"device {device!r} is not supported; expected auto, cpu or cuda")
-    return dev
-
-
 # -- sampling -------------------------------------------------------------------------------------
-def _latents(system: GANSystem, seeds: list[int], device: torch.device) -> torch.Tensor:
+def _latents(model: GenerativeModel, seeds: list[int], device: torch.device) -> torch.Tensor:
     """(B, …) latents, row i from seed i alone on a CPU generator (device-independent)."""
-    import torch
-
     rows = [
-        system.sample_latent(1, generator=torch.Generator().manual_seed(s), device="cpu")
+        model.sample_latent(1, generator=torch.Generator().manual_seed(s), device="cpu")
         for s in seeds
     ]
     return torch.cat(rows).to(device)
@@ -220,93 +172,39 @@ def _centre_for(seed: int, n_centres: int, fixed: int | None) -> int | None:
     return int(np.random.default_rng(seed).integers(n_centres))
 
 
-def is_slice_system(system) -> bool:
-    """True for 2D systems whose `generate` returns (B, 2, R, R) slice pairs."""
-    return getattr(system, "data_view", "volumes") == "slices"
-
-
-def slice_spacing(
-    spacing: tuple[float, float, float], size: int, resolution: int
-) -> tuple[float, float, float]:
-    """Voxel size (mm) of an R x R slice covering the S x S field of view of the packed grid:
-    (sx * S / R, sy * S / R, sz)."""
-    f = size / resolution
-    return (float(spacing[0]) * f, float(spacing[1]) * f, float(spacing[2]))
-
-
-def slices_to_volumes(
-    out: np.ndarray, hu_window: tuple[float, float], grid: tuple[int, int] | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """2D generator output (B, 2, R, R) in [-1, 1] -> (image_hu (B, X, Y, Z) float32, mask uint8).
-
-    grid None: each pair is one axial slice, Z = 1. grid (rows, cols): each pair is a mosaic of
-    rows * cols axial tiles (`synthct.slices.mosaic`), cut back into (R/rows, R/cols, rows*cols).
-    """
-    import torch
-
-    from synthct.preprocess import unit_to_hu
-
-    x = np.clip(np.asarray(out, dtype=np.float32), -1.0, 1.0)
-    if grid is None:
-        vol = x[..., None]  # (B, 2, X, Y, 1)
-    else:
-        from synthct.slices import unmosaic
-
-        tiles = unmosaic(torch.from_numpy(x), int(grid[0]), int(grid[1])).numpy()
-        vol = np.moveaxis(tiles, 2, -1)  # (B, 2, Z, X, Y) -> (B, 2, X, Y, Z)
-    image_hu = unit_to_hu(vol[:, 0], hu_window).astype(np.float32)
-    return image_hu, (vol[:, 1] > 0).astype(np.uint8)
-
-
 def sample_pairs(
-    system: GANSystem,
+    model: GenerativeModel,
     seeds: list[int],
-    data_cfg: DataConfig,
     device: torch.device | str = "cpu",
     centres: list[int | None] | None = None,
-    mosaic_grid: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Generate and unpack one batch: (image_hu (B, S, S, S/2) float32, mask (B, S, S, S/2) uint8);
-    for a 2D system (image_hu (B, R, R, 1), mask (B, R, R, 1)) (see `slices_to_volumes`)."""
-    import torch
-
-    from synthct.preprocess import unpack
-
+    """Generate one batch as volumes: (image_hu (B, X, Y, Z) float32, mask uint8), the layout of
+    the model's view (`DataView.to_volumes`: (S, S, S/2) halves, or (R, R, 1) slices)."""
     device = torch.device(device)
-    z = _latents(system, seeds, device)
+    z = _latents(model, seeds, device)
     centre = None
     if centres is not None and any(c is not None for c in centres):
         centre = torch.tensor([int(c) for c in centres], dtype=torch.long, device=device)
-    out = system.generate(z, centre) if centre is not None else system.generate(z)
-    if is_slice_system(system):
-        return slices_to_volumes(
-            out.detach().float().cpu().numpy(), data_cfg.hu_window, mosaic_grid
-        )
-    packed = out.detach().float().cpu().numpy()[:, 0]  # (B, S, S, S)
-    image_hu, mask = unpack(packed, data_cfg)
-    return image_hu.astype(np.float32, copy=False), mask.astype(np.uint8, copy=False)
+    out = model.generate(z, centre) if centre is not None else model.generate(z)
+    return model.view.to_volumes(out.detach().float().cpu().numpy())
 
 
 def generate_case(
-    system: GANSystem,
+    model: GenerativeModel,
     seed: int,
-    data_cfg: DataConfig,
     device: torch.device | str = "cpu",
     mask_postprocess: str = "binary",
     centre: int | None = None,
-    mosaic_grid: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Regenerate one case from its recorded seed: (image int16 HU (S, S, S/2), mask uint8);
-    2D systems: (R, R, 1) (or the mosaic's volume with `mosaic_grid`)."""
-    centre = _centre_for(seed, int(getattr(system, "n_centres", 0)), centre)
-    image_hu, mask = sample_pairs(system, [seed], data_cfg, device, [centre], mosaic_grid)
+    """Regenerate one case from its recorded seed: (image int16 HU, mask uint8) in the layout of
+    the model's view ((S, S, S/2) for volume models, (R, R, 1) or a mosaic's stack for 2D)."""
+    centre = _centre_for(seed, model.n_centres, centre)
+    image_hu, mask = sample_pairs(model, [seed], device, [centre])
     m, _ = postprocess_mask(mask[0], mask_postprocess)
-    return to_hu_int16(image_hu[0], data_cfg.hu_window), m
+    return to_hu_int16(image_hu[0], model.view.data_cfg.hu_window), m
 
 
 def _is_oom(err: BaseException) -> bool:
-    import torch
-
     return isinstance(err, torch.cuda.OutOfMemoryError) or (
         isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
     )
@@ -314,207 +212,165 @@ def _is_oom(err: BaseException) -> bool:
 
 def write_set(
     out_dir: str | os.PathLike,
-    system: GANSystem,
-    data_cfg: DataConfig,
+    model: GenerativeModel,
     spacing: tuple[float, float, float],
-    options: GenerateOptions,
+    options: GenerateConfig,
     device: torch.device | str = "cpu",
     centre_index: int | None = None,
     provenance: dict[str, Any] | None = None,
     overwrite: bool = False,
     progress: Progress | None = None,
-    mosaic_grid: tuple[int, int] | None = None,
-) -> dict[str, Any]:
-    """Sample `options.n` pairs from `system` into `out_dir` (atomically); returns the datacard
-    without its per-case lists (`cases`, `seeds`: in datacard.json only, see the module notes).
+) -> Datacard:
+    """Sample `options.n` pairs from `model` into `out_dir` (atomically); returns the datacard
+    without its per-case list (which datacard.json holds; see the module notes).
 
-    `spacing` (mm, x y z) is the voxel size of the written volumes (3D: the packed grid's image
-    half; 2D: `slice_spacing` of it); it goes into every affine. 2D systems write (R, R, 1)
-    pairs, or with `mosaic_grid` (rows, cols) the mosaic's (R/rows, R/cols, rows*cols) volume.
-    `provenance` holds the run-level datacard fields (run, checkpoint, run_config,
-    training_cases, …). A CUDA out-of-memory error halves the batch (down to 1) and retries.
-    Memory stays flat in `options.n`.
+    `spacing` (mm, x y z) is the voxel size of the written volumes (`DataView.output_spacing` of
+    the packed grid's); it goes into every affine. `provenance` holds the run-level datacard
+    fields (run, checkpoint, run_config, training_cases, centre, model). A CUDA out-of-memory
+    error halves the batch (down to 1) and retries. Memory stays flat in `options.n`.
     """
-    import torch
-
-    out_dir = Path(out_dir)
+    view, out_dir, device = model.view, Path(out_dir), torch.device(device)
     spacing = tuple(float(s) for s in spacing)  # type: ignore[assignment]
     if len(spacing) != 3 or not all(s > 0 and np.isfinite(s) for s in spacing):
         raise ConfigError(f"spacing must be three positive mm values, got {spacing}")
-    affine = spacing_affine(spacing)  # type: ignore[arg-type]
-    device = torch.device(device)
-    n_centres = int(getattr(system, "n_centres", 0))
-    slices = is_slice_system(system)
-    if options.format == "png" and not (slices and mosaic_grid is None):
+    if options.format == "png" and not view.supports_png():
         raise ConfigError(
             "--format png writes one PNG per slice pair: it is for 2D slice models (fastgan, "
-            f"stylegan2 on slices), not {getattr(system, 'kind', 'this model')!r} volumes"
+            f"stylegan2 on slices), not {model.kind!r} {view.sample_name()}s"
         )
-    png = options.format == "png"
-    png_window = tuple(data_cfg.hu_window) if png else None
-    width = max(4, len(str(options.n)))
-    system.eval()
-
-    counts = {
-        "requested": options.n,
-        "written": 0,
-        "empty_masks_sampled": 0,
-        "empty_masks_kept": 0,
-        "dropped": 0,
-        "redraws": 0,
-        "resample_exhausted": 0,
-        "components_removed": 0,
-    }
-    batch = options.batch_size
+    png_window = tuple(view.data_cfg.hu_window) if options.format == "png" else None
     report = progress or (lambda _f, _m: None)
-
-    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
-        (tmp / IMAGES).mkdir()
-        (tmp / LABELS).mkdir()
-        if png:
-            (tmp / PNG_IMAGES).mkdir()
-            (tmp / PNG_LABELS).mkdir()
-        workers = max(1, options.write_workers)
-        pool = ThreadPoolExecutor(max_workers=workers)
-        pending: set[Future] = set()
-        work = _CaseQueue(options.n)
-        ordered = _OrderedRecords(tmp / _RECORDS)
-
-        def drain(limit: int) -> None:
-            while len(pending) > limit:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for f in done:
-                    pending.discard(f)
-                    f.result()  # re-raise a write error here, inside atomic_dir
-
-        try:
-            while items := work.take(batch):
-                seeds = [case_seed(options.seed, i, a) for i, a in items]
-                centres = [_centre_for(s, n_centres, centre_index) for s in seeds]
-                try:
-                    with torch.no_grad():
-                        images, masks = sample_pairs(
-                            system, seeds, data_cfg, device, centres, mosaic_grid
-                        )
-                except Exception as e:
-                    if not _is_oom(e):
-                        raise
-                    if device.type == "cuda":
-                        torch.cuda.empty_cache()
-                    if batch == 1:
-                        what = "slice pair" if slices else f"{data_cfg.size}^3 pair"
-                        raise GenerationError(
-                            f"out of GPU memory generating one {what} on {device}; "
-                            "free the GPU or use --device cpu"
-                        ) from None
-                    batch = max(1, batch // 2)
-                    work.put_back(items)
-                    warnings.warn(f"out of memory: retrying with batch size {batch}", stacklevel=2)
-                    continue
-                for k, (i, attempt) in enumerate(items):
-                    mask, removed = postprocess_mask(masks[k], options.mask_postprocess)
-                    counts["components_removed"] += removed
-                    empty = not mask.any()
-                    counts["empty_masks_sampled"] += int(empty)
-                    if empty and options.empty_masks == "resample":
-                        if attempt < options.max_redraws:
-                            counts["redraws"] += 1
-                            work.redraw(i, attempt + 1)
-                            continue
-                        counts["resample_exhausted"] += 1
-                    if empty and options.empty_masks == "drop":
-                        counts["dropped"] += 1
-                        ordered.add(i, None)
-                        continue
-                    counts["empty_masks_kept"] += int(empty)
-                    name = f"SYN-{i + 1:0{width}d}"
-                    image = to_hu_int16(images[k], data_cfg.hu_window)
-                    ordered.add(
-                        i,
-                        {
-                            "index": i,
-                            "seed": seeds[k],
-                            "redraws": attempt,
-                            "centre": centres[k],
-                            "mask_voxels": int(np.count_nonzero(mask)),
-                            "_name": name,
-                        },
-                    )
-                    pending.add(
-                        pool.submit(_write_pair, tmp, name, image, mask, affine, png_window)
-                    )
-                    drain(2 * workers + batch)
-                report(
-                    min(1.0, ordered.finished / options.n) * 0.98,
-                    f"{ordered.finished}/{options.n} pairs sampled",
-                )
-            drain(0)
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-            ordered.close()
-
-        shape = [int(data_cfg.size), int(data_cfg.size), int(data_cfg.size) // 2]
-        view: dict[str, Any] = {}
-        if slices:
-            r = int(system.resolution)
-            if mosaic_grid is None:
-                shape = [r, r, 1]
-            else:
-                rows, cols = (int(v) for v in mosaic_grid)
-                shape = [r // rows, r // cols, rows * cols]
-            view = {
-                "size": r,
-                "data_view": "slices",
-                "data_size": int(data_cfg.size),
-                "layout": "slices" if mosaic_grid is None else "mosaic",
-                "grid": None if mosaic_grid is None else [int(v) for v in mosaic_grid],
-            }
-        counts["written"] = ordered.written
-        head = {
-            "name": out_dir.name,
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "synthct_version": _version(),
-            **(provenance or {}),
-            "model": {
-                "kind": getattr(system, "kind", "unknown"),
-                "size": int(data_cfg.size),
-                "latent_dim": int(getattr(system, "latent_dim", 0)),
-                **(provenance or {}).get("model", {}),
-                **view,
-            },
-        }
-        tail = {
-            "base_seed": options.seed,
-            "counts": counts,
-            "postprocess": {
-                "mask": options.mask_postprocess,
-                "empty_masks": options.empty_masks,
-                "max_redraws": options.max_redraws,
-                "hu_window": list(data_cfg.hu_window),
-                "packing": data_cfg.packing,
-                "mask_mode": data_cfg.mask,
-                "image_dtype": "int16",
-                "mask_dtype": "uint8",
-            },
-            "options": asdict(options),
-            "device": str(device),
-            "batch_size_used": batch,
-            "spacing": list(spacing),
-            "shape": shape,
-            "metrics": {},
-        }
-        records = tmp / _RECORDS
-        _renumber(tmp, records, width, png)
-        _write_datacard(tmp / DATACARD, head, records, tail)
-        records.unlink()
+    model.eval()
+    counts = dict.fromkeys(COUNTS, 0) | {"requested": options.n}
+    affine = spacing_affine(spacing)  # type: ignore[arg-type]
+    with (
+        atomic_dir(out_dir, overwrite=overwrite) as tmp,
+        SetWriter(tmp, affine, options.n, png_window, options.write_workers) as writer,
+    ):
+        batch = _sample_into(writer, model, options, device, centre_index, counts, report)
+        counts["written"] = writer.written
+        card = _datacard(out_dir.name, model, options, counts, batch, spacing, device,
+                         provenance or {})  # fmt: skip
+        writer.finish(card)
     report(1.0, f"{counts['written']} pairs written to {out_dir}")
-    return {**head, **tail}
+    return card
 
 
-# -- bounded bookkeeping of a set being written ---------------------------------------------------
-_RECORDS = ".cases.jsonl"  # finished cases in index order, while the set is written
+COUNTS = ("requested", "written", "empty_masks_sampled", "empty_masks_kept", "dropped",
+          "redraws", "resample_exhausted", "components_removed")  # fmt: skip
 
 
+def _sample_into(
+    writer: SetWriter,
+    model: GenerativeModel,
+    options: GenerateConfig,
+    device: torch.device,
+    centre_index: int | None,
+    counts: dict[str, int],
+    report: Progress,
+) -> int:
+    """The sampling loop: batches of (case, attempt) items, out-of-memory halving, the
+    empty-mask policy per case; finished cases go to `writer`. Returns the batch size used."""
+    batch, work = options.batch_size, _CaseQueue(options.n)
+    while items := work.take(batch):
+        seeds = [case_seed(options.seed, i, a) for i, a in items]
+        centres = [_centre_for(s, model.n_centres, centre_index) for s in seeds]
+        try:
+            with torch.no_grad():
+                images, masks = sample_pairs(model, seeds, device, centres)
+        except Exception as e:
+            if not _is_oom(e):
+                raise
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            if batch == 1:
+                raise GenerationError(
+                    f"out of GPU memory generating one {model.view.sample_name()} on {device}; "
+                    "free the GPU or use --device cpu"
+                ) from None
+            batch = max(1, batch // 2)
+            work.put_back(items)
+            warnings.warn(f"out of memory: retrying with batch size {batch}", stacklevel=3)
+            continue
+        for k, (i, attempt) in enumerate(items):
+            mask, removed = postprocess_mask(masks[k], options.mask_postprocess)
+            counts["components_removed"] += removed
+            action = _empty_mask_action(bool(mask.any()), attempt, options, counts)
+            if action == "redraw":
+                work.redraw(i, attempt + 1)
+            elif action == "drop":
+                writer.drop(i)
+            else:
+                record = {"index": i, "seed": seeds[k], "redraws": attempt,
+                          "centre": centres[k], "mask_voxels": int(np.count_nonzero(mask))}  # fmt: skip
+                image = to_hu_int16(images[k], model.view.data_cfg.hu_window)
+                writer.add(i, record, image, mask, backlog=2 * writer.workers + batch)
+        report(
+            min(1.0, writer.finished / options.n) * 0.98,
+            f"{writer.finished}/{options.n} pairs sampled",
+        )
+    writer.drain(0)
+    return batch
+
+
+def _empty_mask_action(
+    has_tumour: bool, attempt: int, options: GenerateConfig, counts: dict[str, int]
+) -> str:
+    """ "keep" | "drop" | "redraw" for a sampled case under the empty-mask policy (counted)."""
+    if has_tumour:
+        return "keep"
+    counts["empty_masks_sampled"] += 1
+    if options.empty_masks == "resample":
+        if attempt < options.max_redraws:
+            counts["redraws"] += 1
+            return "redraw"
+        counts["resample_exhausted"] += 1
+    if options.empty_masks == "drop":
+        counts["dropped"] += 1
+        return "drop"
+    counts["empty_masks_kept"] += 1
+    return "keep"
+
+
+def _datacard(name, model, options, counts, batch, spacing, device, provenance) -> Datacard:
+    """The set's card, without its per-case list (the writer streams it)."""
+    data_cfg = model.view.data_cfg
+    tc, ck = provenance.get("training_cases"), provenance.get("checkpoint")
+    model_info = {"kind": model.kind, "size": int(data_cfg.size),
+                  "latent_dim": int(model.latent_dim), **provenance.get("model", {}),
+                  "data_view": model.view.name, **model.view.card_fields()}  # fmt: skip
+    return Datacard(
+        name=name,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        synthct_version=__version__,
+        run=provenance.get("run"),
+        checkpoint=None if ck is None else CheckpointInfo(**ck),
+        run_config=provenance.get("run_config"),
+        training_cases=None if tc is None else TrainingCases(
+            tc.get("split"), tuple(tc.get("case_ids") or ()), tc.get("sha256")),
+        centre=provenance.get("centre"),
+        model=Datacard.from_json({"model": model_info}).model,
+        base_seed=options.seed,
+        counts=dict(counts),
+        postprocess={
+            "mask": options.mask_postprocess,
+            "empty_masks": options.empty_masks,
+            "max_redraws": options.max_redraws,
+            "hu_window": list(data_cfg.hu_window),
+            "packing": data_cfg.packing,
+            "mask_mode": data_cfg.mask,
+            "image_dtype": "int16",
+            "mask_dtype": "uint8",
+        },
+        options=asdict(options),
+        device=str(device),
+        batch_size_used=batch,
+        spacing=tuple(spacing),
+        shape=tuple(model.view.output_shape()),
+    )  # fmt: skip
+
+
+# -- the order cases are sampled in ----------------------------------------------------------
 class _CaseQueue:
     """Work items (case index, attempt), produced on demand: cases put back after an
     out-of-memory retry, then redraws, then fresh indices. Redraws come before fresh cases, so
@@ -540,119 +396,6 @@ class _CaseQueue:
         self.waiting.append((index, attempt))
 
 
-class _OrderedRecords:
-    """Finished cases appended to a JSON-lines file in case-index order. Cases finish slightly
-    out of order (a redraw finishes after later cases), so those ahead of the next expected
-    index wait here — at most a few batches' worth of small dicts. `None` marks a dropped case.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.file = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed by close()
-        self.waiting: dict[int, dict[str, Any] | None] = {}
-        self.next, self.finished, self.written = 0, 0, 0
-
-    def add(self, index: int, record: dict[str, Any] | None) -> None:
-        self.waiting[index] = record
-        self.finished += 1
-        while self.next in self.waiting:
-            rec = self.waiting.pop(self.next)
-            if rec is not None:
-                self.file.write(json.dumps(rec) + "\n")
-                self.written += 1
-            self.next += 1
-
-    def close(self) -> None:
-        self.file.close()
-
-
-def _iter_records(path: Path) -> Iterator[dict[str, Any]]:
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            yield json.loads(line)
-
-
-def _write_datacard(path: Path, head: dict[str, Any], records: Path, tail: dict[str, Any]) -> None:
-    """datacard.json as `json.dumps(card, indent=2)` would write it, with the per-case lists
-    (`seeds`, `cases`) streamed from `records` rather than built in memory."""
-
-    def field(key: str, value: Any) -> str:
-        body = json.dumps(value, indent=2, default=str).replace("\n", "\n  ")
-        return f"  {json.dumps(key)}: {body}"
-
-    def streamed(f, key: str, items: Iterator[Any]) -> None:
-        f.write(f"  {json.dumps(key)}: [".encode())
-        first = True
-        for item in items:
-            body = json.dumps(item, indent=2, default=str).replace("\n", "\n    ")
-            f.write(("\n    " if first else ",\n    ").encode() + body.encode())
-            first = False
-        f.write(b"]" if first else b"\n  ]")
-
-    def write(f) -> None:
-        f.write(b"{\n")
-        f.write(",\n".join(field(k, v) for k, v in head.items()).encode() + b",\n")
-        streamed(f, "seeds", (r["seed"] for r in _iter_records(records)))
-        f.write(f",\n{field('base_seed', tail['base_seed'])},\n".encode())
-        streamed(f, "cases", _iter_records(records))
-        rest = {k: v for k, v in tail.items() if k != "base_seed"}
-        f.write(b",\n" + ",\n".join(field(k, v) for k, v in rest.items()).encode() + b"\n}\n")
-
-    atomic_write(path, write)
-
-
-def slice_pngs(
-    image: np.ndarray, mask: np.ndarray, hu_window: tuple[float, float]
-) -> tuple[np.ndarray, np.ndarray]:
-    """One-slice pair (X, Y, 1) -> (CT grey uint8 (Y, X): the HU window as 0..255, mask 0/255),
-    radiologically oriented (anterior up, patient left on the right)."""
-    from synthct.display import Window, extract_slice, window_to_uint8
-
-    lo, hi = hu_window
-    grey = window_to_uint8(extract_slice(image, "axial", 0), Window((lo + hi) / 2, hi - lo))
-    return grey, np.where(extract_slice(mask, "axial", 0) > 0, 255, 0).astype(np.uint8)
-
-
-def _write_pair(
-    folder: Path,
-    name: str,
-    image: np.ndarray,
-    mask: np.ndarray,
-    affine: np.ndarray,
-    png_window: tuple[float, float] | None = None,
-) -> None:
-    save_volume(Volume(image, affine), folder / IMAGES / f"{name}__CT.nii.gz", dtype=np.int16)
-    save_volume(Volume(mask, affine), folder / LABELS / f"{name}.nii.gz", dtype=np.uint8)
-    if png_window is not None:
-        grey, label = slice_pngs(image, mask, png_window)
-        save_png(grey, folder / PNG_IMAGES / f"{name}.png")
-        save_png(label, folder / PNG_LABELS / f"{name}.png")
-
-
-def _renumber(folder: Path, records: Path, width: int, png: bool = False) -> None:
-    """Give the written cases contiguous ids SYN-0001… in case order (gaps appear after drops),
-    renaming their files, and rewrite `records` with each case's final `case_id` (streamed)."""
-    final = records.with_name(records.name + ".final")
-    with open(final, "w", encoding="utf-8") as out:
-        for k, c in enumerate(_iter_records(records)):
-            old, new = c.pop("_name"), f"SYN-{k + 1:0{width}d}"
-            if old != new:
-                os.replace(
-                    folder / IMAGES / f"{old}__CT.nii.gz", folder / IMAGES / f"{new}__CT.nii.gz"
-                )
-                os.replace(folder / LABELS / f"{old}.nii.gz", folder / LABELS / f"{new}.nii.gz")
-                if png:
-                    for sub in (PNG_IMAGES, PNG_LABELS):
-                        os.replace(folder / sub / f"{old}.png", folder / sub / f"{new}.png")
-            out.write(json.dumps({"case_id": new, **c}) + "\n")
-    os.replace(final, records)
-
-
-def _version() -> str:
-    from synthct import __version__
-
-    return __version__
-
-
 # -- from a run -----------------------------------------------------------------------------------
 def load_training_cases(run_dir: Path) -> dict[str, Any]:
     """The run's train_cases.json, with its SHA-256 checked against the listed case ids."""
@@ -668,7 +411,7 @@ def load_training_cases(run_dir: Path) -> dict[str, Any]:
         raise WorkspaceError(
             f"{path}: expected {{'split', 'case_ids', 'sha256'}}, got {data!r:.200}"
         )
-    digest = hashlib.sha256("\n".join(sorted(map(str, ids))).encode()).hexdigest()
+    digest = case_ids_hash(ids)
     if data.get("sha256") and data["sha256"] != digest:
         raise WorkspaceError(
             f"{path}: sha256 {data['sha256']} does not match its case ids (computed {digest})"
@@ -684,8 +427,6 @@ def packed_spacing(
     for src in sources:
         if isinstance(src, dict) and src.get("spacing") is not None:
             return tuple(float(s) for s in src["spacing"])  # type: ignore[return-value]
-    from synthct.preprocess import load_packed
-
     split = run_cfg.train.split
     return tuple(float(s) for s in load_packed(ws, run_cfg.data, split=split).spacing)
 
@@ -704,7 +445,7 @@ def generate_from_run(
     ws: Workspace,
     run: str,
     out: str,
-    options: GenerateOptions,
+    options: GenerateConfig,
     checkpoint: str | int = "latest",
     ema: bool = True,
     device: str = "auto",
@@ -722,20 +463,16 @@ def sample_from_run(
     ws: Workspace,
     run: str,
     out: str,
-    options: GenerateOptions,
+    options: GenerateConfig,
     checkpoint: str | int = "latest",
     ema: bool = True,
     device: str = "auto",
     overwrite: bool = False,
     progress: Progress | None = None,
-) -> tuple[Path, dict[str, Any]]:
-    """`generate_from_run`, also returning the datacard without its per-case lists (counts,
+) -> tuple[Path, Datacard]:
+    """`generate_from_run`, also returning the datacard without its per-case list (counts,
     provenance), so a caller never has to load a possibly huge datacard.json back."""
-    from synthct.checkpoint import load_generator
-    from synthct.config import to_dict
-
-    run_dir = ws.run_dir(check_name(run, "run name"))
-    out_dir = ws.synthetic_dir(check_name(out, "set name"))
+    run_dir, out_dir = ws.run_dir(run), ws.synthetic_dir(out)
     if not run_dir.is_dir():
         raise WorkspaceError(f"run {run!r} not found in {ws.runs}")
     if out_dir.exists() and not overwrite:
@@ -744,18 +481,11 @@ def sample_from_run(
         )
     training = load_training_cases(run_dir)
     recorded = read_json(run_dir / "train_cases.json")  # may also hold spacing and centres
-    dev = resolve_device(device)
-    system, run_cfg, meta = load_generator(run_dir, checkpoint, ema=ema, device=dev)
-    spacing = packed_spacing(ws, run_cfg, meta, recorded)
-    grid = None
-    if is_slice_system(system):
-        if recorded.get("layout") == "mosaic":
-            grid = tuple(int(v) for v in recorded["grid"])
-            spacing = slice_spacing(spacing, run_cfg.data.size, system.resolution // grid[1])
-        else:
-            spacing = slice_spacing(spacing, run_cfg.data.size, system.resolution)
+    dev = pick_device(device)
+    model, run_cfg, meta = load_generator(run_dir, checkpoint, ema=ema, device=dev)
+    spacing = model.view.output_spacing(packed_spacing(ws, run_cfg, meta, recorded))
     centres = meta.get("centres") or recorded.get("centres")
-    centre_index = _centre_index(options.centre, centres, int(getattr(system, "n_centres", 0)))
+    centre_index = _centre_index(options.centre, centres, model.n_centres)
     provenance = {
         "run": run,
         "checkpoint": {
@@ -771,65 +501,13 @@ def sample_from_run(
     }
     card = write_set(
         out_dir,
-        system,
-        run_cfg.data,
-        spacing,  # type: ignore[arg-type]
+        model,
+        spacing,
         options,
         device=dev,
         centre_index=centre_index,
         provenance=provenance,
         overwrite=overwrite,
         progress=progress,
-        mosaic_grid=grid,  # type: ignore[arg-type]
     )
     return out_dir, card
-
-
-# -- reading sets ---------------------------------------------------------------------------------
-def list_sets(ws: Workspace) -> list[str]:
-    """Names of complete synthetic sets (folders with a datacard), sorted."""
-    if not ws.synthetic.is_dir():
-        return []
-    return sorted(
-        p.name
-        for p in ws.synthetic.iterdir()
-        if p.is_dir() and not p.name.startswith(".") and (p / DATACARD).is_file()
-    )
-
-
-def load_datacard(set_dir: str | os.PathLike) -> dict[str, Any]:
-    """The set's datacard.json as a dict (WorkspaceError naming the file when missing/invalid)."""
-    card = read_json(Path(set_dir) / DATACARD)
-    if not isinstance(card, dict):
-        raise WorkspaceError(f"{Path(set_dir) / DATACARD}: expected a JSON object")
-    return card
-
-
-def update_datacard(set_dir: str | os.PathLike, key: str, value: Any) -> dict[str, Any]:
-    """Set `card[key] = value` atomically; a lock file serialises concurrent updaters."""
-    set_dir = Path(set_dir)
-    path = set_dir / DATACARD
-    if not path.is_file():
-        raise WorkspaceError(f"{path} does not exist: {set_dir} is not a synthetic set")
-    with open(set_dir / ".datacard.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            card = load_datacard(set_dir)
-            card[key] = value
-            atomic_write_json(path, card)
-        finally:
-            with contextlib.suppress(OSError):
-                fcntl.flock(lock, fcntl.LOCK_UN)
-    return card
-
-
-def load_synthetic_pair(set_dir: str | os.PathLike, case_id: str) -> tuple[Volume, Volume]:
-    """(image in HU as float32 Volume (X, Y, Z), mask as uint8 Volume) of one synthetic case."""
-    set_dir = Path(set_dir)
-    check_name(case_id, "case id")
-    image = set_dir / IMAGES / f"{case_id}__CT.nii.gz"
-    label = set_dir / LABELS / f"{case_id}.nii.gz"
-    for p in (image, label):
-        if not p.is_file():
-            raise WorkspaceError(f"synthetic case {case_id!r}: {p} does not exist")
-    return load_volume(image, dtype=np.float32), load_volume(label, dtype=np.uint8)

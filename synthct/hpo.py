@@ -125,13 +125,17 @@ def _load_search(path: Path, spec: dict) -> dict[str, Any]:
 
 
 def apply_overrides(cfg: dict, overrides: dict[str, Any]) -> dict:
-    """Copy of a run-config dict with dotted keys ("model.lr_g") set."""
+    """Copy of a run-config dict with dotted keys set: "model.lr_g", or a key of the model
+    kind's own section, "model.hagan.lr_e" (0.1.0 grids wrote it "model.lr_e"; still read)."""
     cfg = json.loads(json.dumps(cfg))
     for key, value in overrides.items():
-        section, _, name = key.partition(".")
-        if not name or section not in ("data", "model", "train"):
+        section, *path = key.split(".")
+        if not path or section not in ("data", "model", "train"):
             raise ConfigError(f"grid key {key!r}: expected 'data.X', 'model.X' or 'train.X'")
-        cfg.setdefault(section, {})[name] = value
+        where = cfg.setdefault(section, {})
+        for part in path[:-1]:
+            where = where.setdefault(part, {})
+        where[path[-1]] = value
     return cfg
 
 
@@ -180,7 +184,7 @@ def hu_w1(run_dir: Path) -> float:
 
     from synthct.checkpoint import load_generator
     from synthct.preprocess import load_packed
-    from synthct.train import image_half
+    from synthct.views.volumes import image_half
 
     run_dir = Path(run_dir)
     system, cfg, _ = load_generator(run_dir, "latest", ema=True)
@@ -202,7 +206,7 @@ def fid(run_dir: Path) -> float:
     never used for model selection.
     """
     from synthct.datasets import cases_in_split
-    from synthct.metrics.evaluate import fid_for_run
+    from synthct.metrics.evaluation import fid_for_run
 
     run_dir = Path(run_dir)
     ws = Workspace(run_dir.parent.parent)
@@ -244,7 +248,7 @@ def run_hpo(
     max_stages: int | None = None,
     metric: str | Metric = "fid",
     progress: Callable[[float, str], None] | None = None,
-    system_factory: Callable | None = None,
+    model_factory: Callable | None = None,
     prune_every: int | None = None,
 ) -> Path:
     """Run the grid (or open search) as Optuna studies with this process as a worker: train
@@ -257,7 +261,7 @@ def run_hpo(
     from synthct.hpo_study import run_worker
 
     return run_worker(grid_path, ws, steps=steps, max_stages=max_stages, metric=metric,
-                      progress=progress, system_factory=system_factory, prune_every=prune_every)  # fmt: skip
+                      progress=progress, model_factory=model_factory, prune_every=prune_every)  # fmt: skip
 
 
 def write_summary(ws: Workspace, name: str, rows: list[dict], metric: str) -> Path:

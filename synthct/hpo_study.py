@@ -43,7 +43,6 @@ if TYPE_CHECKING:
     import optuna
 
 SCHEMA = "optuna"
-SQLITE_FILE = "optuna.db"
 POLL_S = 5.0
 Metric = Callable[[Path], float]
 Progress = Callable[[float, str], None]
@@ -56,7 +55,7 @@ def storage_url(ws: Workspace) -> tuple[str, dict[str, Any]]:
 
     url = database_url(ws.database)
     if url.startswith("sqlite"):
-        return f"sqlite:///{ws.root / SQLITE_FILE}", {"connect_args": {"timeout": 60}}
+        return f"sqlite:///{ws.optuna_db}", {"connect_args": {"timeout": 60}}
     if url.startswith("postgresql"):
         options = {"options": f"-c search_path={SCHEMA}"}
         return url, {"connect_args": options, "pool_pre_ping": True}
@@ -251,7 +250,7 @@ def suggest(trial, spec: dict, index: int) -> dict[str, Any]:
 def run_trial(
     ws: Workspace, study: optuna.Study, trial, spec: dict, index: int, best: dict,
     steps: int | None, score_fn: Metric, prune_every: int | None,
-    system_factory: Callable | None = None,
+    model_factory: Callable | None = None,
 ) -> float:  # fmt: skip
     """Train (or resume, or reuse) the trial's run and return its score; reports intermediate
     scores and raises optuna.TrialPruned when pruning is on."""
@@ -278,7 +277,7 @@ def run_trial(
             import dataclasses
 
             part = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=target))
-            train(part, ws, run, resume=run_state(run_dir) != "new", system_factory=system_factory)
+            train(part, ws, run, resume=run_state(run_dir) != "new", model_factory=model_factory)
         if target < total:
             value = float(score_fn(run_dir))
             trial.report(value, target)
@@ -306,7 +305,7 @@ def run_worker(
     max_stages: int | None = None,
     metric: str | Metric = "fid",
     progress: Progress | None = None,
-    system_factory: Callable | None = None,
+    model_factory: Callable | None = None,
     prune_every: int | None = None,
     seed: int = 0,
 ) -> Path:
@@ -337,7 +336,7 @@ def run_worker(
                 continue
             try:
                 value = run_trial(ws, study, trial, spec, index, best, steps, score_fn,
-                                  prune_every, system_factory)  # fmt: skip
+                                  prune_every, model_factory)  # fmt: skip
             except optuna.TrialPruned:
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             except BaseException as e:
@@ -416,7 +415,7 @@ def list_studies(ws: Workspace) -> list[str]:
     import optuna
 
     url, _ = storage_url(ws)
-    if url.startswith("sqlite") and not (ws.root / SQLITE_FILE).exists():
+    if url.startswith("sqlite") and not ws.optuna_db.exists():
         return []
     return sorted(optuna.get_all_study_names(open_storage(ws)))
 

@@ -64,8 +64,9 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from db import jobs as repo
-from db.models import Base, Job
-from db.session import ENV_DATABASE_URL, database_url, make_engine, session_scope
+from db.models import Job
+from db.session import ENV_DATABASE_URL, database_url, engine_for_url, session_scope
+from db.session import engine_for as database_engine_for
 from synthct.errors import (
     Cancelled,
     ConfigError,
@@ -90,35 +91,17 @@ CANCEL_TIMEOUT_S = 300.0  # a cancelled job still alive this long after the requ
 
 Progress = Callable[[float, str], None]
 
-_engines: dict[str, Engine] = {}
-_engines_lock = threading.Lock()
 _children: dict[int, subprocess.Popen] = {}  # job id -> process this interpreter started
 
 
 # -- database -------------------------------------------------------------------------------------
 def jobs_dir(ws: Workspace) -> Path:
-    return ws.root / "jobs"
-
-
-def engine_for_url(url: str) -> Engine:
-    """One engine per URL per process, with the schema created on first use."""
-    with _engines_lock:
-        engine = _engines.get(url)
-        if engine is None:
-            engine = make_engine(url)
-            try:
-                from db.session import init_db  # type: ignore[attr-defined]
-            except ImportError:
-                Base.metadata.create_all(engine)
-            else:
-                init_db(engine)
-            _engines[url] = engine
-        return engine
+    return ws.jobs
 
 
 def engine_for(ws: Workspace) -> Engine:
     """The workspace database ($SYNTHCT_DATABASE_URL, else WS/synthct.db)."""
-    return engine_for_url(database_url(ws.database))
+    return database_engine_for(ws.database)
 
 
 # -- public API -----------------------------------------------------------------------------------
@@ -172,7 +155,7 @@ def submit(
     with session_scope(engine_for(ws)) as s:
         job = repo.create_job(s, kind, args, dev, owner=host_name())
         job_id = job.id
-        repo.set_log_path(s, job_id, str(jobs_dir(ws) / f"{job_id}.log"))
+        repo.set_log_path(s, job_id, str(ws.job_log(job_id)))
     if start:
         pump(ws)
     return job_id
@@ -413,7 +396,7 @@ def _child_env(ws: Workspace, job_id: int, device: str) -> dict[str, str]:
 
 
 def _spawn(ws: Workspace, engine: Engine, job_id: int) -> None:
-    log = jobs_dir(ws) / f"{job_id}.log"
+    log = ws.job_log(job_id)
     log.parent.mkdir(parents=True, exist_ok=True)
     with session_scope(engine) as s:
         device = repo.get_job(s, job_id).device

@@ -450,7 +450,7 @@ def packed_dir(ws, cfg: DataConfig):
     """WS/data/packed/s<S>-<config_hash>/ for this preprocessing config."""
     from synthct.config import config_hash
 
-    return ws.packed / f"s{cfg.size}-{config_hash(cfg)}"
+    return ws.packed_dir(f"s{cfg.size}-{config_hash(cfg)}")
 
 
 def preprocess_command(cfg: DataConfig, split: str = "all") -> str:
@@ -704,11 +704,10 @@ def list_packed(ws) -> list[tuple[Path, DataConfig]]:
     """Every packed folder of the workspace with its preprocessing config, smallest S first."""
     from synthct.config import from_dict
 
-    found = []
-    for folder in sorted(ws.packed.glob("s*-*")) if ws.packed.is_dir() else []:
-        if (folder / MANIFEST).is_file():
-            cfg = from_dict(DataConfig, read_manifest(folder)["config"], str(folder / MANIFEST))
-            found.append((folder, cfg))
+    found = [
+        (folder, from_dict(DataConfig, read_manifest(folder)["config"], str(folder / MANIFEST)))
+        for folder in ws.list_packed()
+    ]
     return sorted(found, key=lambda fc: fc[1].size)
 
 

@@ -31,7 +31,7 @@ from typing import Any
 
 PORT_EMA = 0.99778  # rosinality/stylegan2-pytorch: accum = 0.5 ** (32 / (10 * 1000)) = 0.997784
 
-# kind -> preset name -> {"model.<field>" | "train.<field>": value}
+# kind -> preset name -> {"model.<field>" | "model.<kind>.<field>" | "train.<field>": value}
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "stylegan2": {
         "thesis": {
@@ -44,8 +44,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "model.lr_g": 2e-3,
             "model.lr_d": 2e-3,
             "model.betas": (0.0, 0.99),
-            "model.r1_gamma": 10.0,
-            "model.pl_weight": 2.0,
+            "model.stylegan2.r1_gamma": 10.0,
+            "model.stylegan2.pl_weight": 2.0,
             "train.batch_size": 16,
             "train.ema_decay": PORT_EMA,
         },
@@ -61,7 +61,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "model.lr_g": 2e-4,
             "model.lr_d": 2e-4,
             "model.betas": (0.5, 0.999),
-            "model.diffaug": "color,translation",
+            "model.fastgan.diffaug": "color,translation",
             "train.batch_size": 8,
         },
     },
@@ -98,10 +98,12 @@ def check_preset(kind: str, name: str, section: str, values: Mapping[str, Any] |
         )
     wrong = []
     for key, expected in table[name].items():
-        where, field = key.split(".", 1)
+        where, *path = key.split(".")
         if where != section:
             continue
-        got = values[field] if isinstance(values, Mapping) else getattr(values, field)
+        got = values
+        for field in path:  # "model.stylegan2.r1_gamma": the kind's own section
+            got = got[field] if isinstance(got, Mapping) else getattr(got, field)
         if not _same(got, expected):
             wrong.append(f"{key} = {got!r} (preset: {expected!r})")
     if wrong:

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from synthct.config import DataConfig
+from synthct.config import HU_WINDOW, DataConfig
 
 if TYPE_CHECKING:
     from synthct.workspace import Workspace
@@ -205,7 +205,7 @@ class SliceDataset(torch.utils.data.Dataset):
                  layout: str = "slices", tumour_fraction: float | None = DEFAULT_TUMOUR_FRACTION,
                  grid: tuple[int, int] | None = None, drop_empty: bool = True,
                  case_ids: list[str] | None = None,
-                 window: tuple[float, float] = (-1024.0, 600.0)):  # fmt: skip
+                 window: tuple[float, float] = HU_WINDOW):  # fmt: skip
         """images, masks: (N, X, Y, Z) image halves in [-1, 1] and masks in {-1, +1} (or bool);
         `window`: the HU window behind the images (locates `BODY_HU` for `drop_empty`)."""
         if layout not in LAYOUTS:

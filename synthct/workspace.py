@@ -1,15 +1,25 @@
 """Where everything lives on disk, and how it is written (atomically).
 
-Layout of a workspace (design §4)::
+`Workspace` owns every path of a project and every listing of its artefacts; no other module
+joins workspace paths by hand. Layout::
 
     WS/data/cases.json           case index written by `synthct ingest`
-    WS/data/splits.json          split registry: case id -> train | val | test
+    WS/data/splits.json          split registry: case id -> train | val | test | gan
+    WS/data/fixed/               labels repaired at ingest
     WS/data/packed/<key>/        packed pair arrays + manifest.json (one folder per preprocess config)
     WS/runs/<run>/               config.yaml, checkpoints/, losses.csv, samples/
     WS/synthetic/<set>/          imagesTr/, labelsTr/, datacard.json
     WS/evals/<eval>/             metrics.json + per-sample tables
+    WS/evals/encoders/           the offline feature encoders trained on the workspace
+    WS/evals/hpo-<grid>/         a grid search's ranked summary
     WS/segmentation/<exp>/       folds, curves, results.json
-    WS/studies/<study>/          rendered PNGs + sealed manifest
+    WS/studies/<study>/          rendered case images + sealed manifest
+    WS/jobs/                     background jobs' logs (<id>.log), frozen job configs (configs/),
+                                 SLURM jobs' scripts and output files (slurm/)
+    WS/executor.yaml             where background jobs run (an `executor:` section; optional)
+    WS/optuna.db                 HPO studies (SQLite; in the project database when it is shared)
+    WS/sources/                  inputs the workspace made itself (the demo's phantoms)
+    WS/configs/                  the workspace's own run configs (beside the shipped ones)
     WS/synthct.db                SQLite (WAL): jobs, studies, raters, ratings
 """
 
@@ -101,11 +111,116 @@ class Workspace:
     def database(self) -> Path:
         return self.root / "synthct.db"
 
+    @property
+    def fixed(self) -> Path:
+        return self.data / "fixed"
+
+    @property
+    def encoders(self) -> Path:
+        return self.evals / "encoders"
+
+    @property
+    def jobs(self) -> Path:
+        return self.root / "jobs"
+
+    @property
+    def slurm_jobs(self) -> Path:
+        """submitit's folder: sbatch scripts, pickled calls, per-task output files."""
+        return self.jobs / "slurm"
+
+    @property
+    def job_configs(self) -> Path:
+        return self.jobs / "configs"
+
+    @property
+    def executor_file(self) -> Path:
+        return self.root / "executor.yaml"
+
+    @property
+    def optuna_db(self) -> Path:
+        """The HPO studies' SQLite file (used when the project database is SQLite)."""
+        return self.root / "optuna.db"
+
+    @property
+    def sources(self) -> Path:
+        return self.root / "sources"
+
+    @property
+    def configs(self) -> Path:
+        return self.root / "configs"
+
+    @property
+    def demo_lock(self) -> Path:
+        return self.root / ".demo.lock"
+
+    # -- one artefact ------------------------------------------------------------------------
     def run_dir(self, name: str) -> Path:
-        return self.confine(self.runs / name)
+        return self.confine(self.runs / check_name(name, "run name"))
 
     def synthetic_dir(self, name: str) -> Path:
-        return self.confine(self.synthetic / name)
+        return self.confine(self.synthetic / check_name(name, "synthetic set name"))
+
+    def eval_dir(self, eval_id: str) -> Path:
+        """WS/evals/<id>: an evaluation id is a set name plus its settings (longer names)."""
+        return self.confine(self.evals / check_name(eval_id, "evaluation id", ID_MAX_LENGTH))
+
+    def hpo_dir(self, grid: str) -> Path:
+        return self.confine(self.evals / f"hpo-{check_name(grid, 'grid name')}")
+
+    def experiment_dir(self, name: str) -> Path:
+        return self.confine(self.segmentation / check_name(name, "experiment name", ID_MAX_LENGTH))
+
+    def study_dir(self, name: str) -> Path:
+        return self.confine(self.studies / check_name(name, "study name"))
+
+    def encoder_file(self, name: str) -> Path:
+        """WS/evals/encoders/<name> (a file name synthct derives from the encoder's settings)."""
+        return self.confine(self.encoders / check_name(name, "encoder file", ID_MAX_LENGTH))
+
+    def job_log(self, job_id: int) -> Path:
+        """WS/jobs/<id>.log: a local job's output."""
+        return self.jobs / f"{int(job_id)}.log"
+
+    def job_config_file(self, name: str) -> Path:
+        """WS/jobs/configs/<name>: a run config frozen for a background job."""
+        return self.confine(self.job_configs / check_name(name, "job config file", ID_MAX_LENGTH))
+
+    def packed_dir(self, key: str) -> Path:
+        """WS/data/packed/<key>, key = s<S>-<hash of the preprocessing config>."""
+        return self.confine(self.packed / key)
+
+    # -- listings ------------------------------------------------------------------------------
+    def list_runs(self) -> list[str]:
+        """Run names (folders of WS/runs with a config.yaml), sorted."""
+        return _names(self.runs, "config.yaml")
+
+    def list_sets(self) -> list[str]:
+        """Complete synthetic sets (folders with a datacard.json), sorted."""
+        return _names(self.synthetic, "datacard.json")
+
+    def list_evals(self) -> list[str]:
+        """Evaluation ids (folders of WS/evals with a metrics.json), newest first."""
+        found = _folders(self.evals, "metrics.json")
+        return [p.name for p in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)]
+
+    def list_experiments(self) -> list[str]:
+        """Segmentation experiments with a finished results.json, sorted."""
+        return _names(self.segmentation, "results.json")
+
+    def list_hpo(self) -> list[str]:
+        """Grid searches with a summary (WS/evals/hpo-<grid>/summary.json), sorted by grid."""
+        return sorted(p.name[len("hpo-") :] for p in _folders(self.evals, "summary.json")
+                      if p.name.startswith("hpo-"))  # fmt: skip
+
+    def list_encoders(self, pattern: str = "*.pt") -> list[Path]:
+        """Trained encoder files matching `pattern`, oldest first."""
+        if not self.encoders.is_dir():
+            return []
+        return sorted(self.encoders.glob(pattern), key=lambda p: p.stat().st_mtime)
+
+    def list_packed(self) -> list[Path]:
+        """Packed folders (with a manifest.json), sorted by key."""
+        return sorted(_folders(self.packed, "manifest.json"))
 
     def remove_stale_partials(self) -> list[Path]:
         """Partial folders of killed writers, removed from every folder that receives atomic
@@ -149,6 +264,18 @@ def check_name(name: str, what: str = "name", max_length: int = NAME_MAX_LENGTH)
         length = f" ({len(name)} characters)" if isinstance(name, str) else ""
         raise WorkspaceError(f"{what} {shown!r}{length} is not valid: use {rule}")
     return name
+
+
+def _folders(parent: Path, marker: str) -> list[Path]:
+    """Visible sub-folders of `parent` that hold `marker` (a complete artefact)."""
+    if not parent.is_dir():
+        return []
+    return [p for p in parent.iterdir()
+            if p.is_dir() and not p.name.startswith(".") and (p / marker).is_file()]  # fmt: skip
+
+
+def _names(parent: Path, marker: str) -> list[str]:
+    return sorted(p.name for p in _folders(parent, marker))
 
 
 def is_valid_name(name: str) -> bool:

@@ -187,7 +187,7 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path):
 @pytest.fixture
 def bench_ws(tmp_path):
     """A workspace with a random-weight tiny HA-GAN run `r` to sample from (CPU)."""
-    from synthct.commands.generate import make_bench_run
+    from synthct.bench.generate import make_bench_run
 
     ws = Workspace.resolve(tmp_path / "ws").ensure()
     make_bench_run(ws, "r", size=32, width=0.0625, latent=16)

@@ -40,7 +40,11 @@ def test_stylegan2_reference_preset_is_the_ports_training_defaults():
     --path_regularize 2, betas (0, 0.99), g_ema accumulate 0.5 ** (32 / (10 * 1000))."""
     ref = PRESETS["stylegan2"]["reference"]
     assert (ref["model.lr_g"], ref["model.lr_d"], ref["model.betas"]) == (0.002, 0.002, (0, 0.99))
-    assert (ref["model.r1_gamma"], ref["model.pl_weight"], ref["train.batch_size"]) == (10, 2, 16)
+    assert (
+        ref["model.stylegan2.r1_gamma"],
+        ref["model.stylegan2.pl_weight"],
+        ref["train.batch_size"],
+    ) == (10, 2, 16)
     assert ref["train.ema_decay"] == pytest.approx(0.5 ** (32 / 10_000), abs=5e-6)
     thesis = PRESETS["stylegan2"]["thesis"]  # thesis Table 4.15
     assert (thesis["model.lr_g"], thesis["model.betas"], thesis["train.batch_size"]) == (
@@ -57,23 +61,30 @@ def test_stylegan2_configs_name_their_preset_and_differ_only_in_its_settings():
     assert (thesis.model.preset, ref.model.preset) == ("thesis", "reference")
     fixed = set(PRESETS["stylegan2"]["reference"]) | set(PRESETS["stylegan2"]["thesis"])
 
+    def flatten(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            out.update(flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
+        return out
+
     def free(cfg: RunConfig) -> dict:
-        flat = {f"{s}.{k}": v for s, d in to_dict(cfg).items() for k, v in d.items()}
+        flat = flatten(to_dict(cfg))
         return {k: v for k, v in flat.items() if k not in fixed and k != "model.preset"}
 
     assert free(thesis) == free(ref)
     fast = load_run_config(CONFIGS / "fastgan-128.yaml")
     fast_ref = load_run_config(CONFIGS / "fastgan-128-reference.yaml")
     assert (fast.model.preset, fast_ref.model.preset) == ("thesis", "reference")
-    assert fast.model.diffaug == fast_ref.model.diffaug == "color,translation"
+    assert fast.model.section.diffaug == fast_ref.model.section.diffaug == "color,translation"
 
 
 def test_reference_preset_reaches_the_optimisers():
-    from synthct.models import build_system
+    from synthct.config import DataConfig
+    from synthct.models import build_model
 
     cfg = load_run_config(CONFIGS / "stylegan2-128-reference.yaml")
     small = dataclasses.replace(cfg.model, width=1 / 16, latent_dim=32)
-    system = build_system(small, 32)
+    system = build_model(small, DataConfig(size=32))
     opts = system.configure_optimizers()
     assert opts["D"].param_groups[0]["lr"] == pytest.approx(0.002 * 16 / 17)
     assert opts["G"].param_groups[0]["lr"] == pytest.approx(0.002 * 4 / 5)
@@ -84,14 +95,17 @@ def test_reference_preset_reaches_the_optimisers():
     ("section", "key", "value"),
     [
         ("model", "lr_g", 1e-4),
-        ("model", "r1_gamma", None),
+        ("model.stylegan2", "r1_gamma", None),
         ("train", "batch_size", 8),
         ("train", "ema_decay", 0.999),
     ],  # fmt: skip
 )
 def test_a_config_that_names_a_preset_cannot_change_its_settings(section, key, value):
     raw = load_yaml(CONFIGS / "stylegan2-128-reference.yaml")
-    raw[section][key] = value
+    where = raw
+    for part in section.split("."):  # "model.stylegan2": the kind's own section
+        where = where[part]
+    where[key] = value
     with pytest.raises(ConfigError, match=rf"'reference'.*{section}\.{key}"):
         from_dict(RunConfig, raw, where="ref.yaml")
     raw["model"]["preset"] = ""  # custom settings: accepted, and no preset is claimed

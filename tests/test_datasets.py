@@ -10,7 +10,6 @@ from synthct.datasets import (
     ACCEPTED,
     FIXED,
     REJECTED,
-    case_ids_hash,
     cases_in_split,
     discover_cases,
     ingest,
@@ -22,6 +21,7 @@ from synthct.datasets import (
 )
 from synthct.errors import WorkspaceError
 from synthct.io import load_volume
+from synthct.runtime import case_ids_hash
 
 SHAPE = (12, 10, 8)
 AFF = np.diag([1.0, 1.0, 3.0, 1.0])

@@ -42,7 +42,7 @@ def _worker(rank: int, world: int, port: int, ws_root: str, out: str, allreduce:
         return built[-1]
 
     cfg = t.tiny_cfg(steps=4, checkpoint_every=2)
-    synthct.train.train(cfg, Workspace(Path(ws_root)), "ddp", system_factory=factory)
+    synthct.train.train(cfg, Workspace(Path(ws_root)), "ddp", model_factory=factory)
     torch.save(built[0].state_dict(), Path(out) / f"rank{rank}.pt")
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from synthct.demo import DEMO_RUN, DEMO_SET, DEMO_STUDY, DemoSettings, build_demo
+from synthct.demo import DEMO_RUN, DEMO_SET, DEMO_STUDY, DemoConfig, build_demo
 
 
 @pytest.mark.slow
 def test_tiny_demo_builds_every_artefact(workspace):
     seen = []
-    result = build_demo(workspace, DemoSettings.tiny(), progress=lambda f, m: seen.append(f))
+    result = build_demo(workspace, DemoConfig.tiny(), progress=lambda f, m: seen.append(f))
     assert seen[0] == 0.0 and seen[-1] == 1.0 and seen == sorted(seen)
 
     # data: index, splits, packed pairs
@@ -33,7 +33,7 @@ def test_tiny_demo_builds_every_artefact(workspace):
     assert run_cfg.data.size == 32 and len(meta["sha256"]) == 64
 
     # synthetic set: datacard + a pair on the packed grid
-    from synthct.generate import load_datacard, load_synthetic_pair
+    from synthct.sets import load_datacard, load_synthetic_pair
 
     set_dir = workspace.synthetic_dir(DEMO_SET)
     card = load_datacard(set_dir)
@@ -66,7 +66,7 @@ def test_tiny_demo_builds_every_artefact(workspace):
     assert (workspace.studies / DEMO_STUDY).is_dir()
 
     # a second build finds everything done and changes nothing
-    again = build_demo(workspace, DemoSettings.tiny())
+    again = build_demo(workspace, DemoConfig.tiny())
     assert again.invite_links == {}
     assert load_datacard(set_dir)["created"] == card["created"]
 
@@ -74,15 +74,16 @@ def test_tiny_demo_builds_every_artefact(workspace):
 def test_shipped_checkpoint_installs_only_for_its_training_split(workspace):
     """The shipped demo generator goes in only when the train split's hash matches its own."""
     from synthct.checkpoint import load_checkpoint, load_generator
-    from synthct.datasets import case_ids_hash, cases_in_split, ingest
+    from synthct.datasets import cases_in_split, ingest
     from synthct.demo import install_shipped_run, shipped_checkpoint
     from synthct.phantom import write_phantom_set
+    from synthct.runtime import case_ids_hash
     from synthct.workspace import read_json
 
     ckpt = shipped_checkpoint()
     assert ckpt is not None and ckpt.stat().st_size <= 25 * 2**20
     assert load_checkpoint(ckpt)["sampling_only"]
-    s = DemoSettings()
+    s = DemoConfig()
     src = workspace.root / "sources" / "phantom"
     write_phantom_set(src, n=s.n_cases, seed=s.seed, scale=s.scale)
     ingest(src, workspace, test_fraction=0.5, seed=s.seed)  # a different split: refused

@@ -35,11 +35,11 @@ def test_slurm_durations_parse_like_squeue_prints_them():
 def test_settings_come_from_the_workspace_file_then_a_config_then_flags(ws, tmp_path):
     from synthct.executors.settings import resolve_settings
 
-    (ws.root / "executor.yaml").write_text(
+    ws.executor_file.write_text(
         "executor: {kind: slurm, partition: gpu, time_min: 120, gpus_per_node: 4}\n"
     )
     (tmp_path / "big.yaml").write_text("executor: {nodes: 2, account: thesis}\n")
-    s = resolve_settings(ws.root, tmp_path / "big.yaml", time_min=30, partition=None)
+    s = resolve_settings(ws, tmp_path / "big.yaml", time_min=30, partition=None)
     assert (s.kind, s.partition, s.time_min, s.nodes, s.account) == (
         "slurm",
         "gpu",

@@ -14,9 +14,11 @@ import pytest
 import torch
 
 from synthct import generate as gen
+from synthct import sets
 from synthct.config import DataConfig
 from synthct.errors import ConfigError, WorkspaceError
-from synthct.models.base import GANSystem
+from synthct.models.base import GenerativeModel
+from synthct.views import VolumeView
 
 S = 32
 LATENT = 6
@@ -27,7 +29,7 @@ def _grid(size: int) -> torch.Tensor:
     return torch.stack(torch.meshgrid(r, r, torch.linspace(-1, 1, size // 2), indexing="ij"))
 
 
-class Analytic(GANSystem):
+class Analytic(GenerativeModel):
     """Deterministic pair generator whose mask content is known from the latent.
 
     z[0] > 0: a ball tumour at the centre (else the mask is empty); z[1] > 0: plus a small
@@ -39,6 +41,7 @@ class Analytic(GANSystem):
     def __init__(self, size: int = S, latent_dim: int = LATENT) -> None:
         super().__init__()
         self.size, self.latent_dim = size, latent_dim
+        self.view = VolumeView(DataConfig(size=size))
         self.w = torch.nn.Parameter(torch.zeros(1))  # so .eval()/.to() behave like a model
         self.calls = 0
 
@@ -84,17 +87,17 @@ def _latent(seed: int) -> torch.Tensor:
     return torch.randn(1, LATENT, generator=torch.Generator().manual_seed(seed))[0]
 
 
-def _opts(**kw) -> gen.GenerateOptions:
+def _opts(**kw) -> gen.GenerateConfig:
     kw.setdefault("n", 6)
     kw.setdefault("seed", 7)
     kw.setdefault("batch_size", 4)
     kw.setdefault("write_workers", 2)
-    return gen.GenerateOptions(**kw)
+    return gen.GenerateConfig(**kw)
 
 
 @pytest.fixture(autouse=True)
 def _unpack_contract(monkeypatch):
-    """Until synthct.preprocess lands, provide contract 2's `unpack` exactly (z packing)."""
+    """Where synthct.preprocess cannot be imported, a stand-in for its `unpack` (z packing)."""
     try:
         import synthct.preprocess  # noqa: F401
     except ImportError:
@@ -119,7 +122,6 @@ def _unpack_contract(monkeypatch):
 
 
 SPACING = (1.7, 1.9, 2.3)
-DATA = DataConfig(size=S)
 
 
 def _write(ws, name="set", system=None, **kw):
@@ -128,12 +130,11 @@ def _write(ws, name="set", system=None, **kw):
     summary = gen.write_set(
         out,
         system or Analytic(),
-        DATA,
         SPACING,
         _opts(**kw),
         provenance={"run": "r1", "training_cases": {"split": "train", "case_ids": ["A"]}},
-    )
-    card = gen.load_datacard(out)
+    ).to_json(lists=False)
+    card = sets.load_datacard(out)
     # write_set returns the card without its per-case lists (they stay on disk only)
     assert json.loads(json.dumps(summary)) == {
         k: v for k, v in card.items() if k not in ("cases", "seeds")
@@ -156,7 +157,7 @@ def test_pairs_have_shapes_hu_range_binary_masks_and_spacing(workspace):
         a = np.asarray(img.dataobj)
         assert a.min() >= -1024 and a.max() <= 600
         assert set(np.unique(np.asarray(lab.dataobj))) <= {0, 1}
-    image, mask = gen.load_synthetic_pair(out, "SYN-0002")
+    image, mask = sets.load_synthetic_pair(out, "SYN-0002")
     assert image.shape == (S, S, S // 2) and image.spacing == pytest.approx(SPACING)
     assert mask.array.dtype == np.uint8
 
@@ -168,7 +169,7 @@ def test_hu_values_follow_the_window_mapping(workspace):
     x, y, zz = _grid(S)
     raw = torch.tanh(z[2] * x + z[3] * y + z[4] * zz + 0.3 * z[5]).numpy()
     expected = np.rint((raw * 0.5 + 0.5) * (600 + 1024) - 1024)
-    image, _ = gen.load_synthetic_pair(out, "SYN-0001")
+    image, _ = sets.load_synthetic_pair(out, "SYN-0001")
     assert np.abs(image.array - expected).max() <= 1
 
 
@@ -187,10 +188,10 @@ def test_datacard_fields(workspace):
     assert on_disk["counts"]["written"] == 3 and on_disk["metrics"] == {}
     assert on_disk["postprocess"]["empty_masks"] == "keep"
     assert on_disk["training_cases"]["case_ids"] == ["A"]
-    assert gen.list_sets(workspace) == ["set"]
-    gen.update_datacard(out, "metrics", {"fid": 1.5})
-    assert gen.load_datacard(out)["metrics"] == {"fid": 1.5}
-    assert gen.load_datacard(out)["seeds"] == on_disk["seeds"]
+    assert workspace.list_sets() == ["set"]
+    sets.update_datacard(out, "metrics", {"fid": 1.5})
+    assert sets.load_datacard(out)["metrics"] == {"fid": 1.5}
+    assert sets.load_datacard(out)["seeds"] == on_disk["seeds"]
 
 
 def _arrays(out):
@@ -213,8 +214,8 @@ def test_same_seed_gives_identical_set_independent_of_batch_size(workspace):
 def test_a_case_is_reproducible_alone(workspace):
     out, card = _write(workspace, n=4, batch_size=3)
     case = card["cases"][2]
-    image, mask = gen.generate_case(Analytic(), case["seed"], DATA)
-    img_v, mask_v = gen.load_synthetic_pair(out, case["case_id"])
+    image, mask = gen.generate_case(Analytic(), case["seed"])
+    img_v, mask_v = sets.load_synthetic_pair(out, case["case_id"])
     np.testing.assert_array_equal(image, img_v.array.astype(np.int16))
     np.testing.assert_array_equal(mask, mask_v.array)
 
@@ -223,14 +224,14 @@ def test_interrupted_generation_leaves_no_partial_set(workspace):
     with pytest.raises(RuntimeError, match="simulated crash"):
         _write(workspace, "broken", system=Failing(), n=9, batch_size=2)
     assert list(workspace.synthetic.iterdir()) == []
-    assert gen.list_sets(workspace) == []
+    assert workspace.list_sets() == []
 
 
 def test_existing_set_is_refused_unless_overwrite(workspace):
     out, _ = _write(workspace, n=1)
     with pytest.raises(WorkspaceError, match="already exists"):
         _write(workspace, n=1)
-    card = gen.write_set(out, Analytic(), DATA, SPACING, _opts(n=2), overwrite=True)
+    card = gen.write_set(out, Analytic(), SPACING, _opts(n=2), overwrite=True).to_json()
     assert card["counts"]["written"] == 2 and len(list((out / "labelsTr").iterdir())) == 2
 
 
@@ -259,7 +260,7 @@ def test_empty_mask_policies(workspace):
     assert [c["index"] for c in drop["cases"]] == [i for i in range(n) if not first_empty[i]]
     assert len(list((out_drop / "labelsTr").iterdir())) == n - n_empty
     for c in drop["cases"]:
-        assert gen.load_synthetic_pair(out_drop, c["case_id"])[1].array.any()
+        assert sets.load_synthetic_pair(out_drop, c["case_id"])[1].array.any()
 
     _, res = _write(workspace, "res", n=n, seed=seed, empty_masks="resample", max_redraws=10)
     # expected redraws per case: attempts until the first non-empty latent
@@ -333,7 +334,7 @@ def test_training_case_hash_is_checked(tmp_path):
         gen.load_training_cases(tmp_path)
 
 
-# -- with the real pieces: a tiny HA-GAN saved in the checkpoint format (contract 4) -------------
+# -- with the real pieces: a tiny HA-GAN saved in synthct's checkpoint format ---------------------
 RUN_SPACING = [1.6, 1.6, 3.2]
 
 
@@ -343,16 +344,16 @@ def hagan_run(workspace):
     import copy
 
     from synthct.checkpoint import checkpoint_state, save_checkpoint
-    from synthct.config import ModelConfig, RunConfig, TrainConfig, save_yaml, to_dict
-    from synthct.models import build_system
+    from synthct.config import RunConfig, TrainConfig, save_yaml, to_dict
+    from synthct.models import build_model, model_config
 
     torch.manual_seed(0)
     cfg = RunConfig(
         data=DataConfig(size=S),
-        model=ModelConfig(kind="hagan", latent_dim=16, width=1 / 16, n_centres=2),
+        model=model_config(kind="hagan", latent_dim=16, width=1 / 16, n_centres=2),
         train=TrainConfig(steps=5),
     )
-    system = build_system(cfg.model, S)
+    system = build_model(cfg.model, DataConfig(size=S))
     ema = {"G": copy.deepcopy(system.G)}
     with torch.no_grad():
         for p in ema["G"].parameters():
@@ -385,7 +386,7 @@ def test_cli_generate_from_a_checkpoint(workspace, hagan_run):
     )
     assert res.exit_code == 0, res.output
     out = workspace.synthetic_dir("s1")
-    card = gen.load_datacard(out)
+    card = sets.load_datacard(out)
     raw = hagan_run["path"].read_bytes()
     assert card["checkpoint"]["sha256"] == hashlib.sha256(raw).hexdigest()
     assert card["checkpoint"]["step"] == 5 and card["checkpoint"]["ema"] is True
@@ -399,7 +400,7 @@ def test_cli_generate_from_a_checkpoint(workspace, hagan_run):
     assert card["spacing"] == RUN_SPACING and len(card["seeds"]) == 3
     assert {c["centre"] for c in card["cases"]} <= {0, 1}
     for c in card["cases"]:
-        image, mask = gen.load_synthetic_pair(out, c["case_id"])
+        image, mask = sets.load_synthetic_pair(out, c["case_id"])
         assert image.shape == mask.shape == (S, S, S // 2)
         assert image.spacing == pytest.approx(RUN_SPACING)
         assert image.array.min() >= -1024 and image.array.max() <= 600
@@ -410,8 +411,8 @@ def test_cli_generate_from_a_checkpoint(workspace, hagan_run):
 
     system, cfg, _ = load_generator(workspace.run_dir("tiny"), "latest", ema=True)
     c = card["cases"][1]
-    image, mask = gen.generate_case(system, c["seed"], cfg.data, centre=c["centre"])
-    img_v, mask_v = gen.load_synthetic_pair(out, c["case_id"])
+    image, mask = gen.generate_case(system, c["seed"], centre=c["centre"])
+    img_v, mask_v = sets.load_synthetic_pair(out, c["case_id"])
     assert np.abs(image.astype(np.float32) - img_v.array).max() <= 1
     assert np.mean(mask != mask_v.array) < 1e-3
 
@@ -423,7 +424,7 @@ def test_cli_generate_from_a_checkpoint(workspace, hagan_run):
         "--device", "cpu",
     )  # fmt: skip
     assert res.exit_code == 0, res.output
-    assert gen.load_datacard(workspace.synthetic_dir("s2"))["checkpoint"]["ema"] is False
+    assert sets.load_datacard(workspace.synthetic_dir("s2"))["checkpoint"]["ema"] is False
     assert _arrays(out) != _arrays(workspace.synthetic_dir("s2"))
 
 
@@ -432,7 +433,7 @@ def test_cli_generate_centre_conditioning(workspace, hagan_run):
         "generate", "--run", "tiny", "--n", 2, "--out", "c", "--centre", "CHUS", "--device", "cpu"
     )
     assert res.exit_code == 0, res.output
-    card = gen.load_datacard(workspace.synthetic_dir("c"))
+    card = sets.load_datacard(workspace.synthetic_dir("c"))
     assert card["centre"] == "CHUS" and [c["centre"] for c in card["cases"]] == [1, 1]
     res = _cli(
         "generate", "--run", "tiny", "--n", 2, "--out", "d", "--centre", "MDA", "--device", "cpu"
@@ -456,7 +457,7 @@ def test_generate_as_background_job_records_progress_and_result(workspace, hagan
     job = jobs.get_job(workspace, job_id)
     assert job.status == "done", jobs.tail_log(job)
     assert job.progress == 1.0 and job.result == str(workspace.synthetic_dir("bg"))
-    assert gen.load_datacard(job.result)["counts"]["written"] == 2
+    assert sets.load_datacard(job.result)["counts"]["written"] == 2
     jobs._children[job_id].wait(timeout=30)  # the wrapper exits just after recording "done"
     jobs.pump(workspace)  # reaps the finished child process
     assert job_id not in jobs._children
@@ -473,7 +474,7 @@ def test_out_of_memory_halves_the_batch_then_fails_clearly(workspace):
     assert _arrays(out) == _arrays(ref)
     with pytest.raises(gen.GenerationError, match="out of GPU memory"), pytest.warns(UserWarning):
         _write(workspace, "never", system=OutOfMemoryAbove(limit=0), n=2, batch_size=2)
-    assert gen.list_sets(workspace) == ["oom", "ref"]
+    assert workspace.list_sets() == ["oom", "ref"]
     assert not [p for p in workspace.synthetic.iterdir() if p.name.startswith(".")]
 
 
@@ -485,13 +486,11 @@ def test_memory_does_not_grow_with_the_number_of_cases(tmp_path):
     process-level figure (RSS at 10^3 vs 10^6 pairs) is `synthct bench generate-memory`."""
     import tracemalloc
 
-    data = DataConfig(size=8)
-
     def peak(n: int, name: str) -> int:
         opts = _opts(n=n, batch_size=8, write_workers=1, empty_masks="resample")
         tracemalloc.start()
         try:
-            card = gen.write_set(tmp_path / name, Analytic(size=8), data, SPACING, opts)
+            card = gen.write_set(tmp_path / name, Analytic(size=8), SPACING, opts).to_json()
             traced = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
@@ -501,4 +500,4 @@ def test_memory_does_not_grow_with_the_number_of_cases(tmp_path):
     peak(50, "warm-up")  # first-use caches (imports, nibabel, scipy) are not the work
     small, large = peak(50, "small"), peak(800, "large")
     assert large - small < 400_000, (small, large)
-    assert len(gen.load_datacard(tmp_path / "large")["cases"]) == 800
+    assert len(sets.load_datacard(tmp_path / "large")["cases"]) == 800

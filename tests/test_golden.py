@@ -95,11 +95,12 @@ def _check(key: str, value) -> None:
 
 
 def _system(name: str):
-    from synthct.models import build_system, thesis_model_config
+    from synthct.config import DataConfig
+    from synthct.models import build_model, thesis_model_config
 
     kind, settings, size = SYSTEMS[name]
     torch.manual_seed(0)
-    return build_system(thesis_model_config(kind, **settings), size)
+    return build_model(thesis_model_config(kind, **settings), DataConfig(size=size))
 
 
 def _network_sums(system) -> dict:
@@ -112,7 +113,7 @@ def _network_sums(system) -> dict:
 
 def _real_batch(system, batch: int, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    if getattr(system, "data_view", "volumes") == "slices":
+    if system.view.name == "slices":
         r = system.resolution
         x = torch.rand(batch, 2, r, r, generator=g) * 2 - 1
         x[:, 1] = torch.where(x[:, 1] > 0.6, 1.0, -1.0)  # a binary mask channel
@@ -201,12 +202,10 @@ def test_train_steps_and_generate(name):
     _check(f"{name}/losses", losses)
     _check(f"{name}/after-steps", _network_sums(system))
 
-    from synthct.config import DataConfig
     from synthct.generate import generate_case
 
     system.eval()
-    data_cfg = DataConfig(size=SYSTEMS[name][2])
-    image, mask = generate_case(system, 1234, data_cfg, mask_postprocess="binary")
+    image, mask = generate_case(system, 1234, mask_postprocess="binary")
     _check(
         f"{name}/generated-case",
         {"image": _summary(image.astype(np.float64)), "mask_voxels": int(mask.sum())},
@@ -216,12 +215,12 @@ def test_train_steps_and_generate(name):
 def test_evaluation_distance_block():
     """The distance block of an evaluation on fixed (cases, slices, d) features."""
     from synthct.metrics.distance_block import distance_metrics
-    from synthct.metrics.evaluate import EvalOptions
+    from synthct.metrics.evaluation import EvalConfig
 
     rng = np.random.default_rng(3)
     real = rng.normal(size=(16, 1, 12)) + rng.normal(size=(16, 3, 12)) * 0.5
     syn = rng.normal(size=(14, 1, 12)) * 1.1 + 0.2 + rng.normal(size=(14, 3, 12)) * 0.5
-    opts = EvalOptions(synthetic="golden", n_boot=20, baseline_repeats=5, kid_subsets=10)
+    opts = EvalConfig(synthetic="golden", n_boot=20, baseline_repeats=5, kid_subsets=10)
     info = {"name": "fixed", "version": "1", "weights_sha256": "0" * 64}
     got = distance_metrics(real, syn, info, opts)
 

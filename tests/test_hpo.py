@@ -73,7 +73,7 @@ def test_run_hpo_trains_ranks_and_skips_done_runs(workspace, tmp_path, monkeypat
     monkeypatch.setattr(
         synthct.train, "train", lambda *a, **k: trained.append(a[2]) or real_train(*a, **k)
     )
-    summary = run_hpo(tmp_path / "g.yaml", workspace, metric=score, system_factory=factory)
+    summary = run_hpo(tmp_path / "g.yaml", workspace, metric=score, model_factory=factory)
     with open(summary, newline="") as f:
         rows = list(csv.DictReader(f))
     assert [r["run"] for r in rows] == ["g-02", "g-01"] and [r["rank"] for r in rows] == ["1", "2"]
@@ -81,7 +81,7 @@ def test_run_hpo_trains_ranks_and_skips_done_runs(workspace, tmp_path, monkeypat
     assert "d_loss" in rows[0] and np.isfinite(float(rows[0]["d_loss"]))
     assert json.loads((summary.parent / "summary.json").read_text())["rows"][0]["run"] == "g-02"
     assert trained == ["g-01", "g-02"]
-    run_hpo(tmp_path / "g.yaml", workspace, metric=score, system_factory=factory)
+    run_hpo(tmp_path / "g.yaml", workspace, metric=score, model_factory=factory)
     assert trained == ["g-01", "g-02"]  # done runs are not trained again
 
 
@@ -128,7 +128,7 @@ def test_hpo_command_dry_run_lists_the_thesis_grid():
 
 def test_fid_ranking_never_uses_the_test_split(workspace, monkeypatch):
     """HPO's FID metric selects models on val (train when there is no val), never on test."""
-    import synthct.metrics.evaluate as ev
+    import synthct.metrics.evaluation as ev
     from synthct import hpo
     from synthct.workspace import atomic_write_json
 

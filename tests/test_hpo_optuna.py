@@ -97,7 +97,7 @@ def test_a_dead_workers_trial_is_run_again_and_the_grid_completes(ws, tmp_path, 
     dead.wait()
     taken.set_user_attr("worker", {"job": None, "attempt": 0, "host": os.uname().nodename,
                                    "pid": dead.pid})  # fmt: skip
-    run_hpo(grid, ws, metric=lr_score, system_factory=tiny_factory)
+    run_hpo(grid, ws, metric=lr_score, model_factory=tiny_factory)
     trials = load(ws, "d").trials
     states = sorted(t.state.name for t in trials)
     assert states == ["COMPLETE", "COMPLETE", "FAIL"]
@@ -119,7 +119,7 @@ def test_open_search_runs_its_trial_budget_with_tpe(ws, tmp_path, monkeypatch):
     spec = {"name": "s", "base": "base.yaml", "n_trials": 3,
             "search": {"model.lr_g": {"low": 1e-4, "high": 1e-2, "log": True}}}  # fmt: skip
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
-    summary = run_hpo(tmp_path / "s.yaml", ws, metric=lr_score, system_factory=tiny_factory)
+    summary = run_hpo(tmp_path / "s.yaml", ws, metric=lr_score, model_factory=tiny_factory)
     study = load(ws, "s")
     assert study.user_attrs["sampler"] == "tpe" and len(study.trials) == 3
     lrs = [t.params["model.lr_g"] for t in study.trials]
@@ -128,7 +128,7 @@ def test_open_search_runs_its_trial_budget_with_tpe(ws, tmp_path, monkeypatch):
     rows = read_summary(summary)
     assert len(rows) == 3  # rank 1 = lowest score (6 significant digits in the CSV)
     assert float(rows[0]["lr_score"]) == pytest.approx(-max(lrs), rel=1e-5)
-    run_hpo(tmp_path / "s.yaml", ws, metric=lr_score, system_factory=tiny_factory)
+    run_hpo(tmp_path / "s.yaml", ws, metric=lr_score, model_factory=tiny_factory)
     assert len(load(ws, "s").trials) == 3  # the budget is spent: nothing new
 
 
@@ -145,7 +145,7 @@ def test_pruning_stops_runs_that_score_worse_than_the_median_at_a_check(ws, tmp_
 
     install_packed(monkeypatch, 32)
     grid = write_grid(tmp_path, "p", {"model.lr_g": [1e-3, 2e-3, 3e-3, 4e-3, 5e-3]}, steps=4)
-    summary = run_hpo(grid, ws, metric=lr_cost, system_factory=tiny_factory, prune_every=2)
+    summary = run_hpo(grid, ws, metric=lr_cost, model_factory=tiny_factory, prune_every=2)
     trials = load(ws, "p").trials
     assert [t.state.name for t in trials] == ["COMPLETE"] * 3 + ["PRUNED"] * 2
     assert all(t.intermediate_values == {2: pytest.approx(t.params["model.lr_g"])} for t in trials)
@@ -164,7 +164,7 @@ def test_the_app_shows_trials_best_so_far_and_parallel_coordinates(ws, tmp_path,
     install_packed(monkeypatch, 32)
     grid = write_grid(tmp_path, "v", {"model.lr_g": [1e-3, 3e-3, 2e-3]})
     assert list_studies(ws) == []
-    run_hpo(grid, ws, metric=lr_score, system_factory=tiny_factory)
+    run_hpo(grid, ws, metric=lr_score, model_factory=tiny_factory)
     assert list_studies(ws) == ["v"]
     rows = trials_table(ws, "v")
     assert [r["value"] for r in rows] == [-1e-3, -3e-3, -2e-3]

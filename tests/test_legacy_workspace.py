@@ -42,26 +42,24 @@ def _cli(*args: str) -> str:
 
 
 def test_artefacts_are_listed(legacy):
-    from synthct.generate import list_sets
-    from synthct.segment.evaluate import list_experiments
-    from ui.results import list_evals, list_runs
 
-    assert list_runs(legacy) == [RUN]
-    assert list_sets(legacy) == [SET]
-    assert list_evals(legacy) == [EVAL]
-    assert list_experiments(legacy) == [EXPERIMENT]
+    assert legacy.list_runs() == [RUN]
+    assert legacy.list_sets() == [SET]
+    assert legacy.list_evals() == [EVAL]
+    assert legacy.list_experiments() == [EXPERIMENT]
 
 
 def test_checkpoint_regenerates_its_set(legacy):
     """Every case of the 0.1.0 set comes back from its recorded seed (to float rounding)."""
     from synthct.checkpoint import load_generator
-    from synthct.generate import generate_case, load_datacard, load_synthetic_pair
+    from synthct.generate import generate_case
+    from synthct.sets import load_datacard, load_synthetic_pair
 
     system, run_cfg, meta = load_generator(legacy.run_dir(RUN), "latest")
     card = load_datacard(legacy.synthetic_dir(SET))
     assert meta["step"] == 4 and card["checkpoint"]["step"] == 4
     for case in card["cases"]:
-        image, mask = generate_case(system, case["seed"], run_cfg.data)
+        image, mask = generate_case(system, case["seed"])
         disk_image, disk_mask = load_synthetic_pair(legacy.synthetic_dir(SET), case["case_id"])
         assert image.shape == disk_image.array.shape == tuple(card["shape"])
         assert np.abs(image.astype(np.float64) - disk_image.array).max() <= 1.0
@@ -97,7 +95,7 @@ def test_study_statistics(legacy):
 
 
 def test_segmentation_results(legacy):
-    from synthct.segment.evaluate import load_results
+    from synthct.segment.scores import load_results
 
     res = load_results(legacy, EXPERIMENT)
     assert res["test"]["n_cases"] == 4

@@ -8,8 +8,8 @@ import pytest
 
 from synthct.metrics import distances as D
 from synthct.metrics import resampling as R
-from synthct.metrics.compare import ci_tiers
-from synthct.metrics.evaluate import EvalOptions, distance_metrics
+from synthct.metrics.comparison import ci_tiers
+from synthct.metrics.evaluation import EvalConfig, distance_metrics
 from synthct.slices import case_draw
 
 INFO = {"name": "sim", "version": "1", "weights_sha256": "0" * 64}
@@ -43,7 +43,7 @@ def simulation():
     real = protocol_draw(volumes(40, rng), 1)
     perfect_3d = protocol_draw(volumes(40, rng), 2)
     perfect_2d = volumes(40 * K, rng)[:, 0].reshape(40, K, D_FEAT)  # one slice per fresh case
-    opts = EvalOptions("sim", n_boot=60, baseline_repeats=30, kid_subsets=20, seed=0)
+    opts = EvalConfig("sim", n_boot=60, baseline_repeats=30, kid_subsets=20, seed=0)
     return {
         "real": real,
         "3d": distance_metrics(real, perfect_3d, INFO, opts),

@@ -15,6 +15,7 @@ from synthct.metrics.encoder import (
     save_encoder,
     train_encoder,
 )
+from synthct.runtime import file_sha256
 
 
 def _published_layout(tmp_path, mutate=None):
@@ -58,7 +59,7 @@ def test_medicalnet_loads_published_layout_and_extracts(tmp_path):
     path, ref = _published_layout(tmp_path)
     fx = F.load_medicalnet(path, device="cpu")
     assert fx.dim == 2048 and fx.name == "medicalnet"
-    assert fx.weights_sha256 == F.file_sha256(path)
+    assert fx.weights_sha256 == file_sha256(path)
     x = torch.rand(2, 1, 16, 16, 8) * 2 - 1
     feats = fx.extract(x.numpy())
     assert feats.shape == (2, 2048) and feats.dtype == np.float64
@@ -137,7 +138,7 @@ def test_encoder_learns_centres_and_round_trips(tmp_path):
     path = tmp_path / "enc.pt"
     sha = save_encoder(path, state, meta)
     fx = load_encoder(path, device="cpu")
-    assert fx.weights_sha256 == sha == F.file_sha256(path) and fx.class_names == ["A", "B"]
+    assert fx.weights_sha256 == sha == file_sha256(path) and fx.class_names == ["A", "B"]
     probs = fx.class_probs(packed[:, None])
     assert probs.shape == (12, 2) and np.allclose(probs.sum(1), 1)
     assert (probs.argmax(1) == np.array([0, 1] * 6)).mean() == 1.0
@@ -149,12 +150,12 @@ def test_encoder_learns_centres_and_round_trips(tmp_path):
 
 def test_evaluate_builds_each_extractor(tmp_path, workspace):
     from synthct.config import DataConfig
-    from synthct.metrics.evaluate import get_extractor
+    from synthct.metrics.evaluation import get_extractor
 
     path, _ = _published_layout(tmp_path)
     cfg = DataConfig(size=16)
     med = get_extractor(workspace, cfg, "medicalnet", "pair", weights=str(path))
-    assert med.describe()["weights_sha256"] == F.file_sha256(path) and med.dim == 2048
+    assert med.describe()["weights_sha256"] == file_sha256(path) and med.dim == 2048
     rnd = get_extractor(workspace, cfg, "random", "image")
     assert rnd.describe()["name"] == "random" and not rnd.has_classifier
     with pytest.raises(ConfigError, match="weights"):

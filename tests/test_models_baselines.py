@@ -1,4 +1,4 @@
-"""Vanilla GAN and Wasserstein GAN baselines, and `build_system` dispatch."""
+"""Vanilla GAN and Wasserstein GAN baselines, and `build_model` dispatch."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from synthct.config import ModelConfig
+from synthct.config import DataConfig, ModelConfig, from_dict
 from synthct.errors import ConfigError
-from synthct.models import build_system, thesis_model_config
+from synthct.models import build_model, model_config, thesis_model_config
 from synthct.models.base import StepContext
 from synthct.models.baselines import (
     ConvDiscriminator,
@@ -25,7 +25,7 @@ from synthct.models.hagan import HAGAN
 
 def tiny(kind: str, size: int = 32, **kw):
     torch.manual_seed(0)
-    return build_system(thesis_model_config(kind, width=0.5, **kw), size)
+    return build_model(thesis_model_config(kind, width=0.5, **kw), DataConfig(size=size))
 
 
 class Recorder:
@@ -74,7 +74,7 @@ def test_shapes_and_range(kind, size):
 @pytest.mark.parametrize("size", [128, 256])
 def test_full_size_shapes_on_meta(size):
     with torch.device("meta"):
-        system = build_system(ModelConfig(kind="vanilla"), size)
+        system = build_model(ModelConfig(kind="vanilla"), DataConfig(size=size))
         out = system.G(system.sample_latent(1, device="meta"))
         score = system.D(out)
     assert out.shape == (1, 1, size, size, size) and score.shape == (1, 1)
@@ -170,18 +170,29 @@ def test_vanilla_optimizers_follow_thesis_defaults():
     assert opts["G"].param_groups[0]["betas"] == (0.5, 0.999)
 
 
-def test_build_system_dispatch_and_errors():
-    assert isinstance(build_system(ModelConfig(latent_dim=8, width=1 / 8), 32), HAGAN)
-    assert isinstance(build_system(ModelConfig(kind="vanilla", width=0.5), 32), VanillaGAN)
-    assert isinstance(build_system(ModelConfig(kind="wgan", width=0.5), 48), WassersteinGAN)
+def test_build_model_dispatch_and_errors():
+    assert isinstance(
+        build_model(ModelConfig(latent_dim=8, width=1 / 8), DataConfig(size=32)), HAGAN
+    )
+    assert isinstance(
+        build_model(ModelConfig(kind="vanilla", width=0.5), DataConfig(size=32)), VanillaGAN
+    )
+    assert isinstance(
+        build_model(ModelConfig(kind="wgan", width=0.5), DataConfig(size=48)), WassersteinGAN
+    )
     with pytest.raises(ConfigError, match="fastgan"):
-        build_system(ModelConfig(kind="fastgan"), 48)  # 2D side must be a power of two
+        build_model(
+            ModelConfig(kind="fastgan"), DataConfig(size=48)
+        )  # 2D side must be a power of two
     with pytest.raises(ConfigError, match="40"):
-        build_system(ModelConfig(kind="vanilla"), 40)
+        build_model(ModelConfig(kind="vanilla"), DataConfig(size=40))
     with pytest.raises(ConfigError, match="n_centres"):
-        build_system(ModelConfig(kind="wgan", n_centres=3), 32)
+        build_model(model_config(kind="wgan", n_centres=3), DataConfig(size=32))
     with pytest.raises(ConfigError, match="interleave"):
-        build_system(ModelConfig(latent_dim=8, width=1 / 8), 32, packing="slices")
+        build_model(
+            ModelConfig(latent_dim=8, width=1 / 8),
+            from_dict(DataConfig, {"size": 32, "packing": "slices"}),
+        )
     with pytest.raises(ConfigError, match="stylegan"):
         thesis_model_config("stylegan9")
 

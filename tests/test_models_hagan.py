@@ -11,9 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from synthct.config import ModelConfig
+from synthct.config import DataConfig, ModelConfig, from_dict
 from synthct.errors import ConfigError
-from synthct.models import build_system
+from synthct.models import build_model, model_config
 from synthct.models.base import StepContext
 from synthct.models.hagan import (
     HAGAN,
@@ -39,7 +39,7 @@ REFERENCE_G_LINEAR = 1024 * 32_768 + 32_768  # Linear(1024, 4*4*4*512)
 
 def tiny(size: int, **kw) -> HAGAN:
     torch.manual_seed(0)
-    return build_system(ModelConfig(**{**TINY, **kw}), size)
+    return build_model(model_config(**{**TINY, **kw}), DataConfig(size=size))
 
 
 class Recorder:
@@ -90,7 +90,7 @@ def packed_pair(size: int, batch: int = 1) -> torch.Tensor:
 @pytest.mark.parametrize("size", [128, 256])
 def test_parameter_counts_match_reference(size):
     with torch.device("meta"):  # shapes only: no 80 M-parameter allocation on CPU
-        system = build_system(ModelConfig(), size)
+        system = build_model(ModelConfig(), DataConfig(size=size))
     for net, ref in REFERENCE_COUNTS[size].items():
         ours = count_parameters(getattr(system, net))
         assert abs(ours - ref) / ref < 0.02, (net, ours, ref)
@@ -100,7 +100,7 @@ def test_parameter_counts_match_reference(size):
 @pytest.mark.parametrize("size", [128, 256])
 def test_full_size_shapes_on_meta(size):
     with torch.device("meta"):
-        system = build_system(ModelConfig(), size)
+        system = build_model(ModelConfig(), DataConfig(size=size))
         z = system.sample_latent(2, device="meta")
         slab, small = system.G(z, None, crop_positions(size)[-1])
         logit, cls = system.D(slab, small, crop_positions(size)[-1])
@@ -151,7 +151,7 @@ def test_generate_is_the_same_in_train_and_eval_mode():
 @pytest.mark.parametrize("size", [16, 48, 100])
 def test_unsupported_sizes_raise_config_error(size):
     with pytest.raises(ConfigError, match=str(size)):
-        build_system(ModelConfig(**TINY), size)
+        build_model(model_config(**TINY), from_dict(DataConfig, {"size": size}))
 
 
 # ---------------------------------------------------------------- slabs, crops, low-res target
@@ -325,7 +325,7 @@ def test_train_step_rejects_wrong_shape():
 
 
 def test_optimizers_follow_the_config():
-    system = build_system(ModelConfig(**TINY, lr_g=2e-4, lr_d=3e-4, lr_e=5e-5), 32)
+    system = build_model(model_config(**TINY, lr_g=2e-4, lr_d=3e-4, lr_e=5e-5), DataConfig(size=32))
     opts = system.configure_optimizers()
     assert set(opts) == {"G", "D", "E", "Sub_E"}
     assert [opts[k].param_groups[0]["lr"] for k in ("G", "D", "E", "Sub_E")] == [

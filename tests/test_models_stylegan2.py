@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from scipy.stats import wasserstein_distance
 from torch import nn
 
-from synthct.config import ModelConfig
+from synthct.config import DataConfig, ModelConfig
 from synthct.errors import ConfigError
-from synthct.models import build_system, thesis_model_config
+from synthct.models import build_model, thesis_model_config
 from synthct.models.base import StepContext
 from synthct.models.layers import count_parameters
 from synthct.models.stylegan2 import (
@@ -23,7 +23,6 @@ from synthct.models.stylegan2 import (
     ModulatedConv2d,
     StyleGAN2,
     auto_r1_gamma,
-    bench_step,
     blur_kernel,
     channels,
     minibatch_stddev,
@@ -75,13 +74,13 @@ def _changed(before: dict, module: nn.Module) -> bool:
 def tiny(size: int = 32, **kw) -> StyleGAN2:
     torch.manual_seed(0)
     kw = {"width": 1 / 16, "latent_dim": 32, **kw}
-    return build_system(thesis_model_config("stylegan2", **kw), size)
+    return build_model(thesis_model_config("stylegan2", **kw), DataConfig(size=size))
 
 
 @pytest.mark.parametrize("size", [32, 64])
 def test_shapes_and_range(size):
     system = tiny(size)
-    assert system.data_view == "slices" and system.sample_shape == (2, size, size)
+    assert system.view.name == "slices" and system.sample_shape == (2, size, size)
     assert system.G.num_ws == 2 * int(math.log2(size)) - 2
     z = system.sample_latent(3, torch.Generator().manual_seed(0))
     out = system.generate(z)
@@ -94,7 +93,7 @@ def test_shapes_and_range(size):
 )
 def test_full_size_parameter_counts_and_shapes_on_meta(size, n_g, n_d):
     with torch.device("meta"):
-        system = build_system(thesis_model_config("stylegan2"), size)
+        system = build_model(thesis_model_config("stylegan2"), DataConfig(size=size))
         out = system.G(system.sample_latent(2, device="meta"))
         logit = system.D(out)
     assert out.shape == (2, 2, size, size) and logit.shape == (2, 1)
@@ -116,7 +115,7 @@ def test_thesis_defaults_and_lazy_regularisation_optimisers():
     assert tiny().r1_gamma == pytest.approx(0.0002 * 32**2 / 8) == auto_r1_gamma(32)
     assert tiny(r1_gamma=0.0).r1_gamma == 0.0
     with pytest.raises(ConfigError, match="resolution 16"):
-        build_system(ModelConfig(kind="stylegan2"), 16)
+        build_model(ModelConfig(kind="stylegan2"), DataConfig(size=16))
 
 
 def test_modulated_conv_matches_per_sample_convolution():
@@ -222,10 +221,6 @@ def test_train_step_is_deterministic_with_seed():
     assert all(torch.equal(v, runs[1][1][k]) for k, v in runs[0][1].items())
     z = torch.randn(2, 32, generator=torch.Generator().manual_seed(0))
     assert torch.equal(tiny().generate(z), tiny().generate(z))
-
-
-def test_bench_step_reports_a_rate():
-    assert 0 < bench_step("stylegan2", 32, batch=2, steps=1, width=1 / 16) < 1e4
 
 
 @pytest.mark.slow

@@ -8,14 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from synthct.datasets import case_ids_hash
 from synthct.errors import LeakageError, WorkspaceError
 from synthct.io import Volume, save_volume, spacing_affine
-from synthct.segment import data as segdata
-from synthct.segment.data import make_case
+from synthct.runtime import case_ids_hash
+from synthct.segment import cases as segdata
+from synthct.segment.cases import make_case
 from synthct.segment.experiments import ExperimentConfig, run_experiment, run_experiment_cases
+from synthct.segment.fold_training import train_fold
 from synthct.segment.recipe import SegConfig
-from synthct.segment.train import train_fold
+from synthct.sets import Datacard
 
 TINY = SegConfig(
     size=32, init_filters=4, blocks_down=(1, 2, 2), epochs=2, folds=2, batch_size=2, seed=3
@@ -96,10 +97,12 @@ def test_worker_processes_are_seeded_reproducibly(tmp_path):
 
 
 def _card(ids):
-    return {
-        "run": "gan-run",
-        "training_cases": {"split": "all", "case_ids": ids, "sha256": case_ids_hash(ids)},
-    }
+    return Datacard.from_json(
+        {
+            "run": "gan-run",
+            "training_cases": {"split": "all", "case_ids": ids, "sha256": case_ids_hash(ids)},
+        }
+    )
 
 
 def test_leakage_refused_then_override_recorded(tmp_path):
@@ -145,7 +148,7 @@ def _write_set(ws, name, cfg, n, training_ids, mask_mode="binary"):
             Volume(image, aff), set_dir / "imagesTr" / f"SYN-{i + 1:04d}__CT.nii.gz", np.int16
         )
         save_volume(Volume(mask, aff), set_dir / "labelsTr" / f"SYN-{i + 1:04d}.nii.gz", np.uint8)
-    card = {**_card(training_ids), "name": name, "postprocess": {"mask_mode": mask_mode}}
+    card = {**_card(training_ids).to_json(), "name": name, "postprocess": {"mask_mode": mask_mode}}
     (set_dir / "datacard.json").write_text(json.dumps(card))
 
 
@@ -269,9 +272,9 @@ def test_training_learns_blob_tumours(tmp_path):
     res = run_experiment_cases(tmp_path / "learn", ExperimentConfig(seg=cfg), trainval, test)
 
     from synthct.segment import recipe
-    from synthct.segment.data import stack_images
-    from synthct.segment.evaluate import dsc_agg
+    from synthct.segment.cases import stack_images
     from synthct.segment.normalise import Normalisation
+    from synthct.segment.scores import dsc_agg
 
     torch.manual_seed(0)
     untrained = recipe.build_network(cfg)

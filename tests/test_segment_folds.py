@@ -9,8 +9,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from synthct.datasets import case_ids_hash
 from synthct.errors import ConfigError, LeakageError
+from synthct.runtime import case_ids_hash
 from synthct.segment.folds import (
     FoldPlan,
     assign_folds,
@@ -18,6 +18,7 @@ from synthct.segment.folds import (
     check_plans,
     plan_folds,
 )
+from synthct.sets import Datacard
 
 EXPERIMENTS = ("real", "synthetic", "mixed", "pretrain-finetune")
 
@@ -94,14 +95,16 @@ def test_check_plans_rejects_synthetic_in_validation():
 
 
 def _card(case_ids, split="train", sha=None):
-    return {
-        "run": "hagan-1",
-        "training_cases": {
-            "split": split,
-            "case_ids": case_ids,
-            "sha256": sha if sha is not None else case_ids_hash(case_ids),
-        },
-    }
+    return Datacard.from_json(
+        {
+            "run": "hagan-1",
+            "training_cases": {
+                "split": split,
+                "case_ids": case_ids,
+                "sha256": sha if sha is not None else case_ids_hash(case_ids),
+            },
+        }
+    )
 
 
 @pytest.fixture
@@ -154,6 +157,6 @@ def test_override_is_recorded(cohort):
 def test_guard_refuses_unverifiable_datacards(cohort):
     _, test, plans = cohort
     with pytest.raises(LeakageError, match="no training_cases.case_ids"):
-        check_leakage({"run": "x"}, set_name="g", test_ids=test, plans=plans)
+        check_leakage(Datacard.from_json({"run": "x"}), set_name="g", test_ids=test, plans=plans)
     with pytest.raises(LeakageError, match="sha256 does not match"):
         check_leakage(_card(["Z-1"], sha="0" * 64), set_name="g", test_ids=test, plans=plans)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from synthct.errors import ConfigError
-from synthct.segment.data import SegDataset, make_case
+from synthct.segment.cases import SegDataset, make_case
 from synthct.segment.experiments import ExperimentConfig, run_experiment_cases
 from synthct.segment.normalise import Normalisation, apply, fit_normalisation
 from synthct.segment.recipe import SegConfig, build_train_transforms

@@ -38,8 +38,8 @@ def _write_set(ws, name, images, masks, model, training_ids):
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory):
     from synthct.datasets import ingest
-    from synthct.metrics.evaluate import EvalOptions, run_evaluation
-    from synthct.metrics.sets import load_real_set, real_hu_and_masks
+    from synthct.metrics.evaluation import EvalConfig, run_evaluation
+    from synthct.metrics.volume_sets import load_real_set, real_hu_and_masks
     from synthct.phantom import write_phantom_set
     from synthct.preprocess import preprocess_workspace
     from synthct.workspace import Workspace
@@ -71,7 +71,7 @@ def evaluated(tmp_path_factory):
     common = dict(real="test", extractor="random", level="slice", slices_per_case=K, n_boot=40,
                   baseline_repeats=30, kid_subsets=20, seed=0)  # fmt: skip
     results = {
-        name: run_evaluation(ws, EvalOptions(name, **common), progress=False)[1]
+        name: run_evaluation(ws, EvalConfig(name, **common), progress=False)[1]
         for name in ("perfect3d", "perfect2d", "bright3d")
     }
     return ws, results, n_test
@@ -105,7 +105,7 @@ def test_perfect_generators_read_as_real(evaluated, name):
 
 
 def test_2d_and_3d_perfect_generators_share_a_tier_and_fid_within_ci(evaluated):
-    from synthct.metrics.compare import compare_models
+    from synthct.metrics.comparison import compare_models
 
     ws, results, _ = evaluated
     table = compare_models(ws, "slice").set_index("set")
@@ -121,7 +121,7 @@ def test_2d_and_3d_perfect_generators_share_a_tier_and_fid_within_ci(evaluated):
 
 
 def test_a_degraded_generator_is_told_apart(evaluated):
-    from synthct.metrics.compare import compare_models
+    from synthct.metrics.comparison import compare_models
 
     ws, results, _ = evaluated
     fid = results["bright3d"]["metrics"]["fid"]

@@ -13,6 +13,7 @@ import torch
 from test_train_slices import packed_ws, tiny  # noqa: F401 (module fixture)
 
 from synthct import generate as gen
+from synthct import sets
 from synthct.config import DataConfig
 
 S = 32
@@ -33,9 +34,9 @@ def test_2d_set_shapes_spacing_datacard_and_reproducibility(packed_ws, fastgan_r
     from synthct.checkpoint import load_generator
     from synthct.preprocess import load_packed
 
-    opts = gen.GenerateOptions(n=5, seed=3, batch_size=2, format="png")
+    opts = gen.GenerateConfig(n=5, seed=3, batch_size=2, format="png")
     out = gen.generate_from_run(packed_ws, "g2d", "syn2d", opts, device="cpu")
-    card = gen.load_datacard(out)
+    card = sets.load_datacard(out)
     assert card["model"]["kind"] == "fastgan" and card["model"]["size"] == S
     assert card["model"]["data_view"] == "slices" and card["model"]["grid"] is None
     assert card["shape"] == [S, S, 1] and card["counts"]["written"] == 5
@@ -63,7 +64,7 @@ def test_2d_set_shapes_spacing_datacard_and_reproducibility(packed_ws, fastgan_r
         packed_ws,
         "g2d",
         "syn2d-again",
-        gen.GenerateOptions(n=5, seed=3, batch_size=5),
+        gen.GenerateConfig(n=5, seed=3, batch_size=5),
         device="cpu",
     )
     for sub in ("imagesTr", "labelsTr"):
@@ -74,23 +75,23 @@ def test_2d_set_shapes_spacing_datacard_and_reproducibility(packed_ws, fastgan_r
 
 
 def test_half_resolution_2d_model_scales_the_in_plane_spacing():
-    from synthct.config import ModelConfig
-    from synthct.models import build_system
+    from synthct.models import build_model, model_config
 
-    system = build_system(ModelConfig(kind="stylegan2", latent_dim=8, width=1 / 32,
-                                      resolution=32, diffaug=""), 64)  # fmt: skip
-    assert gen.slice_spacing((1.5, 1.2, 3.0), 64, system.resolution) == (3.0, 2.4, 3.0)
-    img, msk = gen.sample_pairs(system, [1, 2], DataConfig(size=64))
+    system = build_model(model_config(kind="stylegan2", latent_dim=8, width=1 / 32,
+                                      resolution=32, diffaug=""), DataConfig(size=64))  # fmt: skip
+    assert system.view.output_spacing((1.5, 1.2, 3.0)) == (3.0, 2.4, 3.0)
+    img, msk = gen.sample_pairs(system, [1, 2])
     assert img.shape == (2, 32, 32, 1) and msk.shape == (2, 32, 32, 1) and msk.dtype == np.uint8
 
 
 def test_mosaic_output_is_cut_back_into_a_volume():
     from synthct.slices import mosaic
+    from synthct.views.slices import slices_to_volumes
 
     vol = torch.rand(2, 2, 4, 8, 8) * 2 - 1  # (B, channel, Z, X, Y)
     vol[:, 1] = torch.sign(vol[:, 1])
     tiles = mosaic(vol, 2, 2)  # (B, 2, 16, 16)
-    img, msk = gen.slices_to_volumes(tiles.numpy(), (-1000.0, 1000.0), grid=(2, 2))
+    img, msk = slices_to_volumes(tiles.numpy(), (-1000.0, 1000.0), grid=(2, 2))
     assert img.shape == (2, 8, 8, 4)
     np.testing.assert_allclose(img, vol[:, 0].permute(0, 2, 3, 1).numpy() * 1000, atol=1e-3)
     assert np.array_equal(msk, (vol[:, 1] > 0).permute(0, 2, 3, 1).numpy())
@@ -99,14 +100,14 @@ def test_mosaic_output_is_cut_back_into_a_volume():
 def test_png_format_is_refused_for_3d_models(tmp_path):
     from synthct.config import ModelConfig
     from synthct.errors import ConfigError
-    from synthct.models import build_system
+    from synthct.models import build_model
 
-    system = build_system(ModelConfig(kind="hagan", latent_dim=8, width=1 / 16), S)
+    system = build_model(ModelConfig(kind="hagan", latent_dim=8, width=1 / 16), DataConfig(size=S))
     with pytest.raises(ConfigError, match="png"):
-        gen.write_set(tmp_path / "x", system, DataConfig(size=S), (1, 1, 1),
-                      gen.GenerateOptions(n=1, format="png"))  # fmt: skip
+        gen.write_set(tmp_path / "x", system, (1, 1, 1),
+                      gen.GenerateConfig(n=1, format="png"))  # fmt: skip
     with pytest.raises(ConfigError, match="format"):
-        gen.GenerateOptions(n=1, format="jpeg")
+        gen.GenerateConfig(n=1, format="jpeg")
     assert not (tmp_path / "x").exists()
 
 
@@ -124,23 +125,23 @@ def slice_evals(packed_ws, fastgan_run):  # noqa: F811
     pairs), both evaluated at slice level against all 6 real cases, 2 slices per case: the 2D
     set with the random extractor, the 3D set with the default one."""
     from synthct.config import ModelConfig, RunConfig, to_dict
-    from synthct.metrics.evaluate import EvalOptions, run_evaluation
-    from synthct.models import build_system
+    from synthct.metrics.evaluation import EvalConfig, run_evaluation
+    from synthct.models import build_model
 
-    gen.generate_from_run(packed_ws, "g2d", "set2d", gen.GenerateOptions(n=6), device="cpu")
+    gen.generate_from_run(packed_ws, "g2d", "set2d", gen.GenerateConfig(n=6), device="cpu")
     torch.manual_seed(0)
-    hagan = build_system(ModelConfig(kind="hagan", latent_dim=8, width=1 / 16), S)
+    hagan = build_model(ModelConfig(kind="hagan", latent_dim=8, width=1 / 16), DataConfig(size=S))
     train_ids = json.loads((fastgan_run / "train_cases.json").read_text())["case_ids"]
     prov = {
         "run_config": to_dict(RunConfig(data=DataConfig(size=S))),
         "training_cases": {"split": "train", "case_ids": train_ids},
     }
-    gen.write_set(packed_ws.synthetic_dir("set3d"), hagan, DataConfig(size=S), (1.5, 1.5, 3.0),
-                  gen.GenerateOptions(n=3), provenance=prov)  # fmt: skip
+    gen.write_set(packed_ws.synthetic_dir("set3d"), hagan, (1.5, 1.5, 3.0),
+                  gen.GenerateConfig(n=3), provenance=prov)  # fmt: skip
     common = dict(real="all", n_boot=5, baseline_repeats=3, kid_subsets=10, seed=0,
                   slices_per_case=2)  # fmt: skip
-    r2 = run_evaluation(packed_ws, EvalOptions("set2d", extractor="random", **common), False)
-    r3 = run_evaluation(packed_ws, EvalOptions("set3d", extractor="default", level="slice",
+    r2 = run_evaluation(packed_ws, EvalConfig("set2d", extractor="random", **common), False)
+    r3 = run_evaluation(packed_ws, EvalConfig("set3d", extractor="default", level="slice",
                                                encoder_epochs=1, **common), False)  # fmt: skip
     return r2, r3
 
@@ -175,7 +176,7 @@ def test_slice_evaluation_of_a_2d_set_is_labelled_and_counted(packed_ws, slice_e
     emb = __import__("pandas").read_csv(folder / "embedding.csv")
     assert sorted(emb["group"].unique()) == ["real-all", "synthetic"]
     assert len(emb) == 2 * n_cases + 6
-    card = gen.load_datacard(packed_ws.synthetic_dir("set2d"))
+    card = sets.load_datacard(packed_ws.synthetic_dir("set2d"))
     assert card["metrics"][result["id"]]["level"] == "slice"
     assert card["metrics"][result["id"]]["tumour_mix"] == "natural"
 
@@ -185,8 +186,8 @@ def test_slice_evaluation_fid_is_the_mean_over_rounds_of_one_slice_per_case(pack
     the mean of the per-round FIDs of their features."""
     from synthct.metrics.distances import compute_fid
     from synthct.metrics.features import build_random_slice_extractor
-    from synthct.metrics.sets import load_real_set
-    from synthct.metrics.slice_eval import synthetic_case_slices, volume_case_slices
+    from synthct.metrics.slice_level import volume_case_slices
+    from synthct.metrics.volume_sets import load_real_set
 
     (folder, saved), _ = slice_evals
     cfg = DataConfig(size=S)
@@ -200,9 +201,13 @@ def test_slice_evaluation_fid_is_the_mean_over_rounds_of_one_slice_per_case(pack
                     if np.abs(image_half[..., z] - real.pairs[c, j, 0]).max() < 2e-3]  # fmt: skip
             assert hits and _body_slices(image_half[..., hits[0] : hits[0] + 1]) == 1
         assert not np.array_equal(real.pairs[c, 0], real.pairs[c, 1])  # without replacement
-    card = gen.load_datacard(packed_ws.synthetic_dir("set2d"))
-    syn = synthetic_case_slices(packed_ws.synthetic_dir("set2d"), card, cfg, S, 2, 6, None, 0,
-                                progress=False)  # fmt: skip
+    card = sets.load_datacard(packed_ws.synthetic_dir("set2d"))
+    from synthct.views import view_class
+
+    info = sets.Datacard.from_json(card).model
+    syn = view_class(info.data_view).set_case_slices(
+        packed_ws.synthetic_dir("set2d"), info, cfg, S, 2, 6, None, 0, progress=False
+    )
     fx = build_random_slice_extractor()
     fr = fx.extract(real.flat).reshape(6, 2, -1)
     fs = fx.extract(syn.flat).reshape(3, 2, -1)
@@ -234,11 +239,11 @@ def saved_ids(ws) -> list[str]:
 
 def test_identical_real_slices_give_fid_zero_and_max_slices_caps(packed_ws):  # noqa: F811
     from synthct.metrics.distances import compute_prdc
-    from synthct.metrics.evaluate import EvalOptions, distance_metrics
+    from synthct.metrics.evaluation import EvalConfig, distance_metrics
     from synthct.metrics.features import build_random_slice_extractor
     from synthct.metrics.resampling import round_mean
-    from synthct.metrics.sets import load_real_set
-    from synthct.metrics.slice_eval import volume_case_slices, volume_slices
+    from synthct.metrics.slice_level import volume_case_slices, volume_slices
+    from synthct.metrics.volume_sets import load_real_set
 
     cfg = DataConfig(size=S)
     real = load_real_set(packed_ws, cfg, "all")
@@ -246,7 +251,7 @@ def test_identical_real_slices_give_fid_zero_and_max_slices_caps(packed_ws):  # 
     fx = build_random_slice_extractor()
     fa = fx.extract(a.flat).reshape(len(real.ids), 3, -1)
     fb = fx.extract(b.flat).reshape(len(real.ids), 3, -1)
-    opts = EvalOptions("x", n_boot=3, baseline_repeats=2, kid_subsets=5)
+    opts = EvalConfig("x", n_boot=3, baseline_repeats=2, kid_subsets=5)
     out = distance_metrics(fa, fb, fx.describe(), opts)
     assert out["fid"]["value"] == 0.0 and "precision" not in out  # PRDC needs 12 cases
     prdc = round_mean(compute_prdc, fa, fb)
@@ -260,33 +265,36 @@ def test_identical_real_slices_give_fid_zero_and_max_slices_caps(packed_ws):  # 
 
 def test_level_volume_is_refused_for_2d_sets_and_medicalnet_at_slice_level(packed_ws, slice_evals):  # noqa: F811
     from synthct.errors import ConfigError
-    from synthct.metrics.evaluate import EvalOptions, run_evaluation
+    from synthct.metrics.evaluation import EvalConfig, run_evaluation
 
     with pytest.raises(ConfigError, match="only be evaluated with --level slice"):
-        run_evaluation(packed_ws, EvalOptions("set2d", extractor="random", level="volume"), False)
+        run_evaluation(packed_ws, EvalConfig("set2d", extractor="random", level="volume"), False)
     with pytest.raises(ConfigError, match="3D network"):
-        EvalOptions("set2d", extractor="medicalnet", weights="w.pth", level="slice")
+        EvalConfig("set2d", extractor="medicalnet", weights="w.pth", level="slice")
     with pytest.raises(ConfigError, match="tumour-mix"):
-        EvalOptions("set2d", tumour_mix="half")
+        EvalConfig("set2d", tumour_mix="half")
     with pytest.raises(ConfigError, match="slices-per-case"):
-        EvalOptions("set2d", slices_per_case=0)
+        EvalConfig("set2d", slices_per_case=0)
 
 
 def test_tumour_mix_comes_from_the_run_or_the_option(packed_ws, slice_evals):  # noqa: F811
     from synthct.errors import ConfigError
-    from synthct.metrics.slice_eval import training_tumour_mix
+    from synthct.metrics.slice_level import training_tumour_mix
 
-    card = gen.load_datacard(packed_ws.synthetic_dir("set2d"))
-    assert training_tumour_mix(packed_ws, card, "auto") == (None, "run g2d: train_cases.json")
-    assert training_tumour_mix(packed_ws, card, "0.5") == (0.5, "--tumour-mix")
+    card = sets.load_datacard(packed_ws.synthetic_dir("set2d"))
+    mix = lambda c, requested: training_tumour_mix(  # noqa: E731
+        packed_ws, sets.Datacard.from_json(c), requested
+    )
+    assert mix(card, "auto") == (None, "run g2d: train_cases.json")
+    assert mix(card, "0.5") == (0.5, "--tumour-mix")
     old_run = {**card, "run": "gone"}  # the run folder is missing: no silent guess
     with pytest.raises(ConfigError, match="--tumour-mix natural"):
-        training_tumour_mix(packed_ws, old_run, "auto")
+        mix(old_run, "auto")
     recorded = {**old_run, "training_cases": {**card["training_cases"], "tumour_fraction": 0.5}}
-    assert training_tumour_mix(packed_ws, recorded, "auto") == (0.5, "datacard")
+    assert mix(recorded, "auto") == (0.5, "datacard")
     # real slices drawn on a 0.5 mix show tumour far more often than on the natural one
-    from synthct.metrics.sets import load_real_set
-    from synthct.metrics.slice_eval import volume_case_slices
+    from synthct.metrics.slice_level import volume_case_slices
+    from synthct.metrics.volume_sets import load_real_set
 
     real = load_real_set(packed_ws, DataConfig(size=S), "all")
     natural = volume_case_slices(real, DataConfig(size=S), S, 4, None, 0).tumour_fraction
@@ -295,7 +303,7 @@ def test_tumour_mix_comes_from_the_run_or_the_option(packed_ws, slice_evals):  #
 
 
 def test_compare_models_lists_2d_and_3d_side_by_side(packed_ws, slice_evals):  # noqa: F811
-    from synthct.metrics.compare import COLUMNS, compare_models
+    from synthct.metrics.comparison import COLUMNS, compare_models
 
     df = compare_models(packed_ws, "slice")
     assert list(df.columns) == COLUMNS and len(df) == 2

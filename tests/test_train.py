@@ -1,6 +1,6 @@
 """The training loop: data order, split guard, NaN guard, logs, kill-and-resume, learning.
 
-Helpers at the top (a tiny but real 3D GAN implementing `GANSystem`, phantom packed pairs, a
+Helpers at the top (a tiny but real 3D GAN implementing `GenerativeModel`, phantom packed pairs, a
 stand-in for `load_packed`) are shared with test_checkpoint/test_ddp/test_hpo.
 """
 
@@ -23,14 +23,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from synthct.config import DataConfig, ModelConfig, RunConfig, TrainConfig, save_yaml, to_dict
-from synthct.models.base import GANSystem, StepContext
+from synthct.models.base import GenerativeModel, StepContext
+from synthct.views import VolumeView
 
 TESTS_DIR = Path(__file__).resolve().parent
 REPO = TESTS_DIR.parent
 
 
 # -- helpers shared with the other training tests ---------------------------------------------
-class TinyGAN(GANSystem):
+class TinyGAN(GenerativeModel):
     """A small conv 3D GAN (BCE) on (B, 1, S, S, S) pairs; `nan_at` makes D's loss NaN at a step."""
 
     kind = "tiny"
@@ -38,6 +39,7 @@ class TinyGAN(GANSystem):
     def __init__(self, size: int = 16, latent_dim: int = 8, lr: float = 2e-3, nan_at=None):
         super().__init__()
         self.size, self.latent_dim, self.lr, self.nan_at = size, latent_dim, lr, nan_at
+        self.view = VolumeView(DataConfig(size=size))
         q = size // 4
         self.G = nn.Sequential(
             nn.Linear(latent_dim, 8 * q**3),
@@ -176,7 +178,7 @@ def read_losses(run_dir: Path) -> list[dict]:
 
 # -- pure helpers -----------------------------------------------------------------------------
 def test_batch_order_is_shuffled_per_epoch_and_deterministic():
-    from synthct.train import batch_indices
+    from synthct.views.volumes import batch_indices
 
     n, b = 10, 5
     epoch = lambda seed, e: sum((batch_indices(seed, t, b, n) for t in (2 * e, 2 * e + 1)), [])  # noqa: E731
@@ -190,7 +192,7 @@ def test_batch_order_is_shuffled_per_epoch_and_deterministic():
 
 
 def test_ddp_shards_cover_each_epoch_once():
-    from synthct.train import batch_indices
+    from synthct.views.volumes import batch_indices
 
     n, b, world = 8, 2, 2
     seen = [i for t in range(2) for r in range(world) for i in batch_indices(5, t, b, n, r, world)]
@@ -210,7 +212,7 @@ def test_ema_update_and_warmup():
 
 
 def test_mean_pairwise_distance_known_values():
-    from synthct.train import mean_pairwise_distance
+    from synthct.views import mean_pairwise_distance
 
     v = torch.tensor([[0.0, 0.0, 0.0, 0.0], [2.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 2.0]])
     # RMS distances: |a-b| / sqrt(4) = 1, 1 and sqrt(8)/2
@@ -228,7 +230,7 @@ def test_train_writes_run_and_reads_only_train_split(workspace, monkeypatch):
     sets = install_packed(monkeypatch, 16, calls=calls)
     seen: list[float] = []
     run_dir = train(tiny_cfg(), workspace, "r1", progress=lambda f, m: seen.append(f),
-                    system_factory=tiny_factory())  # fmt: skip
+                    model_factory=tiny_factory())  # fmt: skip
     assert calls == ["train"]
     assert seen == pytest.approx([k / 6 for k in range(1, 7)])
     cases = json.loads((run_dir / "train_cases.json").read_text())
@@ -257,7 +259,7 @@ def test_train_writes_run_and_reads_only_train_split(workspace, monkeypatch):
 
     assert load_run_config(run_dir / "config.yaml") == tiny_cfg()
     with pytest.raises(Exception, match="already exists"):  # never overwrite a run
-        train(tiny_cfg(), workspace, "r1", system_factory=tiny_factory())
+        train(tiny_cfg(), workspace, "r1", model_factory=tiny_factory())
 
 
 def test_other_split_refused_unless_allowed_and_recorded(workspace, monkeypatch):
@@ -267,8 +269,8 @@ def test_other_split_refused_unless_allowed_and_recorded(workspace, monkeypatch)
     install_packed(monkeypatch, 16)
     cfg = tiny_cfg(split="test", steps=1)
     with pytest.raises(LeakageError, match="allow-split"):
-        train(cfg, workspace, "bad", system_factory=tiny_factory())
-    run_dir = train(cfg, workspace, "ok", allow_split=True, system_factory=tiny_factory())
+        train(cfg, workspace, "bad", model_factory=tiny_factory())
+    run_dir = train(cfg, workspace, "ok", allow_split=True, model_factory=tiny_factory())
     cases = json.loads((run_dir / "train_cases.json").read_text())
     assert cases["allow_split"] is True and cases["split"] == "test"
     assert all(c.startswith("TST") for c in cases["case_ids"])
@@ -280,7 +282,7 @@ def test_nan_loss_stops_run_and_keeps_last_good_checkpoint(workspace, monkeypatc
 
     install_packed(monkeypatch, 16)
     with pytest.raises(TrainingDivergedError, match=r"step 5: loss 'D' = nan is not finite"):
-        train(tiny_cfg(checkpoint_every=2), workspace, "nan", system_factory=tiny_factory(5))
+        train(tiny_cfg(checkpoint_every=2), workspace, "nan", model_factory=tiny_factory(5))
     run_dir = workspace.run_dir("nan")
     assert [s for s, _ in list_checkpoints(run_dir)] == [2, 4]
     state = load_checkpoint(list_checkpoints(run_dir)[-1][1])
@@ -294,11 +296,11 @@ def test_resume_in_process_matches_uninterrupted(workspace, monkeypatch):
     from synthct.train import train
 
     install_packed(monkeypatch, 16)
-    full = train(tiny_cfg(), workspace, "full", system_factory=tiny_factory())
-    train(tiny_cfg(steps=3), workspace, "part", system_factory=tiny_factory())
+    full = train(tiny_cfg(), workspace, "full", model_factory=tiny_factory())
+    train(tiny_cfg(steps=3), workspace, "part", model_factory=tiny_factory())
     with pytest.raises(Exception, match="config differs"):  # only RESUMABLE_KEYS may change
-        train(tiny_cfg(seed=4), workspace, "part", resume=True, system_factory=tiny_factory())
-    part = train(tiny_cfg(), workspace, "part", resume=True, system_factory=tiny_factory())
+        train(tiny_cfg(seed=4), workspace, "part", resume=True, model_factory=tiny_factory())
+    part = train(tiny_cfg(), workspace, "part", resume=True, model_factory=tiny_factory())
     assert read_losses(part) == read_losses(full)
 
 
@@ -436,7 +438,7 @@ def test_first_interrupt_stops_at_a_step_boundary_second_stops_at_once(
     from synthct.train import train
 
     install_packed(monkeypatch, 16)
-    full = train(tiny_cfg(checkpoint_every=100), workspace, "full", system_factory=tiny_factory())
+    full = train(tiny_cfg(checkpoint_every=100), workspace, "full", model_factory=tiny_factory())
     # A shell starts background jobs with SIGINT ignored; this test needs Python's own handler.
     outer = signal.signal(signal.SIGINT, signal.default_int_handler)
     request.addfinalizer(lambda: signal.signal(signal.SIGINT, outer))
@@ -452,19 +454,19 @@ def test_first_interrupt_stops_at_a_step_boundary_second_stops_at_once(
     cfg = tiny_cfg(checkpoint_every=100)
     with pytest.raises(Cancelled, match=r"stopped at step 3/6 .*step-00000003\.pt"):
         try:
-            train(cfg, workspace, "cnc", progress=interrupt_at(3, 1), system_factory=tiny_factory())
+            train(cfg, workspace, "cnc", progress=interrupt_at(3, 1), model_factory=tiny_factory())
         except KeyboardInterrupt:
             pytest.fail("the first interrupt stopped training at once, without a checkpoint")
     run_dir = workspace.run_dir("cnc")
     assert [s for s, _ in list_checkpoints(run_dir)] == [3]
     assert json.loads((run_dir / "status.json").read_text())["state"] == "cancelled"
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
-    train(cfg, workspace, "cnc", resume=True, system_factory=tiny_factory())
+    train(cfg, workspace, "cnc", resume=True, model_factory=tiny_factory())
     assert read_losses(run_dir) == read_losses(full)
 
     cfg = tiny_cfg(checkpoint_every=2)
     with pytest.raises(KeyboardInterrupt):
-        train(cfg, workspace, "twice", progress=interrupt_at(3, 2), system_factory=tiny_factory())
+        train(cfg, workspace, "twice", progress=interrupt_at(3, 2), model_factory=tiny_factory())
     run_dir = workspace.run_dir("twice")
     assert [s for s, _ in list_checkpoints(run_dir)] == [2]  # no cancel checkpoint: stopped now
     status = json.loads((run_dir / "status.json").read_text())
@@ -472,28 +474,28 @@ def test_first_interrupt_stops_at_a_step_boundary_second_stops_at_once(
 
 
 def test_augmented_batches_are_seeded_and_keep_the_mask_binary(monkeypatch):
-    from synthct.train import TrainData, next_batch
+    from synthct.views.volumes import batch_indices
 
-    data = TrainData(packed_set(4, 32), "train")
+    view = VolumeView(DataConfig(size=32))
+    data = view.training_data(packed_set(4, 32), "train")
     cfg = tiny_cfg(32, augment="affine", batch_size=2)
-    batch = lambda seed: next_batch(  # noqa: E731
-        data, cfg, 0, 0, 1, torch.Generator().manual_seed(seed), torch.device("cpu"), False
+    batch = lambda seed: view.batch(  # noqa: E731
+        data, cfg, 0, 0, 1, torch.Generator().manual_seed(seed), torch.device("cpu")
     )[0]
     a, b, c = batch(0), batch(0), batch(1)
     assert a.shape == (2, 1, 32, 32, 32)
     assert torch.equal(a, b) and not torch.equal(a, c)
-    plain = data.arrays[
-        [int(i) for i in __import__("synthct.train").train.batch_indices(3, 0, 2, 4)]
-    ]
+    plain = data.items[[int(i) for i in batch_indices(3, 0, 2, 4)]]
     assert not torch.equal(a[:, 0], plain)
     assert set(torch.unique(a[..., 16:]).tolist()) <= {-1.0, 1.0}
 
 
-class _FixedSystem(GANSystem):
+class _FixedSystem(GenerativeModel):
     """generate() returns rows of a fixed bank chosen by z (a stand-in G for the alarm)."""
 
     def __init__(self, bank: torch.Tensor, collapsed: bool):
         super().__init__()
+        self.view = VolumeView(DataConfig(size=bank.shape[-1]))
         self.G = nn.Identity()
         self.bank, self.collapsed, self.latent_dim = bank, collapsed, 1
 
@@ -503,19 +505,23 @@ class _FixedSystem(GANSystem):
 
 
 def test_collapse_alarm_flags_identical_samples_not_real_like_ones():
-    from synthct.train import CollapseProbe
+    from synthct.collapse import N_COLLAPSE, check_collapse, probe_samples
 
-    arrays = torch.from_numpy(phantom_arrays(8, 16, seed=0))
-    probe = CollapseProbe(arrays, tiny_cfg(), torch.device("cpu"))
+    cfg, cpu = tiny_cfg(), torch.device("cpu")
+    view = VolumeView(cfg.data)
+    probe = view.probe(view.training_data(packed_set(8, 16, seed=0), "train"), cfg)
     other = torch.from_numpy(phantom_arrays(8, 16, seed=9)).unsqueeze(1)
     for collapsed, expect in ((True, [False, True, True]), (False, [False, False, False])):
         system, alarm = _FixedSystem(other, collapsed), {"strikes": 0, "flagged": False}
-        results = [probe.check(system, {}, alarm) for _ in range(3)]
+        results = [
+            check_collapse(probe, probe_samples(system, {}, N_COLLAPSE, cfg.train.seed, cpu), alarm)
+            for _ in range(3)
+        ]
         assert [r[2] for r in results] == expect  # flagged from the second consecutive strike
         if collapsed:
             assert results[0][0] == pytest.approx(0.0)
         else:
-            assert 0.5 < results[0][0] / probe.real_div < 2.0  # real-like diversity
+            assert 0.5 < results[0][0] / probe.real_diversity < 2.0  # real-like diversity
 
 
 @pytest.mark.slow
@@ -527,8 +533,9 @@ def test_tiny_hagan_learns_the_phantom_distribution(workspace, monkeypatch):
     from synthct.checkpoint import load_generator
     from synthct.config import load_run_config
     from synthct.hpo import wasserstein_hu
-    from synthct.models import build_system
-    from synthct.train import image_half, train
+    from synthct.models import build_model
+    from synthct.train import train
+    from synthct.views.volumes import image_half
 
     sets = install_packed(monkeypatch, 32, n=8)
     cfg = load_run_config(REPO / "configs" / "hagan-tiny.yaml")
@@ -542,7 +549,7 @@ def test_tiny_hagan_learns_the_phantom_distribution(workspace, monkeypatch):
         return wasserstein_hu(image_half(fake[:, 0], "z").numpy(), real, cfg.data.hu_window)
 
     torch.manual_seed(cfg.train.seed)  # the loop seeds the same way before building
-    before = w1(build_system(cfg.model, 32))
+    before = w1(build_model(cfg.model, DataConfig(size=32)))
     run_dir = train(cfg, workspace, "learn")
     after = w1(load_generator(run_dir, ema=True)[0])
     assert after < 0.5 * before, f"HU W1 {before:.1f} -> {after:.1f}"
@@ -550,7 +557,7 @@ def test_tiny_hagan_learns_the_phantom_distribution(workspace, monkeypatch):
 
 def test_shipped_run_configs_load_and_small_ones_build():
     from synthct.config import load_run_config
-    from synthct.models import build_system
+    from synthct.models import build_model
 
     paths = sorted(p for p in (REPO / "configs").glob("*.yaml") if not p.name.startswith("hpo"))
     assert {p.stem for p in paths} >= {"hagan-128", "hagan-256", "vanilla", "wgan", "hagan-tiny",
@@ -559,22 +566,12 @@ def test_shipped_run_configs_load_and_small_ones_build():
         cfg = load_run_config(p)
         assert cfg.train.split == "train"
         if cfg.data.size <= 64:
-            build_system(cfg.model, cfg.data.size)
+            build_model(cfg.model, DataConfig(size=cfg.data.size))
     best = load_run_config(REPO / "configs" / "hagan-128.yaml")
-    assert (best.model.lr_g, best.model.lr_d, best.model.lr_e) == (2e-4, 4e-4, 2e-4)  # HPO17
+    assert (best.model.lr_g, best.model.lr_d, best.model.section.lr_e) == (
+        2e-4,
+        4e-4,
+        2e-4,
+    )  # HPO17
     assert (best.model.latent_dim, best.train.batch_size, best.train.steps) == (1024, 4, 80_000)
     assert best.model.betas == (0.0, 0.999)  # what the thesis runs used (its text says 0.99)
-
-
-def test_bench_flops_scale_with_batch_and_encoder():
-    """Counted FLOPs per iteration: linear in the batch; the encoder phases add to them."""
-    from synthct.train_bench import BenchSpec, bench_train
-
-    spec = BenchSpec(size=32, width=0.125, latent=64, steps=1, warmup=0, batch=1)
-    one = bench_train(spec)
-    two = bench_train(BenchSpec(**{**spec.__dict__, "batch": 2}))
-    no_enc = bench_train(BenchSpec(**{**spec.__dict__, "train_encoder": False}))
-    assert two["tflop_per_it"] == pytest.approx(2 * one["tflop_per_it"], rel=0.05)
-    assert no_enc["tflop_per_it"] < 0.9 * one["tflop_per_it"]
-    assert one["it_per_s"] > 0 and one["mfu"] is None and one["device"] == "cpu"
-    assert one["tflops"] == pytest.approx(one["tflop_per_it"] * one["it_per_s"])

@@ -1,4 +1,4 @@
-"""The 2D systems (FastGAN, StyleGAN2) in the training loop, CLI and benchmark.
+"""The 2D systems (FastGAN, StyleGAN2) in the training loop and CLI (their benchmark: test_bench.py).
 
 A real workspace (6 phantom cases ingested and preprocessed at S = 32) is shared by the module;
 the shipped tiny configs run a few steps each.
@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from synthct.config import DataConfig, RunConfig, load_run_config
-from synthct.models.base import GANSystem
+from synthct.models.base import GenerativeModel
+from synthct.views import SliceView
 
 REPO = Path(__file__).resolve().parent.parent
 KINDS = ("fastgan", "stylegan2")
@@ -133,21 +134,20 @@ def test_3d_augmentation_is_refused_for_2d_systems(packed_ws):
 
 
 def test_slice_draws_are_a_pure_function_of_seed_and_step_and_shard_over_ranks(packed_ws):
-    from synthct.train import load_train_data
-    from synthct.train_slices import next_slice_batch, slice_batch_indices
+    from synthct.train import load_split
+    from synthct.views.slices import slice_batch_indices, step_generator
 
     cfg = tiny("fastgan", batch_size=4)
-    system = type("S", (), {"resolution": 32})()
-    data = load_train_data(packed_ws, cfg, False, system)
-    ds = data.dataset
+    view = SliceView(cfg.data, 32)
+    data = view.training_data(load_split(packed_ws, cfg, False), "train")
+    ds = data.items
     a = slice_batch_indices(ds, 0, 7, 4)
     assert torch.equal(a, slice_batch_indices(ds, 0, 7, 4))
     assert not torch.equal(a, slice_batch_indices(ds, 0, 8, 4))
     assert not torch.equal(a, slice_batch_indices(ds, 1, 7, 4))
     world = torch.cat([slice_batch_indices(ds, 0, 7, 4, r, 2) for r in range(2)])
-    assert torch.equal(world, ds.draw_indices(8, __import__("synthct.train_slices").train_slices
-                                              .step_generator(0, 7)))  # fmt: skip
-    batch = next_slice_batch(data, cfg.train, 7, 0, 1, torch.device("cpu"))
+    assert torch.equal(world, ds.draw_indices(8, step_generator(0, 7)))
+    batch = view.batch(data, cfg, 7, 0, 1, torch.Generator(), torch.device("cpu"))[0]
     assert batch.shape == (4, 2, 32, 32)
     assert torch.equal(batch, torch.stack([ds[int(i)] for i in a]))
     assert set(torch.unique(batch[:, 1]).tolist()) <= {-1.0, 1.0}
@@ -157,13 +157,12 @@ def test_slice_draws_are_a_pure_function_of_seed_and_step_and_shard_over_ranks(p
     assert data.record["tumour_fraction"] is None
 
 
-class _Bank(GANSystem):
+class _Bank(GenerativeModel):
     """generate() returns rows of a fixed (n, 2, R, R) bank; `collapsed` repeats row 0."""
-
-    data_view = "slices"
 
     def __init__(self, bank: torch.Tensor, collapsed: bool):
         super().__init__()
+        self.view = SliceView(DataConfig(size=bank.shape[-1]), bank.shape[-1])
         self.G = nn.Identity()
         self.bank, self.collapsed, self.latent_dim = bank, collapsed, 1
 
@@ -173,28 +172,35 @@ class _Bank(GANSystem):
 
 
 def test_slice_collapse_alarm_flags_identical_samples_not_real_slices(packed_ws):
-    from synthct.train import load_train_data
-    from synthct.train_slices import SliceCollapseProbe
+    from synthct.collapse import N_COLLAPSE, check_collapse, probe_samples
+    from synthct.train import load_split
 
     cfg = tiny("fastgan")
-    data = load_train_data(packed_ws, cfg, False, type("S", (), {"resolution": 32})())
-    probe = SliceCollapseProbe(data.dataset, cfg, torch.device("cpu"))
+    view = SliceView(cfg.data, 32)
+    data = view.training_data(load_split(packed_ws, cfg, False), "train")
+    probe = view.probe(data, cfg)
     g = torch.Generator().manual_seed(99)
-    idx = torch.multinomial(data.dataset.weights, 8, replacement=False, generator=g)
-    bank = torch.stack([data.dataset[int(i)] for i in idx])
+    idx = torch.multinomial(data.items.weights, 8, replacement=False, generator=g)
+    bank = torch.stack([data.items[int(i)] for i in idx])
     for collapsed, expect in ((True, [False, True, True]), (False, [False, False, False])):
         alarm = {"strikes": 0, "flagged": False}
-        results = [probe.check(_Bank(bank, collapsed), {}, alarm) for _ in range(3)]
+        model = _Bank(bank, collapsed)
+        results = [
+            check_collapse(
+                probe, probe_samples(model, {}, N_COLLAPSE, 0, torch.device("cpu")), alarm
+            )
+            for _ in range(3)
+        ]
         assert [r[2] for r in results] == expect
         if collapsed:
             assert results[0][0] == pytest.approx(0.0)
         else:
-            assert 0.5 < results[0][0] / probe.real_div < 2.0
+            assert 0.5 < results[0][0] / probe.real_diversity < 2.0
 
 
 def test_snapshot_png_overlays_the_mask_in_radiological_orientation():
     from synthct.display import MASK_COLOURS
-    from synthct.train_slices import pairs_png
+    from synthct.views.slices import pairs_png
 
     pair = torch.full((1, 2, 8, 8), -1.0)
     pair[0, 0, 6, 1] = 1.0  # bright pixel at x=6, y=1
@@ -207,42 +213,32 @@ def test_snapshot_png_overlays_the_mask_in_radiological_orientation():
     assert png[8:].sum() == sum(MASK_COLOURS[1])
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_bench_train_feeds_slice_pairs_to_2d_systems(kind):
-    from synthct.train_bench import BenchSpec, bench_train
-
-    one = bench_train(BenchSpec(model=kind, size=32, batch=2, width=0.0625, latent=32, steps=1,
-                                warmup=0))  # fmt: skip
-    two = bench_train(BenchSpec(model=kind, size=32, batch=4, width=0.0625, latent=32, steps=1,
-                                warmup=0))  # fmt: skip
-    assert one["model"] == kind and one["it_per_s"] > 0 and one["device"] == "cpu"
-    # counted FLOPs grow with the batch (per-sample convolutions dominate)
-    assert 1.5 * one["tflop_per_it"] < two["tflop_per_it"] < 2.5 * one["tflop_per_it"]
-
-
 def test_mosaic_layout_trains_and_generates_volumes(packed_ws):
-    """model.slice_layout: mosaic (the thesis's layout) trains on mosaics of the packed halves,
+    """model.fastgan.slice_layout: mosaic (the thesis's layout) trains on mosaics of the packed halves,
     records its grid, and generation cuts the mosaics back into volumes."""
     import json
 
-    from synthct.generate import GenerateOptions, generate_from_run, load_synthetic_pair
+    from synthct.generate import GenerateConfig, generate_from_run
+    from synthct.sets import load_synthetic_pair
     from synthct.slices import mosaic_grid
     from synthct.train import train
 
     cfg = tiny("fastgan", steps=2, snapshot_every=0, collapse_every=0, checkpoint_every=2)
-    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, slice_layout="mosaic"))
+    mosaic = dataclasses.replace(cfg.model.section, slice_layout="mosaic")
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, fastgan=mosaic))
     run_dir = train(cfg, packed_ws, "mosaic")
     record = json.loads((run_dir / "train_cases.json").read_text())
     rows, cols = mosaic_grid(cfg.data.size // 2)
     assert record["layout"] == "mosaic" and record["grid"] == [rows, cols]
-    set_dir = generate_from_run(packed_ws, "mosaic", "mosaic-set", GenerateOptions(n=2))
+    set_dir = generate_from_run(packed_ws, "mosaic", "mosaic-set", GenerateConfig(n=2))
     image, mask = load_synthetic_pair(set_dir, "SYN-0001")
     assert image.shape[2] == rows * cols and image.shape == mask.shape
 
 
 def test_the_preset_a_run_used_is_recorded_in_its_config_checkpoint_and_datacard(packed_ws):
     from synthct.checkpoint import load_generator
-    from synthct.generate import GenerateOptions, generate_from_run, load_datacard
+    from synthct.generate import GenerateConfig, generate_from_run
+    from synthct.sets import load_datacard
     from synthct.train import train
 
     cfg = tiny("stylegan2", steps=1, snapshot_every=0, collapse_every=0, checkpoint_every=1)
@@ -250,5 +246,5 @@ def test_the_preset_a_run_used_is_recorded_in_its_config_checkpoint_and_datacard
     run_dir = train(cfg, packed_ws, "preset-thesis")
     assert load_run_config(run_dir / "config.yaml").model.preset == "thesis"
     assert load_generator(run_dir)[1].model.preset == "thesis"
-    set_dir = generate_from_run(packed_ws, "preset-thesis", "preset-set", GenerateOptions(n=1))
+    set_dir = generate_from_run(packed_ws, "preset-thesis", "preset-set", GenerateConfig(n=1))
     assert load_datacard(set_dir)["run_config"]["model"]["preset"] == "thesis"

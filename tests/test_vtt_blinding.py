@@ -14,9 +14,9 @@ from sklearn.metrics import roc_auc_score
 
 from db.session import init_db, make_engine, session_scope
 from synthct.vtt import blinding
-from synthct.vtt.render import RenderParams
+from synthct.vtt.render import RenderConfig
 
-PARAMS = RenderParams(tiles=4, tile_px=64)
+PARAMS = RenderConfig(tiles=4, tile_px=64)
 
 
 def _pair(seed: int, noisy: bool, shape=(32, 32, 16)):
@@ -144,3 +144,86 @@ def test_pad_and_strip_round_trip_and_refusals():
         blinding.strip_padding(b"GIF89a")
     with pytest.raises(ValueError, match="truncated"):
         blinding.strip_padding(png[:-6])
+
+
+# -- the scrollable slab -------------------------------------------------------------------------
+def _received_slabs(engine, ws, tokens):
+    """Every (rater, case slot) -> the SlabView that rater's page sends for it."""
+    from db.studies import get_study, study_cases
+    from synthct.vtt.flow import case_slab, rater_for_token
+
+    out = {}
+    with session_scope(engine) as s:
+        study = get_study(s, "blind")
+        cases = study_cases(s, study.id)
+        for name, token in tokens.items():
+            rater = rater_for_token(s, token)
+            for c in cases:
+                out[(name, c.public_id)] = case_slab(s, ws, rater, c.public_id)
+        truth = {c.public_id: (c.truth, c.duplicate_of) for c in cases}
+    return out, truth
+
+
+def test_every_slab_has_one_length_its_own_bytes_and_no_geometry(study, workspace):
+    import json
+
+    from synthct.vtt.design import study_dir
+    from ui.rating import slab_token
+
+    engine, tokens = study
+    received, truth = _received_slabs(engine, workspace, tokens)
+    assert len(received) == 2 * 12 and all(v is not None for v in received.values())
+    data = {k: v.png for k, v in received.items()}
+
+    # one byte length, each (rater, slot) its own bytes, duplicates included
+    assert len({len(b) for b in data.values()}) == 1
+    assert len(set(data.values())) == len(data)
+    # the arguments besides the bytes: one layout for the whole study, a fixed-length token
+    assert len({json.dumps(v.layout, sort_keys=True) for v in received.values()}) == 1
+    assert len({len(slab_token(b)) for b in data.values()}) == 1
+    assert len({slab_token(b) for b in data.values()}) == len(data)
+
+    # a size-only classifier is at chance, although the sealed slabs' sizes alone separate them
+    y = [truth[pid][0] == "synthetic" for (_, pid) in data]
+    sizes = [len(b) for b in data.values()]
+    assert roc_auc_score(y, [len(blinding.strip_padding(b)) for b in data.values()]) in (0.0, 1.0)
+    assert roc_auc_score(y, sizes) == 0.5
+
+    # the sealed manifest's hashes hold for what the rater received, once unpadded; identical
+    # pixel dimensions, no chunk besides the pixels, and the layout matches the pixels
+    manifest = json.loads((study_dir(workspace, "blind") / "manifest.json").read_text())
+    sealed = {c["public_id"]: c["slab_sha256"] for c in manifest["cases"]}
+    layout = manifest["slab"]
+    for (_, pid), png in data.items():
+        assert hashlib.sha256(blinding.strip_padding(png)).hexdigest() == sealed[pid]
+        assert {c[1] for c in blinding._chunks(png)} <= {
+            b"IHDR",
+            blinding.PAD_TYPE,
+            b"IDAT",
+            b"IEND",
+        }
+        assert blinding.png_size(png) == (
+            layout["cols"] * layout["tile_w"],
+            layout["rows"] * layout["tile_h"],
+        )
+    # the slabs of a duplicate and its original are the same sealed picture
+    for (name, pid), png in data.items():
+        if truth[pid][1]:
+            original = data[(name, truth[pid][1])]
+            assert blinding.strip_padding(png) == blinding.strip_padding(original)
+            assert png != original
+
+
+def test_slab_refused_when_tampered(study, workspace):
+    from db.studies import get_study, study_cases
+    from synthct.vtt import TamperedStudyError
+    from synthct.vtt.design import SLABS_DIR, study_dir
+    from synthct.vtt.flow import case_slab, rater_for_token
+
+    engine, tokens = study
+    with session_scope(engine) as s:
+        pid = study_cases(s, get_study(s, "blind").id)[0].public_id
+    path = study_dir(workspace, "blind") / SLABS_DIR / f"{pid}.png"
+    path.write_bytes(path.read_bytes()[:-20] + bytes(20))
+    with session_scope(engine) as s, pytest.raises(TamperedStudyError, match="changed"):
+        case_slab(s, workspace, rater_for_token(s, tokens["Dr A"]), pid)

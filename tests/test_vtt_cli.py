@@ -1,6 +1,7 @@
 """`synthct study …` end to end on a tiny workspace: create, invite, rate, list, stats, export,
-revoke. The packed test split is provided through contract 2's interface (`load_packed`,
-`unpack`) by a stand-in module, so this test does not depend on the preprocessing pipeline."""
+revoke. The packed test split is provided through `synthct.preprocess`'s interface
+(`load_packed`, `unpack`) by a stand-in module, so this test does not depend on the
+preprocessing pipeline."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import types
 from urllib.parse import parse_qs, urlparse
 
 import numpy as np
-import pytest
 from typer.testing import CliRunner
 
 from synthct.cli import app
@@ -153,15 +153,6 @@ def test_study_errors_are_user_errors(workspace):
         app, ["study", "export", "x", "--out", "../../escape.csv", "-w", str(workspace.root)]
     )
     assert "outside workspace" in str(res.exception)
-
-
-@pytest.mark.slow
-def test_bench_vtt_small_run_loses_nothing(tmp_path):
-    from synthct.commands.study import run_vtt_bench
-
-    res = run_vtt_bench(tmp_path, raters=4, cases=6)
-    assert res["rows"] == res["n"] == 24 and res["errors"] == 0
-    assert 0 < res["median_ms"] <= res["p95_ms"] <= res["max_ms"]
 
 
 def test_invite_describes_the_link_and_warns_while_no_password_is_set(

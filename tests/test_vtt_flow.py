@@ -21,11 +21,11 @@ from synthct.vtt.flow import (
     revoke,
     submit,
 )
-from synthct.vtt.render import RenderParams
+from synthct.vtt.render import RenderConfig
 
 pytest_plugins = ["conftest_pg"]
 
-PARAMS = RenderParams(tiles=4, tile_px=24, gap_px=1)
+PARAMS = RenderConfig(tiles=4, tile_px=24, gap_px=1)
 
 
 def phantom(seed: int, shape=(16, 16, 8)):

@@ -62,7 +62,7 @@ def test_thesis_tables_5_17_and_5_18_reproduced():
 
 def test_rater_summary_matches_sklearn_and_scipy():
     df = ratings_frame(thesis_rows())
-    for row in rater_summary(df, threshold=5):
+    for row in (r.to_dict() for r in rater_summary(df, threshold=5)):
         i = RATERS.index(row["rater"])
         syn = np.array([v[i] for v in THESIS_FAKE.values()], float)
         real = np.array([v[i] for v in THESIS_REAL.values()], float)
@@ -75,7 +75,7 @@ def test_rater_summary_matches_sklearn_and_scipy():
         assert row["sensitivity"] == tp / 5 and row["specificity"] == tn / 5
         assert row["accuracy"] == (tp + tn) / 10
         assert row["binomial_p"] == pytest.approx(sps.binom.sf(tp + tn - 1, 10, 0.5))
-    md2 = next(r for r in rater_summary(df) if r["rater"] == "MD 2")
+    md2 = next(r.to_dict() for r in rater_summary(df) if r.rater == "MD 2")
     # MD 2: synthetic 8,6,2,7,8 vs real 7,4,7,4,5 -> 16 wins + 2 ties of 25 pairs = 0.68
     assert md2["auc"] == pytest.approx(0.68)
     assert md2["mean_real"] == pytest.approx(5.4) and md2["mean_synthetic"] == pytest.approx(6.2)
@@ -87,9 +87,9 @@ def test_score_of_exactly_threshold_counts_as_real_call():
         {"rater": "r", "public_id": "b", "truth": "real", "case_id": "B", "score": 5},
     ]
     df = ratings_frame([{**r, "duplicate_of": None, "duration_s": 1.0} for r in rows])
-    (row,) = rater_summary(df, threshold=5)
+    (row,) = [r.to_dict() for r in rater_summary(df, threshold=5)]
     assert row["sensitivity"] == 0.0 and row["specificity"] == 1.0
-    assert per_case(df)[0]["fooled"] == ["r"]
+    assert per_case(df)[0].to_dict()["fooled"] == ["r"]
 
 
 def _delong_bruteforce(pos, neg):
@@ -157,7 +157,7 @@ def test_krippendorff_alpha_worked_example():
 
 
 def test_agreement_on_thesis_scores():
-    ag = agreement(ratings_frame(thesis_rows()), threshold=5)
+    ag = agreement(ratings_frame(thesis_rows()), threshold=5).to_dict()
     scores = np.array([THESIS_REAL.get(k, THESIS_FAKE.get(k)) for k in range(1, 11)], float)
     assert ag["krippendorff_alpha_interval"] == pytest.approx(krippendorff_alpha(scores.T))
     calls = scores > 5  # (cases, raters)
@@ -174,7 +174,7 @@ def test_intra_rater_on_duplicates():
         {**base, "rater": "r", "public_id": "b", "duplicate_of": None, "score": 6, "case_id": "B"},
         {**base, "rater": "r", "public_id": "b2", "duplicate_of": "b", "score": 6, "case_id": "B"},
     ]
-    (res,) = intra_rater(ratings_frame(rows), threshold=5)
+    (res,) = [r.to_dict() for r in intra_rater(ratings_frame(rows), threshold=5)]
     assert res["pairs"] == 2
     assert res["mean_abs_difference"] == 2.0
     assert res["exact_agreement"] == 0.5 and res["same_call"] == 0.5
@@ -191,7 +191,7 @@ def test_power_warning_for_the_thesis_design_only():
 def test_study_stats_is_json_ready():
     import json
 
-    out = study_stats(thesis_rows())
+    out = study_stats(thesis_rows()).to_dict()
     json.dumps(out)
     assert out["cases"] == {"real": 5, "synthetic": 5}
     assert out["tables"]["synthetic"]["mean"]["MD 2"] == pytest.approx(6.2)

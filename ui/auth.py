@@ -15,6 +15,9 @@ import math
 
 import streamlit as st
 
+from db.session import session_scope
+from ui.state import engine
+
 RATER, RESEARCHER, INVALID, LOGIN = "rater", "researcher", "invalid", "login"
 LOCAL_ONLY = "local-only"  # a researcher page asked for from another machine, with no password
 
@@ -64,9 +67,7 @@ def local_client() -> bool:
 
 def rater_id_for(token: str) -> int | None:
     """The rater's id for a valid, unrevoked token, else None."""
-    from db.session import session_scope
     from synthct.vtt.flow import rater_for_token
-    from ui.state import engine
 
     with session_scope(engine()) as s:
         rater = rater_for_token(s, token)
@@ -144,7 +145,6 @@ def login_page() -> None:
         sign_in_wait,
         verify_password,
     )
-    from ui.state import engine
 
     st.title("synthct — sign in")
     box = st.columns([2, 3])[0]  # a password field of a sensible width in the wide layout
@@ -153,8 +153,6 @@ def login_page() -> None:
         ok = st.form_submit_button("Sign in", type="primary")
     if not ok:
         return
-    from db.session import session_scope
-
     key = st.session_state.setdefault("sign-in-key", new_session_key())
     with session_scope(engine()) as s:
         wait = sign_in_wait(s, key)

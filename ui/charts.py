@@ -9,11 +9,14 @@ the signed-difference image) are pure numpy so they are tested against independe
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+
+if TYPE_CHECKING:
+    from synthct.vtt.stats import RaterSummary
 
 GROUP_COLOURS = {
     "real-train": "#1f77b4",
@@ -264,13 +267,13 @@ def seg_scores_figure(table: pd.DataFrame) -> go.Figure:
 
 
 # -- Visual Turing Test ---------------------------------------------------------------------------
-def rater_means_figure(raters: list[dict[str, Any]]) -> go.Figure:
+def rater_means_figure(raters: Sequence[RaterSummary]) -> go.Figure:
     """Per-rater mean score for real vs synthetic cases (thesis Tables 5.17/5.18)."""
-    names = [r["rater"] for r in raters]
+    names = [r.rater for r in raters]
     fig = go.Figure()
-    fig.add_bar(x=names, y=[r.get("mean_real") for r in raters], name="real", marker_color=REAL)
+    fig.add_bar(x=names, y=[r.mean_real for r in raters], name="real", marker_color=REAL)
     fig.add_bar(
-        x=names, y=[r.get("mean_synthetic") for r in raters], name="synthetic",
+        x=names, y=[r.mean_synthetic for r in raters], name="synthetic",
         marker_color=SYNTHETIC,
     )  # fmt: skip
     fig.update_layout(barmode="group", yaxis_range=[0, 10])

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import streamlit as st
 
+from synthct.config import HU_WINDOW
 from synthct.workspace import Workspace
 
 SPLITS = ("train", "val", "test")
@@ -27,11 +28,11 @@ class Case:
     mask: np.ndarray  # (X, Y, Z) uint8
     spacing: tuple[float, float, float]
     meta: dict = field(default_factory=dict)
+    # The HU window the data were clipped to in preprocessing (None for original scans).
+    hu_window: tuple[float, float] | None = None
 
 
 def sources(ws: Workspace) -> list[Source]:
-    from synthct.generate import list_sets
-
     out: list[Source] = []
     if ws.splits.exists():
         from synthct.datasets import load_splits
@@ -44,7 +45,7 @@ def sources(ws: Workspace) -> list[Source]:
                 for s in present
             ]
         out += [Source(f"Real · {s} · original", "real", s) for s in present]
-    out += [Source(f"Synthetic · {name}", "synthetic", name) for name in list_sets(ws)]
+    out += [Source(f"Synthetic · {name}", "synthetic", name) for name in ws.list_sets()]
     return out
 
 
@@ -53,10 +54,9 @@ def case_ids(ws: Workspace, source: Source) -> list[str]:
         from synthct.datasets import cases_in_split
 
         return [r.case_id for r in cases_in_split(ws, source.key.split("@")[0])]
-    from synthct.generate import load_datacard
+    from synthct.sets import read_datacard
 
-    card = load_datacard(ws.synthetic_dir(source.key))
-    return [c["case_id"] for c in card.get("cases", [])]
+    return [c.case_id for c in read_datacard(ws.synthetic_dir(source.key)).cases]
 
 
 @st.cache_resource(max_entries=8, show_spinner="Loading volume…")
@@ -70,7 +70,7 @@ def load_case(root: str, kind: str, key: str, case_id: str) -> Case:
         cfg = next(c for _, c in list_packed(ws) if c.size == int(size))
         image_hu, mask, spacing = load_packed_case(ws, cfg, case_id)
         meta = {"case id": case_id, "split": split, "grid": f"preprocessed S={size}"}
-        return _with_volume_meta(Case(image_hu, mask, spacing, meta))
+        return _with_volume_meta(Case(image_hu, mask, spacing, meta, tuple(cfg.hu_window)))
     if kind == "real":
         from synthct.datasets import cases_in_split
         from synthct.io import load_volume
@@ -87,18 +87,23 @@ def load_case(root: str, kind: str, key: str, case_id: str) -> Case:
             "file": rec.image,
         }
     else:
-        from synthct.generate import load_datacard, load_synthetic_pair
+        from dataclasses import asdict
+
+        from synthct.sets import load_synthetic_pair, read_datacard
 
         set_dir = ws.synthetic_dir(key)
         image, mask = load_synthetic_pair(set_dir, case_id)
-        card = load_datacard(set_dir)
-        entry = next((c for c in card.get("cases", []) if c.get("case_id") == case_id), {})
+        card = read_datacard(set_dir)
+        entry = next((asdict(c) for c in card.cases if c.case_id == case_id), {})
         meta = {
             "case id": case_id,
             "set": key,
             **{k: v for k, v in entry.items() if k != "case_id"},
         }
-        meta["model"] = f"{card.get('model', {}).get('kind')} S={card.get('model', {}).get('size')}"
+        meta["model"] = f"{card.model.kind} S={card.model.size}"
+        data_cfg = (card.run_config or {}).get("data") or {}
+        window = tuple(float(v) for v in data_cfg.get("hu_window", HU_WINDOW))
+        return _with_volume_meta(Case(image.array, mask.array, image.spacing, meta, window))
     return _with_volume_meta(Case(image.array, mask.array, image.spacing, meta))
 
 

@@ -129,7 +129,7 @@ def config_files(ws: Workspace, hpo: bool = False) -> list[Path]:
     """Configs a researcher can pick from the project's configs/ and WS/configs/ (YAML): run
     configs, or (`hpo`) the grid and search files (named hpo*)."""
     found: list[Path] = []
-    for folder in (REPO_ROOT / "configs", ws.root / "configs"):
+    for folder in (REPO_ROOT / "configs", ws.configs):
         if folder.is_dir():
             found += sorted(p for p in folder.glob("*.yaml") if p.name.startswith("hpo") == hpo)
     return found
@@ -152,7 +152,7 @@ def executor_from_form(
     from synthct.executors.settings import resolve_settings
 
     return resolve_settings(
-        ws.root, None, kind=kind, partition=partition.strip() or None,
+        ws, None, kind=kind, partition=partition.strip() or None,
         time_min=time_min or None, cpus_per_task=cpus_per_task or None,
         gpus_per_node=gpus_per_node if kind == "slurm" else None, mem_gb=mem_gb or None,
         nodes=nodes or None, tasks_per_node=tasks_per_node or None,

@@ -2,7 +2,7 @@
 
 No Streamlit here: every function takes a `Workspace` (or a parsed result) and returns plain
 data or DataFrames, so the dashboard's content is testable without a running app. The files read
-are the ones the library writes (synthct.train RunLog, synthct.metrics.evaluate,
+are the ones the library writes (synthct.train RunLog, synthct.metrics.evaluation,
 synthct.segment); nothing here computes a metric, it only arranges stored values for display.
 """
 
@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from synthct.metrics.results import Baseline, EvalResult, load_result
 from synthct.workspace import Workspace, read_json
 
 LOSS_META_COLUMNS = ("step", "wall_s")
-METRIC_KEYS = ("fid", "kid", "precision", "recall", "density", "coverage")
 STAT_LABELS = {
     "tumour_ml": "Tumour volume (mL)",
     "n_components": "Tumour components",
@@ -66,13 +66,6 @@ class RunView:
         return any("mode collapse" in w for w in self.status.get("warnings", []))
 
 
-def list_runs(ws: Workspace) -> list[str]:
-    """Run names (folders of WS/runs with a config.yaml), sorted."""
-    if not ws.runs.is_dir():
-        return []
-    return sorted(p.name for p in ws.runs.iterdir() if (p / "config.yaml").is_file())
-
-
 def load_run(ws: Workspace, name: str) -> RunView:
     from synthct.checkpoint import list_checkpoints
     from synthct.config import load_yaml
@@ -103,7 +96,7 @@ class EvalView:
     """One evaluation folder (WS/evals/<id>/): metrics.json and its per-sample tables."""
 
     id: str
-    result: dict[str, Any]
+    result: EvalResult
     embedding: pd.DataFrame
     privacy: pd.DataFrame
     case_stats: pd.DataFrame
@@ -111,24 +104,14 @@ class EvalView:
 
     @property
     def metrics(self) -> dict[str, Any]:
-        return self.result.get("metrics", {})
-
-
-def list_evals(ws: Workspace) -> list[str]:
-    """Evaluation ids (folders of WS/evals with a metrics.json), newest first."""
-    if not ws.evals.is_dir():
-        return []
-    found = [p for p in ws.evals.iterdir() if (p / "metrics.json").is_file()]
-    return [p.name for p in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)]
+        return self.result.metrics
 
 
 def load_eval(ws: Workspace, eval_id: str) -> EvalView:
-    from synthct.workspace import ID_MAX_LENGTH, check_name
-
-    folder = ws.evals / check_name(eval_id, "evaluation id", max_length=ID_MAX_LENGTH)
+    folder = ws.eval_dir(eval_id)
     return EvalView(
         id=eval_id,
-        result=read_json(folder / "metrics.json"),
+        result=load_result(ws, eval_id),
         embedding=_read_csv(folder / "embedding.csv"),
         privacy=_read_csv(folder / "privacy.csv"),
         case_stats=_read_csv(folder / "case_stats.csv"),
@@ -144,43 +127,38 @@ def _fmt(v: Any, digits: int = 4) -> str:
     return str(v)
 
 
-def metric_table(result: dict[str, Any]) -> pd.DataFrame:
+def metric_table(result: EvalResult) -> pd.DataFrame:
     """One row per distance metric: value, 95 % CI, real-vs-real baseline, sizes, extractor.
 
     The CI resamples cases (the unit of independence; at slice level a case contributes its k
     slices). The baseline columns are the mean ± SD [central interval] of the same metric
     between two case-disjoint real halves and between synthetic and real at that same smaller
-    size, so the value can be read against the small-sample bias (design §7);
-    `within_real_vs_real` says whether the synthetic value at that size lies in the real-vs-real
-    interval. n/m count slices at slice level (n_cases x slices per case), cases otherwise.
+    size, so the value can be read against the small-sample bias (FID is strongly biased at
+    small n); `within_real_vs_real` says whether the synthetic value at that size lies in the
+    real-vs-real interval. n/m count slices at slice level (n_cases x slices per case), cases
+    otherwise.
     """
     rows = []
-    for key in METRIC_KEYS:
-        m = result.get("metrics", {}).get(key)
-        if not m:
-            continue
-        ci = m.get("ci") or {}
-        base = m.get("baseline") or {}
-        rr, sr = base.get("real_vs_real"), base.get("synthetic_vs_real")
-        ex = m.get("extractor") or {}
+    for e in result.distances():
+        base = e.baseline or Baseline()
         rows.append(
             {
-                "metric": key.upper() if key in ("fid", "kid") else key,
-                "value": m.get("value"),
-                "ci_low": ci.get("low"),
-                "ci_high": ci.get("high"),
-                "real_vs_real": _baseline_text(rr),
-                "synthetic_vs_real_at_baseline_size": _baseline_text(sr),
-                "within_real_vs_real": base.get("synthetic_within_real_vs_real"),
-                "baseline_size": base.get("size"),
-                "n_cases": m.get("n_cases", m.get("n")),
-                "m_cases": m.get("m_cases", m.get("m")),
-                "slices_per_case": m.get("slices_per_case"),
-                "n": m.get("n"),
-                "m": m.get("m"),
-                "d": m.get("d"),
-                "extractor": f"{ex.get('name')} {ex.get('version') or ''}".strip(),
-                "weights_sha256": (ex.get("weights_sha256") or "")[:12],
+                "metric": e.name.upper() if e.name in ("fid", "kid") else e.name,
+                "value": e.value,
+                "ci_low": e.ci_low,
+                "ci_high": e.ci_high,
+                "real_vs_real": _baseline_text(base.real_vs_real),
+                "synthetic_vs_real_at_baseline_size": _baseline_text(base.synthetic_vs_real),
+                "within_real_vs_real": base.synthetic_within_real_vs_real,
+                "baseline_size": base.size,
+                "n_cases": e.n_cases,
+                "m_cases": e.m_cases,
+                "slices_per_case": e.slices_per_case,
+                "n": e.n,
+                "m": e.m,
+                "d": e.d,
+                "extractor": f"{e.extractor.get('name')} {e.extractor.get('version') or ''}".strip(),
+                "weights_sha256": (e.extractor.get("weights_sha256") or "")[:12],
             }
         )
     return pd.DataFrame(rows)
@@ -198,36 +176,35 @@ def _baseline_text(entry: Any) -> str:
     return _fmt(entry)
 
 
-def evaluation_caption(result: dict[str, Any]) -> str:
+def evaluation_caption(result: EvalResult) -> str:
     """One line on what was compared: sets, sizes, protocol, tumour mix, extractor."""
-    syn, real = result.get("synthetic", {}), result.get("real", {})
-    ex = result.get("extractor", {})
+    syn, real, ex = result.synthetic, result.real, result.extractor
     text = (
         f"Synthetic set **{syn.get('set')}** vs real **{real.get('split')}** · "
-        f"part {result.get('options', {}).get('part')} · "
+        f"part {result.options.get('part')} · "
     )
-    slices = result.get("slices") or {}
-    if result.get("level") == "slice" and "slices_per_case" in slices:
-        mix = result.get("tumour_mix") or {}
+    if result.level == "slice" and result.slices_per_case is not None:
+        mix = result.tumour_mix or {}
         text += (
             f"slice level: {real.get('n_cases')} real vs {syn.get('m_cases')} synthetic cases "
-            f"({syn.get('case', 'case')}), {slices['slices_per_case']} slices per case at "
-            f"{slices.get('resolution')}², tumour mix {mix.get('value')} ({mix.get('source')}) · "
+            f"({syn.get('case', 'case')}), {result.slices_per_case} slices per case at "
+            f"{(result.slices or {}).get('resolution')}², tumour mix {mix.get('value')} "
+            f"({mix.get('source')}) · "
         )
-    elif result.get("level") == "slice":
+    elif result.level == "slice":
         text += "slice level, legacy protocol (slices pooled as independent samples) · "
     else:
         text += f"volumes: n = {real.get('n')} real, m = {syn.get('m')} synthetic cases · "
     text += (
         f"extractor {ex.get('name')} {ex.get('version', '')}, d = {ex.get('dim', '—')}, "
-        f"weights SHA-256 `{(ex.get('weights_sha256') or '')[:16]}` · {result.get('created')}"
+        f"weights SHA-256 `{(ex.get('weights_sha256') or '')[:16]}` · {result.created}"
     )
     return text
 
 
-def statistics_table(result: dict[str, Any]) -> pd.DataFrame:
+def statistics_table(result: EvalResult) -> pd.DataFrame:
     """HU/tumour statistics: real mean, synthetic mean and the Wasserstein-1 distance per quantity."""
-    stats = result.get("metrics", {}).get("statistics", {})
+    stats = result.metrics.get("statistics", {})
     rows = []
     for key, label in STAT_LABELS.items():
         e = stats.get(key)
@@ -259,7 +236,7 @@ def statistics_table(result: dict[str, Any]) -> pd.DataFrame:
 
 
 def gallery_volumes(
-    ws: Workspace, result: dict[str, Any], synthetic_id: str, train_id: str
+    ws: Workspace, result: EvalResult, synthetic_id: str, train_id: str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(synthetic image HU, nearest training image HU, synthetic mask), each (S, S, S/2).
 
@@ -267,13 +244,14 @@ def gallery_volumes(
     set's NIfTI files, the training case from the packed arrays of the GAN's training split.
     """
     from synthct.config import DataConfig, from_dict
-    from synthct.generate import load_datacard, load_synthetic_pair
     from synthct.preprocess import load_packed, unpack
+    from synthct.sets import load_synthetic_pair, read_datacard
 
-    cfg = from_dict(DataConfig, result["data_config"], "metrics.json data_config")
-    set_dir = ws.synthetic_dir(result["synthetic"]["set"])
+    cfg = from_dict(DataConfig, result.data_config, "metrics.json data_config")
+    set_dir = ws.synthetic_dir(result.synthetic["set"])
     image, mask = load_synthetic_pair(set_dir, synthetic_id)
-    split = (load_datacard(set_dir).get("training_cases") or {}).get("split") or "train"
+    tc = read_datacard(set_dir, cases=False).training_cases
+    split = (tc.split if tc else None) or "train"
     packed = load_packed(ws, cfg, split=split)
     if train_id not in packed.case_ids:
         from synthct.errors import WorkspaceError

@@ -1,7 +1,8 @@
 """Process-wide resources for the app: the workspace and the database engine.
 
-Cached per workspace path / database URL (not once per process), so a changed
-$SYNTHCT_WORKSPACE or $SYNTHCT_DATABASE_URL takes effect without a restart.
+Looked up per call (not once per process), so a changed $SYNTHCT_WORKSPACE or
+$SYNTHCT_DATABASE_URL takes effect without a restart. The engine comes from
+`db.session.engine_for`, the factory the CLI uses too.
 """
 
 from __future__ import annotations
@@ -9,7 +10,9 @@ from __future__ import annotations
 import os
 
 import streamlit as st
+from sqlalchemy import Engine
 
+from db.session import engine_for
 from synthct.workspace import DEFAULT_WORKSPACE, ENV_WORKSPACE, Workspace
 
 
@@ -23,17 +26,6 @@ def _workspace(path: str) -> Workspace:
     return Workspace.resolve(path).ensure()
 
 
-def engine():
-    """The SQLAlchemy engine (SQLite in the workspace unless SYNTHCT_DATABASE_URL is set)."""
-    from db.session import database_url
-
-    return _engine(database_url(workspace().database))
-
-
-@st.cache_resource(max_entries=4)
-def _engine(url: str):
-    from db.session import init_db, make_engine
-
-    eng = make_engine(url)
-    init_db(eng)
-    return eng
+def engine() -> Engine:
+    """The database engine: $SYNTHCT_DATABASE_URL if set, else SQLite in the workspace."""
+    return engine_for(workspace().database)

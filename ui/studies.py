@@ -1,19 +1,20 @@
-"""Study management data for the Studies page: overview, per-rater progress, results, export.
+"""Display tables for the Studies page, built from the study read-model (synthct.vtt.results).
 
-No Streamlit here. Each function takes a SQLAlchemy session (one per user action) and returns
-plain rows; statistics come from synthct.vtt.stats and the export table from
-`synthct.vtt.stats.export_frame`, so the page only draws.
+No Streamlit here. The page reads studies, progress and statistics through
+`synthct.vtt.results` (the same functions as `synthct study list|stats|export`); these
+functions only turn those typed objects into the rows and frames the page shows.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy.orm import Session
+import pandas as pd
 
-from synthct.vtt import StudyError
-from synthct.workspace import Workspace
+from synthct.vtt.results import RaterProgress, StudyOverview
+from synthct.vtt.stats import StudyStatistics
 
 
 def default_base_url(page_url: str | None, base_path: str = "") -> str:
@@ -31,93 +32,77 @@ def default_base_url(page_url: str | None, base_path: str = "") -> str:
     return f"{parts.scheme}://{parts.netloc}{path}"
 
 
-def study_overview(session: Session) -> list[dict[str, Any]]:
+def overview_rows(studies: Sequence[StudyOverview]) -> list[dict[str, Any]]:
     """One row per study: name, created, cases, raters (active/all), ratings, manifest hash."""
-    from db.studies import list_studies, study_counts
-
-    rows = []
-    for st in list_studies(session):
-        c = study_counts(session, st.id)
-        rows.append(
-            {
-                "study": st.name,
-                "created": st.created_at,
-                "cases": c["cases"],
-                "raters": f"{c['active_raters']}/{c['raters']} active",
-                "ratings": c["ratings"],
-                "sealed (manifest SHA-256)": st.manifest_sha256[:16],
-            }
-        )
-    return rows
+    return [
+        {
+            "study": st.name,
+            "created": st.created,
+            "cases": st.cases,
+            "raters": f"{st.active_raters}/{st.raters} active",
+            "ratings": st.ratings,
+            "sealed (manifest SHA-256)": st.manifest_sha256[:16],
+        }
+        for st in studies
+    ]
 
 
-def rater_progress(session: Session, study_name: str) -> list[dict[str, Any]]:
-    """Per rater of a study: name, answered, total, fraction done, revoked, invited."""
-    from db.raters import raters_of_study
-    from db.ratings import count_assignments, count_ratings
-    from db.studies import get_study
-
-    study = get_study(session, study_name)
-    if study is None:
-        raise StudyError(f"study {study_name!r} does not exist")
-    rows = []
-    for r in raters_of_study(session, study.id):
-        done, total = count_ratings(session, r.id), count_assignments(session, r.id)
-        rows.append(
-            {
-                "rater": r.name,
-                "answered": done,
-                "total": total,
-                "progress": done / total if total else 0.0,
-                "revoked": r.revoked_at is not None,
-                "invited": r.created_at,
-            }
-        )
-    return rows
+def progress_rows(progress: Sequence[RaterProgress]) -> list[dict[str, Any]]:
+    """Per rater: name, answered, total, fraction done, revoked, invited."""
+    return [
+        {
+            "rater": r.name,
+            "answered": r.done,
+            "total": r.total,
+            "progress": r.fraction,
+            "revoked": r.revoked,
+            "invited": r.invited,
+        }
+        for r in progress
+    ]
 
 
-def study_results(
-    session: Session, ws: Workspace, study_name: str, threshold: int = 5
-) -> tuple[dict[str, Any], list[dict[str, Any]], Any]:
-    """(synthct.vtt.stats.study_stats result, raw rating rows, export DataFrame) of a study.
-
-    The sealed manifest is verified first (hash and database rows), so a tampered study
-    raises `TamperedStudyError` instead of producing numbers.
-    """
-    from db.ratings import ratings_of_study
-    from db.studies import get_study
-    from synthct.vtt.design import verify_study
-    from synthct.vtt.stats import export_frame, study_stats
-
-    study = get_study(session, study_name)
-    if study is None:
-        raise StudyError(f"study {study_name!r} does not exist")
-    manifest = verify_study(session, ws, study, check_pngs=False)
-    rows = ratings_of_study(session, study.id)
-    export = export_frame(rows, manifest, study.name, study.manifest_sha256)
-    return study_stats(rows, threshold=threshold), rows, export
-
-
-def rater_table(stats: dict[str, Any]) -> list[dict[str, Any]]:
-    """The per-rater statistics as display rows (CI as "lo–hi")."""
+def rater_table(stats: StudyStatistics) -> list[dict[str, Any]]:
+    """The per-rater statistics as display rows (CI as "lo–hi"; blank where a rater has not
+    rated both classes)."""
     out = []
-    for r in stats.get("raters", []):
-        ci = r.get("auc_ci95")
+    for r in stats.raters:
+        d = r.discrimination
+        ci = None if d is None else d.auc_ci95
         out.append(
             {
-                "rater": r["rater"],
-                "n real": r["n_real"],
-                "n synthetic": r["n_synthetic"],
-                "mean real": r.get("mean_real"),
-                "mean synthetic": r.get("mean_synthetic"),
-                "AUC": r.get("auc"),
+                "rater": r.rater,
+                "n real": r.n_real,
+                "n synthetic": r.n_synthetic,
+                "mean real": r.mean_real,
+                "mean synthetic": r.mean_synthetic,
+                "AUC": None if d is None else d.auc,
                 "AUC 95% CI": "—" if not ci else f"{ci[0]:.2f}–{ci[1]:.2f}",
-                "accuracy": r.get("accuracy"),
-                "sensitivity": r.get("sensitivity"),
-                "specificity": r.get("specificity"),
-                "Mann–Whitney p": r.get("mann_whitney_p"),
-                "binomial p": r.get("binomial_p"),
-                "median s/case": r.get("median_seconds_per_case"),
+                "accuracy": None if d is None else d.accuracy,
+                "sensitivity": None if d is None else d.sensitivity,
+                "specificity": None if d is None else d.specificity,
+                "Mann–Whitney p": None if d is None else d.mann_whitney_p,
+                "binomial p": None if d is None else d.binomial_p,
+                "median s/case": r.median_seconds_per_case,
             }
         )
     return out
+
+
+def score_frame(stats: StudyStatistics, truth: str) -> pd.DataFrame:
+    """The thesis-style score table of one truth ("real" or "synthetic"): rows = cases, then
+    "mean"; columns = raters."""
+    return pd.DataFrame(stats.tables[truth]).T
+
+
+def per_case_frame(stats: StudyStatistics) -> pd.DataFrame:
+    """One row per case (mean, SD, time); `fooled` lists the raters a synthetic case fooled."""
+    frame = pd.DataFrame([c.to_dict() for c in stats.per_case])
+    if "fooled" in frame:
+        frame["fooled"] = frame["fooled"].map(lambda v: ", ".join(v) if isinstance(v, list) else "")
+    return frame
+
+
+def intra_rater_rows(stats: StudyStatistics) -> list[dict[str, Any]]:
+    """Per rater, agreement between duplicates and their originals."""
+    return [r.to_dict() for r in stats.intra_rater]

@@ -100,48 +100,6 @@ def ingest(
         raise typer.Exit(1)
 
 
-def bench_data(
-    repeats: Annotated[int, typer.Option(min=1, help="Timed runs per item (median kept).")] = 3,
-) -> None:
-    """Time phantom generation (full size and scale 0.25) and reading one full-size case
-    (header only vs all voxels); prints one line per item for docs/benchmarks.md."""
-    import os
-    import statistics
-    import tempfile
-    import time
-
-    import numpy as np
-
-    from synthct.commands._common import bench_header
-    from synthct.io import load_header, load_volume, save_volume
-    from synthct.phantom import make_case
-
-    def timed(fn) -> float:
-        runs = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            fn()
-            runs.append(time.perf_counter() - t)
-        return statistics.median(runs)
-
-    typer.echo(f"- {bench_header('bench data')} — load average {os.getloadavg()[0]:.2f}")
-    for cid, scale in (("HGJ-003", 1.0), ("CHUS-001", 1.0), ("HGJ-003", 0.25)):
-        case = make_case(cid, seed=0, scale=scale)
-        dt = timed(lambda c=cid, s=scale: make_case(c, seed=0, scale=s))
-        typer.echo(f"  - make_case {cid} scale {scale}: {case.image.shape} in {dt:.2f} s")
-    case = make_case("HGJ-003", seed=0, scale=1.0)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "ct.nii.gz")
-        dw = timed(lambda: save_volume(case.image, path, dtype=np.int16))
-        dh = timed(lambda: load_header(path))
-        dl = timed(lambda: load_volume(path))
-    typer.echo(
-        f"  - {case.image.shape} int16 .nii.gz: write {dw:.2f} s, header {dh * 1000:.1f} ms, "
-        f"full read {dl:.2f} s"
-    )
-
-
-def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+def register(app: typer.Typer) -> None:
     app.command()(phantom)
     app.command()(ingest)
-    bench_app.command("data")(bench_data)

@@ -1,14 +1,13 @@
-"""CLI: `synthct evaluate`, `synthct eval train-encoder` and `synthct bench fid`."""
+"""CLI: `synthct evaluate` and `synthct eval train-encoder`."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from synthct.commands._common import WorkspaceOpt, bench_header, echo_json, workspace
+from synthct.commands._common import WorkspaceOpt, echo_json, workspace
 
 eval_app = typer.Typer(help="Evaluation helpers (feature encoders).", no_args_is_help=True)
 
@@ -73,9 +72,10 @@ def evaluate(
     --level slice (forced for 2D sets): FID/KID/PRDC, classifier-IS and t-SNE on axial slice
     pairs with a 2D feature extractor, for 2D and 3D sets alike: k slices per case, metrics
     averaged over k rounds of one slice per case, CIs by case (docs/metrics.md)."""
-    from synthct.metrics.evaluate import EvalOptions, run_evaluation, summarise
+    from synthct.metrics.evaluation import EvalConfig, run_evaluation
+    from synthct.metrics.results import summarise
 
-    opts = EvalOptions(
+    opts = EvalConfig(
         synthetic=synthetic,
         real=real,
         extractor=extractor,
@@ -112,94 +112,23 @@ def train_encoder(
     """Train (or find cached) the offline default feature encoder on the real train split."""
     from synthct.config import DataConfig
     from synthct.errors import ConfigError
-    from synthct.metrics.evaluate import data_config_of, ensure_default_encoder
+    from synthct.metrics.evaluation import data_config_of, ensure_default_encoder
     from synthct.metrics.features import PARTS, file_sha256
-    from synthct.workspace import check_name
 
     if part not in PARTS:
         raise ConfigError(f"--part must be one of {PARTS}, got {part!r}")
     ws = workspace(workspace_path)
     cfg = DataConfig(size=size)
     if synthetic:
-        from synthct.generate import load_datacard
+        from synthct.sets import read_datacard
 
-        set_dir = ws.synthetic_dir(check_name(synthetic, "synthetic set name"))
-        cfg = data_config_of(load_datacard(set_dir), str(set_dir / "datacard.json"))
+        set_dir = ws.synthetic_dir(synthetic)
+        cfg = data_config_of(read_datacard(set_dir, cases=False), str(set_dir / "datacard.json"))
     path = ensure_default_encoder(ws, cfg, part, epochs, seed, force=force)
     echo_json({"encoder": str(path), "sha256": file_sha256(path), "size": cfg.size, "part": part})
 
 
-def bench_fid(
-    d: Annotated[int, typer.Option(help="Feature dimension.")] = 2048,
-    n: Annotated[int, typer.Option(help="Samples per set.")] = 2048,
-    skip_sqrtm: Annotated[bool, typer.Option(help="Skip the scipy sqrtm recipe.")] = False,
-    e2e: Annotated[
-        bool, typer.Option("--e2e/--no-e2e", help="Also time `evaluate` end to end.")
-    ] = True,
-    e2e_size: Annotated[int, typer.Option(help="S of the tiny end-to-end cases.")] = 16,
-    e2e_real: Annotated[int, typer.Option(help="Real cases in the end-to-end run.")] = 100,
-    e2e_synthetic: Annotated[
-        int, typer.Option(help="Synthetic cases in the end-to-end run.")
-    ] = 200,
-    threads: Annotated[
-        int, typer.Option(help="Limit torch and BLAS threads (0 = leave as configured).")
-    ] = 0,
-) -> None:
-    """Stable FID vs the scipy sqrtm recipe on n x d random features; evaluate end to end."""
-    import os
-    import warnings
-
-    import numpy as np
-
-    from synthct.metrics.distances import compute_fid
-
-    if threads > 0:
-        import torch
-        from threadpoolctl import threadpool_limits
-
-        torch.set_num_threads(threads)
-        threadpool_limits(threads)
-    typer.echo(bench_header("bench fid"))
-    typer.echo(f"load average: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((n, d))
-    y = rng.standard_normal((n, d)) * 1.1 + 0.05
-    t0 = time.perf_counter()
-    fid = compute_fid(x, y)
-    t_stable = time.perf_counter() - t0
-    typer.echo(f"stable FID ({n} x {n}, d={d}, float64): {fid:.6f} in {t_stable:.2f} s")
-    if not skip_sqrtm:
-        import scipy.linalg
-
-        t0 = time.perf_counter()
-        s1, s2 = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            covmean = scipy.linalg.sqrtm(s1 @ s2)
-        ref = float(
-            np.sum((x.mean(0) - y.mean(0)) ** 2)
-            + np.trace(s1)
-            + np.trace(s2)
-            - 2 * np.trace(covmean.real)
-        )
-        t_sqrtm = time.perf_counter() - t0
-        typer.echo(
-            f"scipy sqrtm FID: {ref:.6f} in {t_sqrtm:.2f} s (imaginary part max "
-            f"{float(np.abs(covmean.imag).max()):.2e}); speed-up {t_sqrtm / t_stable:.1f}x; "
-            f"relative difference {abs(fid - ref) / abs(fid):.2e}"
-        )
-    if e2e:
-        from synthct.metrics.benchdata import time_end_to_end
-
-        secs, folder_note = time_end_to_end(e2e_size, e2e_real, e2e_synthetic)
-        typer.echo(
-            f"evaluate end to end: {e2e_synthetic} synthetic vs {e2e_real} real pairs at "
-            f"{e2e_size}^3 (default encoder trained in the run): {secs:.1f} s; {folder_note}"
-        )
-
-
-def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+def register(app: typer.Typer) -> None:
     app.command("evaluate")(evaluate)
     eval_app.command("train-encoder")(train_encoder)
     app.add_typer(eval_app, name="eval")
-    bench_app.command("fid")(bench_fid)

@@ -15,6 +15,12 @@ if TYPE_CHECKING:
     from synthct.executors.settings import ExecutorSettings
     from synthct.workspace import Workspace
 
+jobs_app = typer.Typer(
+    help="Background jobs: list, show, cancel, tail logs, wait, the SLURM queue, run the local "
+    "queue.",
+    no_args_is_help=True,
+)
+
 _EXEC = "Executor (where the job runs)"
 ExecutorOpt = Annotated[
     str | None,
@@ -75,7 +81,7 @@ def executor_settings(
         "time_min": flags.pop("time", None),
         "signal_delay_s": flags.pop("signal_delay", None),
     }
-    return resolve_settings(ws.root, executor_config, kind=executor, **renamed, **flags)
+    return resolve_settings(ws, executor_config, kind=executor, **renamed, **flags)
 
 
 def submit_and_report(
@@ -336,10 +342,7 @@ def jobs_sleep(
     progress(1.0, "slept")
 
 
-def register(app: typer.Typer, bench_app: typer.Typer | None = None) -> None:
-    jobs_app = typer.Typer(
-        help="Background jobs: list, show, cancel, tail logs, run the queue.", no_args_is_help=True
-    )
+def register(app: typer.Typer) -> None:
     jobs_app.command("list")(jobs_list)
     jobs_app.command("show")(jobs_show)
     jobs_app.command("cancel")(jobs_cancel)

@@ -1,14 +1,23 @@
-"""Visual Turing Test commands: `synthct study create|invite|revoke|list|stats|export` and
-`synthct bench vtt` (rating-write latency with concurrent raters on SQLite WAL)."""
+"""Visual Turing Test commands: `synthct study create|invite|revoke|list|stats|export`.
+
+The listing, the statistics and the export come from the study read-model
+(`synthct.vtt.results`), the one the app's Studies page uses too. The database and the
+statistics (SQLAlchemy, pandas, SciPy) are imported inside the commands, so that `synthct --help`
+and the other commands do not load them.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from synthct.commands._common import WorkspaceOpt, bench_header, echo_json, workspace
+from synthct.commands._common import WorkspaceOpt, echo_json, workspace
+from synthct.workspace import atomic_write_text
+
+if TYPE_CHECKING:
+    from synthct.vtt.stats import StudyStatistics
 
 study_app = typer.Typer(
     help="Visual Turing Test studies: create, invite raters, results.", no_args_is_help=True
@@ -18,21 +27,10 @@ StudyArg = Annotated[str, typer.Argument(help="Study name.")]
 
 
 def _engine(ws):
-    from db.session import database_url, init_db, make_engine
+    """The database of workspace `ws` (or $SYNTHCT_DATABASE_URL), as the app sees it."""
+    from db.session import engine_for
 
-    engine = make_engine(database_url(ws.database))
-    init_db(engine)
-    return engine
-
-
-def _study(session, name: str):
-    from db.studies import get_study
-    from synthct.vtt import StudyError
-
-    study = get_study(session, name)
-    if study is None:
-        raise StudyError(f"study {name!r} does not exist (see `synthct study list`)")
-    return study
+    return engine_for(ws.database)
 
 
 @study_app.command("create")
@@ -60,10 +58,10 @@ def create(
     """Pick, render and seal a study (real: test split; synthetic: SET)."""
     from db.session import session_scope
     from synthct.vtt.design import create_study_from_workspace
-    from synthct.vtt.render import RenderParams
+    from synthct.vtt.render import RenderConfig
 
     ws = workspace(ws_path).ensure()
-    params = RenderParams(
+    params = RenderConfig(
         plane=plane, slab=slab, window=window, overlay=overlay, tiles=tiles, tile_px=tile_px
     )
     engine = _engine(ws)
@@ -139,56 +137,24 @@ def list_cmd(
     ws_path: WorkspaceOpt = None,
 ) -> None:
     """Studies with their numbers of cases, raters and ratings."""
-    from db.raters import raters_of_study
-    from db.ratings import count_assignments, count_ratings
     from db.session import session_scope
-    from db.studies import list_studies, study_counts
+    from synthct.vtt.results import study_overviews
 
-    out = []
     with session_scope(_engine(workspace(ws_path))) as s:
-        for st in list_studies(s):
-            raters = [
-                {
-                    "name": r.name,
-                    "revoked": r.revoked_at is not None,
-                    "done": count_ratings(s, r.id),
-                    "total": count_assignments(s, r.id),
-                }
-                for r in raters_of_study(s, st.id)
-            ]
-            out.append(
-                {
-                    "name": st.name,
-                    "created": st.created_at.isoformat(),
-                    "manifest_sha256": st.manifest_sha256,
-                    **study_counts(s, st.id),
-                    "rater_progress": raters,
-                }
-            )
+        studies = study_overviews(s, with_progress=True)
     if as_json:
-        echo_json(out)
+        echo_json([st.to_dict() for st in studies])
         return
-    if not out:
+    if not studies:
         typer.echo("no studies")
-    for st in out:
+    for st in studies:
         typer.echo(
-            f"{st['name']}: {st['cases']} cases, {st['active_raters']}/{st['raters']} active "
-            f"raters, {st['ratings']} ratings (sealed {st['manifest_sha256'][:12]}…)"
+            f"{st.name}: {st.cases} cases, {st.active_raters}/{st.raters} active "
+            f"raters, {st.ratings} ratings (sealed {st.manifest_sha256[:12]}…)"
         )
-        for r in st["rater_progress"]:
-            flag = " [revoked]" if r["revoked"] else ""
-            typer.echo(f"  {r['name']}: {r['done']}/{r['total']}{flag}")
-
-
-def _rows(ws, study_name: str):
-    from db.ratings import ratings_of_study
-    from db.session import session_scope
-    from synthct.vtt.design import verify_study
-
-    with session_scope(_engine(ws)) as s:
-        study = _study(s, study_name)
-        manifest = verify_study(s, ws, study, check_pngs=False)
-        return ratings_of_study(s, study.id), manifest
+        for r in st.rater_progress or ():
+            flag = " [revoked]" if r.revoked else ""
+            typer.echo(f"  {r.name}: {r.done}/{r.total}{flag}")
 
 
 @study_app.command("stats")
@@ -201,53 +167,62 @@ def stats_cmd(
     ws_path: WorkspaceOpt = None,
 ) -> None:
     """Results for researchers: means per rater (thesis Tables 5.17/5.18), AUC, tests, agreement."""
-    from synthct.vtt.stats import study_stats
+    from db.session import session_scope
+    from synthct.vtt.results import study_ratings
 
-    rows, _ = _rows(workspace(ws_path), study)
-    res = study_stats(rows, threshold=threshold)
+    ws = workspace(ws_path)
+    with session_scope(_engine(ws)) as s:
+        res = study_ratings(s, ws, study).statistics(threshold)
     if as_json:
-        echo_json(res)
+        echo_json(res.to_dict())
         return
-    typer.echo(f"study {study!r}: {res['ratings']} ratings")
-    if not res["ratings"]:
-        return
+    typer.echo(f"study {study!r}: {res.ratings} ratings")
+    if res.ratings:
+        typer.echo("\n".join(_report_lines(res)))
+
+
+def _report_lines(res: StudyStatistics) -> list[str]:
+    """The text report of `synthct study stats` for statistics with ratings."""
+    lines = []
     for truth in ("real", "synthetic"):
-        table = res["tables"][truth]
+        table = res.tables[truth]
         raters = list(next(iter(table.values())).keys())
-        typer.echo(f"\n{truth} cases — scores (0 real … 10 synthetic)")
-        typer.echo("  " + "case".ljust(16) + "".join(r[:12].rjust(13) for r in raters))
+        lines.append(f"\n{truth} cases — scores (0 real … 10 synthetic)")
+        lines.append("  " + "case".ljust(16) + "".join(r[:12].rjust(13) for r in raters))
         for case, row in table.items():
             cells = "".join(("-" if row[r] is None else f"{row[r]:.1f}").rjust(13) for r in raters)
-            typer.echo("  " + case[:16].ljust(16) + cells)
-    typer.echo(f"\nper rater ({res['threshold_rule']}; AUC CI: {res['auc_ci_method']})")
-    for r in res["raters"]:
-        if "auc" not in r:
-            typer.echo(f"  {r['rater']}: needs real and synthetic ratings")
+            lines.append("  " + case[:16].ljust(16) + cells)
+    lines.append(f"\nper rater ({res.threshold_rule}; AUC CI: {res.auc_ci_method})")
+    for r in res.raters:
+        d = r.discrimination
+        if d is None:
+            lines.append(f"  {r.rater}: needs real and synthetic ratings")
             continue
-        ci = "n/a" if r["auc_ci95"] is None else f"{r['auc_ci95'][0]:.2f}–{r['auc_ci95'][1]:.2f}"
-        typer.echo(
-            f"  {r['rater']}: mean real {r['mean_real']:.2f}, synthetic {r['mean_synthetic']:.2f};"
-            f" AUC {r['auc']:.2f} (95% CI {ci}); accuracy {r['accuracy']:.2f}, sensitivity "
-            f"{r['sensitivity']:.2f}, specificity {r['specificity']:.2f}; Mann–Whitney p "
-            f"{r['mann_whitney_p']:.3f}; binomial p {r['binomial_p']:.3f}; median "
-            f"{r['median_seconds_per_case']:.1f} s/case"
+        ci = "n/a" if d.auc_ci95 is None else f"{d.auc_ci95[0]:.2f}–{d.auc_ci95[1]:.2f}"
+        lines.append(
+            f"  {r.rater}: mean real {r.mean_real:.2f}, synthetic {r.mean_synthetic:.2f};"
+            f" AUC {d.auc:.2f} (95% CI {ci}); accuracy {d.accuracy:.2f}, sensitivity "
+            f"{d.sensitivity:.2f}, specificity {d.specificity:.2f}; Mann–Whitney p "
+            f"{d.mann_whitney_p:.3f}; binomial p {d.binomial_p:.3f}; median "
+            f"{r.median_seconds_per_case:.1f} s/case"
         )
-    ag = res["agreement"]
-    k, a = ag["fleiss_kappa_calls"], ag["krippendorff_alpha_interval"]
-    typer.echo(
+    k, a = res.agreement.fleiss_kappa_calls, res.agreement.krippendorff_alpha_interval
+    lines.append(
         f"\nagreement: Fleiss κ (calls) {'n/a' if k is None else f'{k:.3f}'}, "
         f"Krippendorff α (interval) {'n/a' if a is None else f'{a:.3f}'}"
     )
-    for r in res["intra_rater"]:
-        typer.echo(
-            f"  intra-rater {r['rater']}: {r['pairs']} duplicate pairs, mean |Δ| "
-            f"{r['mean_abs_difference']:.2f}, same call {r['same_call']:.2f}"
+    for r in res.intra_rater:
+        lines.append(
+            f"  intra-rater {r.rater}: {r.pairs} duplicate pairs, mean |Δ| "
+            f"{r.mean_abs_difference:.2f}, same call {r.same_call:.2f}"
         )
-    fooled = [c for c in res["per_case"] if c["truth"] == "synthetic"]
-    for c in fooled:
-        typer.echo(f"  synthetic {c['case_id']}: mean {c['mean']:.1f}, fooled {c['fooled'] or '-'}")
-    if res["warning"]:
-        typer.echo(f"\nwarning: {res['warning']}")
+    for c in res.per_case:
+        if c.truth == "synthetic":
+            fooled = list(c.fooled or ()) or "-"
+            lines.append(f"  synthetic {c.case_id}: mean {c.mean:.1f}, fooled {fooled}")
+    if res.warning:
+        lines.append(f"\nwarning: {res.warning}")
+    return lines
 
 
 @study_app.command("export")
@@ -262,128 +237,16 @@ def export_cmd(
 
     Text cells a spreadsheet would run as a formula (=, +, -, @, tab, CR first) are written
     with a leading ' (see synthct/csvsafe.py)."""
-    from synthct.csvsafe import to_csv_text
-    from synthct.workspace import atomic_write_text
+    from db.session import session_scope
+    from synthct.vtt.results import study_ratings
 
     ws = workspace(ws_path)
     path = ws.confine(out)
-    rows, manifest = _rows(ws, study)
-    from db.session import session_scope
-    from synthct.vtt.stats import export_frame
-
     with session_scope(_engine(ws)) as s:
-        digest = _study(s, study).manifest_sha256
-    df = export_frame(rows, manifest, study, digest)
-    atomic_write_text(path, to_csv_text(df))  # rater names and comments cannot run formulas
-    typer.echo(f"wrote {len(df)} ratings to {path}")
+        ratings = study_ratings(s, ws, study)
+    atomic_write_text(path, ratings.export_csv())  # rater names and comments cannot run formulas
+    typer.echo(f"wrote {len(ratings.rows)} ratings to {path}")
 
 
-def run_vtt_bench(folder: Path, raters: int = 20, cases: int = 50) -> dict:
-    """Create a tiny study in a fresh SQLite file under `folder`, start `raters` threads that each
-    answer `cases` cases (next_case, then a timed submit, each in its own session) all at once.
-
-    Returns n, rows, errors, wall_s and the submit latency median/p95/max in ms.
-    """
-    import threading
-    import time
-
-    import numpy as np
-
-    from db.session import init_db, make_engine, session_scope
-    from synthct.vtt.design import create_study
-    from synthct.vtt.flow import invite, next_case, rater_for_token, submit
-    from synthct.vtt.render import RenderParams
-    from synthct.workspace import Workspace
-
-    ws = Workspace.resolve(folder / "ws").ensure()
-    engine = make_engine(f"sqlite:///{ws.database}")
-    init_db(engine)
-    rng = np.random.default_rng(0)
-
-    def pair():
-        image = rng.normal(0, 100, (16, 16, 8)).astype(np.float32)
-        return image, (image > 150).astype(np.uint8)
-
-    n_real = cases // 2
-    params = RenderParams(tiles=1, tile_px=16, gap_px=0)
-    with session_scope(engine) as s:
-        create_study(
-            s,
-            ws,
-            "bench",
-            {f"R{i:03d}": pair() for i in range(n_real)},
-            {f"S{i:03d}": pair() for i in range(cases - n_real)},
-            synthetic_source="bench",
-            params=params,
-        )
-        tokens = [invite(s, "bench", f"rater {i:02d}").token for i in range(raters)]
-    latencies: list[float] = []
-    errors: list[BaseException] = []
-    lock = threading.Lock()
-    barrier = threading.Barrier(raters)
-
-    def work(token: str) -> None:
-        try:
-            barrier.wait()
-            for _ in range(cases):
-                with session_scope(engine) as s:
-                    rater = rater_for_token(s, token)
-                    case = next_case(s, rater)
-                t0 = time.perf_counter()
-                with session_scope(engine) as s:
-                    submit(s, rater_for_token(s, token), case.public_id, 5)
-                dt = time.perf_counter() - t0
-                with lock:
-                    latencies.append(dt)
-        except BaseException as e:  # reported, not raised from a thread
-            with lock:
-                errors.append(e)
-
-    threads = [threading.Thread(target=work, args=(t,)) for t in tokens]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
-    from sqlalchemy import text
-
-    with engine.connect() as conn:
-        rows = int(conn.execute(text("SELECT COUNT(*) FROM ratings")).scalar() or 0)
-    engine.dispose()
-    ms = np.asarray(latencies) * 1000.0
-    return {
-        "n": raters * cases,
-        "rows": rows,
-        "errors": len(errors),
-        "first_error": repr(errors[0]) if errors else None,
-        "wall_s": wall,
-        "median_ms": float(np.median(ms)) if ms.size else float("nan"),
-        "p95_ms": float(np.percentile(ms, 95)) if ms.size else float("nan"),
-        "max_ms": float(ms.max()) if ms.size else float("nan"),
-    }
-
-
-def bench_vtt(
-    raters: Annotated[int, typer.Option(min=1, help="Concurrent raters (threads).")] = 20,
-    cases: Annotated[int, typer.Option(min=2, help="Cases each rater answers.")] = 50,
-) -> None:
-    """Rating-write latency (submit, own session per action) at N concurrent raters, SQLite WAL."""
-    import os
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="synthct-bench-vtt-") as tmp:
-        res = run_vtt_bench(Path(tmp), raters=raters, cases=cases)
-    load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
-    typer.echo(f"- {bench_header('bench vtt')} — load average {load}")
-    typer.echo(
-        f"  - SQLite WAL, {raters} concurrent raters x {cases} ratings = {res['n']} writes in "
-        f"{res['wall_s']:.1f} s: submit latency median {res['median_ms']:.1f} ms, p95 "
-        f"{res['p95_ms']:.1f} ms, max {res['max_ms']:.1f} ms (goal: median < 20 ms); "
-        f"{res['rows']} rows, {res['errors']} errors"
-    )
-
-
-def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+def register(app: typer.Typer) -> None:
     app.add_typer(study_app, name="study")
-    bench_app.command("vtt")(bench_vtt)

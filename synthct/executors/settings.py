@@ -29,12 +29,14 @@ from __future__ import annotations
 import dataclasses
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from synthct.errors import ConfigError
 
+if TYPE_CHECKING:
+    from synthct.workspace import Workspace
+
 EXECUTORS = ("local", "slurm")
-WORKSPACE_FILE = "executor.yaml"
 _WORD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.,:+=@%/-]{0,127}$")  # partition, account, qos …
 
 
@@ -116,14 +118,14 @@ def load_settings(path: str | Path | None) -> dict[str, Any]:
 
 
 def resolve_settings(
-    ws_root: Path | None = None, config: str | Path | None = None, **overrides: Any
+    ws: Workspace | None = None, config: str | Path | None = None, **overrides: Any
 ) -> ExecutorSettings:
     """Settings from WS/executor.yaml, then `config`, then the non-None `overrides` (CLI flags)."""
     from synthct.config import from_dict
 
     merged: dict[str, Any] = {}
-    if ws_root is not None and (Path(ws_root) / WORKSPACE_FILE).is_file():
-        merged.update(load_settings(Path(ws_root) / WORKSPACE_FILE))
+    if ws is not None and ws.executor_file.is_file():
+        merged.update(load_settings(ws.executor_file))
     if config is not None:
         merged.update(load_settings(config))
     merged.update({k: v for k, v in overrides.items() if v is not None})

@@ -143,7 +143,7 @@ def time_left_s(external_id: str) -> float | None:
 # -- submission -----------------------------------------------------------------------------------
 def slurm_folder(ws: Workspace) -> Path:
     """Where submitit keeps the sbatch scripts, pickled calls and per-task output files."""
-    return ws.root / "jobs" / "slurm"
+    return ws.slurm_jobs
 
 
 def _task_database_url(ws: Workspace) -> str | None:

@@ -22,7 +22,6 @@ grid, part and training case ids) is identified by its SHA-256; it loads with `w
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,9 +31,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from synthct.config import HU_WINDOW
 from synthct.errors import WorkspaceError
-from synthct.metrics.features import FeatureExtractor, file_sha256, select_part
-from synthct.workspace import Workspace, atomic_write_bytes
+from synthct.metrics.features import FeatureExtractor, select_part
+from synthct.runtime import file_sha256, load_weights, pick_device, save_weights
+from synthct.workspace import Workspace
 
 ENCODER_VERSION = "small3d-v1"
 EMBED_DIM = 128
@@ -84,7 +85,7 @@ class SmallEncoder3D(nn.Module):
 
 
 def compute_descriptors(
-    packed: np.ndarray, packing: str = "z", hu_window: tuple[float, float] = (-1024.0, 600.0)
+    packed: np.ndarray, packing: str = "z", hu_window: tuple[float, float] = HU_WINDOW
 ) -> np.ndarray:
     """Per-case targets (N, 6) from packed pairs (N, S, S, S) in [-1, 1] (see `DESCRIPTORS`)."""
     img = select_part(packed, "image", packing)[:, 0]
@@ -119,12 +120,12 @@ def encoder_key(
 
 def encoder_path(ws: Workspace, key: str, epochs: int, seed: int) -> Path:
     """WS/evals/encoders/<key>-e<epochs>-s<seed>.pt"""
-    return ws.evals / "encoders" / f"{key}-e{epochs}-s{seed}.pt"
+    return ws.encoder_file(f"{key}-e{epochs}-s{seed}.pt")
 
 
 def find_encoder(ws: Workspace, key: str) -> Path | None:
     """The newest cached encoder for `key` (any epochs/seed), or None."""
-    found = sorted((ws.evals / "encoders").glob(f"{key}-e*-s*.pt"), key=lambda p: p.stat().st_mtime)
+    found = ws.list_encoders(f"{key}-e*-s*.pt")
     return found[-1] if found else None
 
 
@@ -134,7 +135,7 @@ def train_encoder(
     *,
     part: str = "pair",
     packing: str = "z",
-    hu_window: tuple[float, float] = (-1024.0, 600.0),
+    hu_window: tuple[float, float] = HU_WINDOW,
     epochs: int = 10,
     batch_size: int = 8,
     lr: float = 1e-3,
@@ -145,11 +146,7 @@ def train_encoder(
     """Train on packed real pairs (N, S, S, S) with centre labels; returns (state_dict, meta)."""
     if len(packed) < 2:
         raise WorkspaceError(f"encoder training needs >= 2 training cases, got {len(packed)}")
-    dev = (
-        torch.device(device)
-        if device
-        else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    )
+    dev = pick_device(device)
     classes = sorted(set(centres))
     y = torch.tensor([classes.index(c) for c in centres])
     desc = compute_descriptors(packed, packing, hu_window)
@@ -210,9 +207,7 @@ def _fit(net, x_all, y, target, dev, epochs, batch_size, lr, seed, progress) -> 
 
 def save_encoder(path: Path, state: dict, meta: dict) -> str:
     """Write the encoder atomically; returns the SHA-256 of the file."""
-    buf = io.BytesIO()
-    torch.save({"state_dict": state, "meta": meta}, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    save_weights({"state_dict": state, "meta": meta}, path)
     return file_sha256(path)
 
 
@@ -221,7 +216,7 @@ def load_encoder(path: str | Path, device=None, batch_size: int = 4) -> FeatureE
     path = Path(path)
     if not path.is_file():
         raise WorkspaceError(f"encoder file {path} not found; run `synthct eval train-encoder`")
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    obj = load_weights(path, what="encoder")
     meta = obj["meta"]
     net = SmallEncoder3D(len(meta["classes"]))
     net.load_state_dict(obj["state_dict"])
@@ -244,9 +239,7 @@ def load_encoder(path: str | Path, device=None, batch_size: int = 4) -> FeatureE
 SLICE_DESCRIPTORS = ("log_tumour_fraction", "tumour_cx", "tumour_cy", "body_fraction", "body_mean")
 
 
-def slice_descriptors(
-    pairs: np.ndarray, hu_window: tuple[float, float] = (-1024.0, 600.0)
-) -> np.ndarray:
+def slice_descriptors(pairs: np.ndarray, hu_window: tuple[float, float] = HU_WINDOW) -> np.ndarray:
     """Per-slice targets (N, 5) from slice pairs (N, 2, R, R) in [-1, 1] (`SLICE_DESCRIPTORS`)."""
     x = np.asarray(pairs, dtype=np.float64)
     img, msk = x[:, 0], x[:, 1] > 0
@@ -270,13 +263,11 @@ def slice_encoder_key(resolution: int, part: str, cfg_hash: str, train_sha: str)
 
 def slice_encoder_path(ws: Workspace, key: str, epochs: int, seed: int) -> Path:
     """WS/evals/encoders/slices-<key>-e<epochs>-s<seed>.pt"""
-    return ws.evals / "encoders" / f"slices-{key}-e{epochs}-s{seed}.pt"
+    return ws.encoder_file(f"slices-{key}-e{epochs}-s{seed}.pt")
 
 
 def find_slice_encoder(ws: Workspace, key: str) -> Path | None:
-    found = sorted(
-        (ws.evals / "encoders").glob(f"slices-{key}-e*-s*.pt"), key=lambda p: p.stat().st_mtime
-    )
+    found = ws.list_encoders(f"slices-{key}-e*-s*.pt")
     return found[-1] if found else None
 
 
@@ -285,7 +276,7 @@ def train_slice_encoder(
     centres: Sequence[str],
     *,
     part: str = "pair",
-    hu_window: tuple[float, float] = (-1024.0, 600.0),
+    hu_window: tuple[float, float] = HU_WINDOW,
     epochs: int = DEFAULT_EPOCHS,
     batch_size: int = 32,
     lr: float = 1e-3,
@@ -299,7 +290,7 @@ def train_slice_encoder(
 
     if len(pairs) < 2:
         raise WorkspaceError(f"slice encoder training needs >= 2 slices, got {len(pairs)}")
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = pick_device(device)
     classes = sorted(set(centres))
     y = torch.tensor([classes.index(c) for c in centres])
     desc = slice_descriptors(pairs, hu_window)

@@ -37,14 +37,11 @@ import torch
 from torch import nn
 
 from synthct.errors import ConfigError
+from synthct.runtime import file_sha256, load_weights, pick_device
 
 PARTS = ("image", "mask", "pair")
 MEDICALNET_VERSION = "resnet50-shortcutB-dil2-4-gap"
 RANDOM_SEED = 0
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def select_part(packed: np.ndarray, part: str, packing: str = "z") -> np.ndarray:
@@ -78,14 +75,6 @@ def state_dict_sha256(state: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 class FeatureExtractor:
     """A frozen network + its identity. `extract((N, 1, X, Y, Z) in [-1, 1]) -> (N, d) float64`.
 
@@ -108,7 +97,7 @@ class FeatureExtractor:
         batch_size: int = 4,
         device: torch.device | str | None = None,
     ) -> None:
-        self.device = torch.device(device) if device is not None else default_device()
+        self.device = pick_device(device)
         self.module = module.to(self.device).eval().requires_grad_(False)
         self.name, self.version, self.weights_sha256 = name, version, weights_sha256
         self.dim, self.input_note = dim, input_note
@@ -411,7 +400,7 @@ def load_slice_encoder(path: str | os.PathLike, device=None) -> SliceFeatureExtr
     path = Path(path)
     if not path.is_file():
         raise WorkspaceError(f"slice encoder file {path} not found")
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    obj = load_weights(path, what="slice encoder")
     meta = obj["meta"]
     net = SmallEncoder2D(
         len(SLICE_PART_CHANNELS[meta["part"]]), len(meta["classes"]), len(meta["descriptors"])

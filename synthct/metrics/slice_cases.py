@@ -5,7 +5,7 @@ mosaic (mosaic 2D models: its tiles are the case's slices), or, for 2D models wh
 generated independently, a group of k consecutive generated slices (sorted case ids; any
 grouping of independent draws is statistically the same). Volume-like cases give k slices drawn
 by `synthct.slices.case_draw` from their body slices (a voxel above -500 HU) with the tumour
-mix's weights; groups of generated slices are taken as generated. See `slice_eval.py` for the
+mix's weights; groups of generated slices are taken as generated. See `slice_level.py` for the
 protocol and `resampling.py` for how the k slices enter the metrics.
 
 Slices are resized to R x R (`synthct.slices.resize_pairs`); synthetic pairs are mapped back to
@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from synthct.config import DataConfig
 from synthct.errors import WorkspaceError
-from synthct.metrics.sets import VolumeSet, load_synthetic_set
+from synthct.metrics.volume_sets import VolumeSet, load_synthetic_set
 
 
 @dataclass
@@ -143,15 +143,17 @@ def volume_case_slices(
                                  cfg.hu_window, fraction, seed, unit)  # fmt: skip
 
 
-def _set_ids(set_dir: Path) -> list[str]:
+def set_case_ids(set_dir: Path) -> list[str]:
+    """The case ids of a synthetic set (its imagesTr/*__CT.nii.gz), sorted; at least 2."""
     ids = sorted(p.name[: -len("__CT.nii.gz")] for p in (set_dir / "imagesTr").glob("*__CT.nii.gz"))
     if len(ids) < 2:
         raise WorkspaceError(f"{set_dir}/imagesTr holds {len(ids)} cases; need at least 2")
     return ids
 
 
-def _read_slice_pairs(set_dir: Path, cid: str, cfg: DataConfig, resolution: int) -> torch.Tensor:
-    from synthct.generate import load_synthetic_pair
+def read_slice_pairs(set_dir: Path, cid: str, cfg: DataConfig, resolution: int) -> torch.Tensor:
+    """A synthetic case's axial pairs (Z, 2, R, R) in [-1, 1] at resolution R."""
+    from synthct.sets import load_synthetic_pair
     from synthct.slices import axial_stack, halves_to_unit, resize_pairs
 
     image, mask = load_synthetic_pair(set_dir, cid)
@@ -159,9 +161,8 @@ def _read_slice_pairs(set_dir: Path, cid: str, cfg: DataConfig, resolution: int)
     return resize_pairs(axial_stack(img, msk), resolution)
 
 
-def synthetic_case_slices(
+def volume_set_case_slices(
     set_dir: Path,
-    card: dict,
     cfg: DataConfig,
     resolution: int,
     k: int,
@@ -170,25 +171,47 @@ def synthetic_case_slices(
     seed: int = 0,
     progress: bool = True,
 ) -> CaseSlices:
-    """At most `n_cases` synthetic cases of a set, k slice pairs each (see the module doc).
+    """At most `n_cases` volumes of a set of 3D samples, k slice pairs each, drawn as real
+    cases are (`volume_case_slices`)."""
+    vs, _, _ = load_synthetic_set(set_dir, cfg, n_cases, seed, progress)
+    return volume_case_slices(vs, cfg, resolution, k, fraction, seed, "synthetic volume")
 
-    3D sets: volumes, drawn as real cases are. Mosaic 2D sets: each mosaic's tiles are a case,
-    drawn the same way. Slice 2D sets: groups of k consecutive generated slices, as generated.
-    """
-    model = card.get("model", {})
-    if model.get("data_view") != "slices":
-        vs, _, _ = load_synthetic_set(set_dir, cfg, n_cases, seed, progress)
-        return volume_case_slices(vs, cfg, resolution, k, fraction, seed, "synthetic volume")
-    ids = _set_ids(set_dir)
-    if model.get("layout") == "mosaic":
-        if n_cases < len(ids):
-            ids = sorted(np.random.default_rng(seed).choice(ids, n_cases, replace=False).tolist())
-        stacks = [_read_slice_pairs(set_dir, c, cfg, resolution)
-                  for c in tqdm(ids, desc="read synthetic mosaics", disable=not progress)]  # fmt: skip
-        images = torch.stack([rearrange_stack(s, 0) for s in stacks])
-        masks = torch.stack([rearrange_stack(s, 1) for s in stacks])
-        return case_slices_of_stacks(images, masks, ids, [""] * len(ids), resolution, k,
-                                     cfg.hu_window, fraction, seed, "mosaic")  # fmt: skip
+
+def mosaic_set_case_slices(
+    set_dir: Path,
+    cfg: DataConfig,
+    resolution: int,
+    k: int,
+    n_cases: int,
+    fraction: float | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> CaseSlices:
+    """At most `n_cases` mosaics of a set (each cut back into its stack of tiles on writing),
+    k slice pairs each, drawn as real cases are."""
+    ids = set_case_ids(set_dir)
+    if n_cases < len(ids):
+        ids = sorted(np.random.default_rng(seed).choice(ids, n_cases, replace=False).tolist())
+    stacks = [read_slice_pairs(set_dir, c, cfg, resolution)
+              for c in tqdm(ids, desc="read synthetic mosaics", disable=not progress)]  # fmt: skip
+    images = torch.stack([rearrange_stack(s, 0) for s in stacks])
+    masks = torch.stack([rearrange_stack(s, 1) for s in stacks])
+    return case_slices_of_stacks(images, masks, ids, [""] * len(ids), resolution, k,
+                                 cfg.hu_window, fraction, seed, "mosaic")  # fmt: skip
+
+
+def slice_group_case_slices(
+    set_dir: Path,
+    cfg: DataConfig,
+    resolution: int,
+    k: int,
+    n_cases: int,
+    seed: int = 0,
+    progress: bool = True,
+) -> CaseSlices:
+    """At most `n_cases` groups of k consecutive independently generated slices (a set of a 2D
+    model), taken as generated."""
+    ids = set_case_ids(set_dir)
     groups = [ids[i : i + k] for i in range(0, len(ids) - k + 1, k)]
     if not groups:
         raise WorkspaceError(
@@ -200,7 +223,7 @@ def synthetic_case_slices(
         groups = [groups[i] for i in keep]
     chunks = []
     for group in tqdm(groups, desc="read synthetic slices", disable=not progress):
-        chunks.append(torch.cat([_read_slice_pairs(set_dir, c, cfg, resolution) for c in group]))
+        chunks.append(torch.cat([read_slice_pairs(set_dir, c, cfg, resolution) for c in group]))
     pairs = torch.stack(chunks).numpy().astype(np.float32)
     names = [f"{g[0]}..{g[-1]}" if len(g) > 1 else g[0] for g in groups]
     return CaseSlices(pairs, names, [""] * len(groups), 0, f"group of {k} generated slices")

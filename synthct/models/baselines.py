@@ -1,4 +1,4 @@
-"""The thesis's baseline 3D GANs: Vanilla GAN ("Vanilla GAN 2") and Wasserstein GAN, as GANSystems.
+"""The thesis's baseline 3D GANs: Vanilla GAN ("Vanilla GAN 2") and Wasserstein GAN.
 
 Hand-written because the thesis versions were TensorFlow/Keras code that is not available as a
 library. Both share the same networks, as in the thesis (§3.6.1–3.6.2, §4.3):
@@ -14,13 +14,13 @@ library. Both share the same networks, as in the thesis (§3.6.1–3.6.2, §4.3)
 
 Vanilla: non-saturating BCE-with-logits, Adam (thesis "Vanilla GAN 2": lr G 2e-4, D 1e-4; see
 `THESIS_DEFAULTS`). WGAN: RMSprop for both networks (thesis), either weight clipping to
-±clip_value after each critic step ("clip", WGAN-WC, 0.01) or a gradient penalty λ·(‖∇D‖−1)²
-("gp", WGAN-GP, λ = 10). The thesis text *multiplies* the critic loss by the penalty; that is a
+±clip_value after each critic step (`wgan.mode: clip`, WGAN-WC, 0.01) or a gradient penalty
+λ·(‖∇D‖−1)² (`wgan.mode: gp`, WGAN-GP, λ = 10). The thesis text *multiplies* the critic loss by the penalty; that is a
 defect, the penalty is added here (Gulrajani et al. 2017). One `train_step` is one generator
 iteration: the critic takes `n_critic` steps on the step's real batch (fresh noise each time),
 then the generator one.
 
-`cfg.latent_dim` is not used: the noise is the (1, S, S, S) volume, and `latent_dim` = S³.
+`model.latent_dim` is not used: the noise is the (1, S, S, S) volume, and `latent_dim` = S³.
 """
 
 from __future__ import annotations
@@ -29,20 +29,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from synthct.config import ModelConfig
+from synthct.config import DataConfig, ModelConfig
 from synthct.errors import ConfigError
-from synthct.models.base import GANSystem, StepContext
+from synthct.models.base import GenerativeModel, StepContext
 from synthct.models.layers import channels, trainable
+from synthct.views import VolumeView
 
 BASE_CHANNELS = (16, 32, 64, 128)  # per encoder level, times `width`
 DROPOUT = 0.5
-
-# The thesis's settings for the baselines (Tables 4.6 and 4.8); ModelConfig's defaults are HA-GAN's.
-# Adam betas are not reported (Keras); (0.5, 0.999) is the usual DCGAN choice.
-THESIS_DEFAULTS: dict[str, dict] = {
-    "vanilla": {"lr_g": 2e-4, "lr_d": 1e-4, "betas": (0.5, 0.999)},
-    "wgan": {"lr_g": 2e-4, "lr_d": 1e-4, "clip_value": 0.01, "gp_lambda": 10.0},
-}
 
 
 def check_size(size: int) -> None:
@@ -123,20 +117,18 @@ class ConvDiscriminator(nn.Module):
         return self.head(self.features(volume).mean(dim=(2, 3, 4)))
 
 
-class _NoiseVolumeGAN(GANSystem):
+class _NoiseVolumeGAN(GenerativeModel):
     """Shared parts of the baselines: networks G and D, noise volume, generation."""
 
-    def __init__(self, cfg: ModelConfig, size: int):
+    def __init__(self, model_cfg: ModelConfig, data_cfg: DataConfig):
         super().__init__()
+        size = data_cfg.size
         check_size(size)
-        if cfg.n_centres:
-            raise ConfigError(
-                f"centre conditioning (n_centres={cfg.n_centres}) is only available for kind 'hagan'"
-            )
-        self.cfg, self.size = cfg, size
+        self.cfg, self.size = model_cfg, size
+        self.view = VolumeView(data_cfg)
         self.latent_dim = size**3
-        self.G = UNetGenerator(cfg.width)
-        self.D = ConvDiscriminator(cfg.width)
+        self.G = UNetGenerator(model_cfg.width)
+        self.D = ConvDiscriminator(model_cfg.width)
 
     @property
     def latent_shape(self) -> tuple[int, int, int, int]:
@@ -171,6 +163,9 @@ class VanillaGAN(_NoiseVolumeGAN):
     """Vanilla GAN 2: BCE-with-logits (non-saturating generator loss), Adam."""
 
     kind = "vanilla"
+    # the thesis's settings (Table 4.6); Adam betas are not reported (Keras): (0.5, 0.999) is
+    # the usual DCGAN choice
+    THESIS_DEFAULTS = {"lr_g": 2e-4, "lr_d": 1e-4, "betas": (0.5, 0.999)}
 
     def configure_optimizers(self, fused: bool = False) -> dict[str, torch.optim.Optimizer]:
         c = self.cfg
@@ -229,9 +224,11 @@ def gradient_penalty(
 
 
 class WassersteinGAN(_NoiseVolumeGAN):
-    """WGAN-WC (`wgan_mode="clip"`) or WGAN-GP (`"gp"`) with RMSprop, `n_critic` critic steps."""
+    """WGAN-WC (`wgan.mode: clip`) or WGAN-GP (`gp`) with RMSprop, `n_critic` critic steps."""
 
     kind = "wgan"
+    # the thesis's settings (Table 4.8)
+    THESIS_DEFAULTS = {"lr_g": 2e-4, "lr_d": 1e-4, "wgan": {"clip_value": 0.01, "gp_lambda": 10.0}}
 
     def configure_optimizers(self, fused: bool = False) -> dict[str, torch.optim.Optimizer]:
         c = self.cfg
@@ -250,7 +247,7 @@ class WassersteinGAN(_NoiseVolumeGAN):
         """
         self._check_real(real)
         real = real.to(ctx.device)
-        batch, c = real.shape[0], self.cfg
+        batch, c = real.shape[0], self.cfg.section
         gp = real.new_zeros(())
         with trainable([self.D], [self.G]):
             for _ in range(c.n_critic):
@@ -260,11 +257,11 @@ class WassersteinGAN(_NoiseVolumeGAN):
                         fake = self.G(noise, ctx.generator)
                     score_real, score_fake = self.D(real).float(), self.D(fake).float()
                 d_loss = score_fake.mean() - score_real.mean()
-                if c.wgan_mode == "gp":  # fp32, outside autocast: double backward is sensitive
+                if c.mode == "gp":  # fp32, outside autocast: double backward is sensitive
                     gp = gradient_penalty(self.D, real, fake.float(), ctx.generator)
                     d_loss = d_loss + c.gp_lambda * gp
                 ctx.update("D", d_loss)
-                if c.wgan_mode == "clip":
+                if c.mode == "clip":
                     with torch.no_grad():
                         for p in self.D.parameters():
                             p.clamp_(-c.clip_value, c.clip_value)

@@ -29,13 +29,11 @@ step is a pure function of the loop's seeded generator.
 
 from __future__ import annotations
 
-import time
-
 import torch
 
-from synthct.config import DIFFAUG_POLICIES, ModelConfig
+from synthct.config import DIFFAUG_POLICIES
 from synthct.errors import ConfigError
-from synthct.models.base import GANSystem, StepContext
+from synthct.models.base import StepContext
 
 TRANSLATION_RATIO = 1 / 8
 CUTOUT_RATIO = 1 / 2
@@ -111,72 +109,9 @@ def diff_augment(
     return x.contiguous()
 
 
-# -- helpers shared by fastgan.py and stylegan2.py ----------------------------------------------
+# -- randomness on the model's device ------------------------------------------------------------
 def device_generator(ctx: StepContext) -> torch.Generator:
     """A generator on ctx.device seeded from the loop's CPU generator (one draw per step), so
     latents, noise and augmentations are drawn on the device yet stay reproducible."""
     seed = int(torch.randint(0, 2**62, (1,), generator=ctx.generator))
     return torch.Generator(device=ctx.device).manual_seed(seed)
-
-
-class SliceGANSystem(GANSystem):
-    """What FastGAN and StyleGAN2 share: the slice data view, resolution, DiffAugment policy."""
-
-    data_view = "slices"  # the loop feeds (B, 2, R, R) pairs from synthct.slices, not volumes
-
-    def __init__(self, cfg: ModelConfig, size: int):
-        super().__init__()
-        if cfg.n_centres:
-            raise ConfigError(
-                f"centre conditioning (n_centres={cfg.n_centres}) is only available for kind 'hagan'"
-            )
-        self.cfg, self.size = cfg, size
-        self.resolution = resolve_resolution(cfg.resolution, size, self.kind)
-        self.latent_dim = cfg.latent_dim
-        self.policy = parse_policy(cfg.diffaug)
-
-
-def resolve_resolution(resolution: int, size: int, kind: str) -> int:
-    """The 2D side: `resolution` or, when 0, the data size S; a power of two in [32, 1024]."""
-    r = resolution or size
-    if r < 32 or r > 1024 or r & (r - 1):
-        raise ConfigError(
-            f"{kind} generates square slices with a power-of-two side in [32, 1024]; "
-            f"got resolution {r} (model.resolution={resolution}, data size {size})"
-        )
-    return r
-
-
-def check_pair_batch(real: torch.Tensor, resolution: int) -> None:
-    """Raise ValueError unless `real` is a (B, 2, R, R) slice-pair batch."""
-    if real.ndim != 4 or tuple(real.shape[1:]) != (2, resolution, resolution):
-        raise ValueError(
-            f"expected a batch of image+mask slice pairs (B, 2, {resolution}, {resolution}), "
-            f"got {tuple(real.shape)}"
-        )
-
-
-def time_train_steps(system, batch: int, steps: int, warmup: int = 1, seed: int = 0) -> float:
-    """Iterations per second of `system.train_step` on random pairs (zero_grad/backward/step
-    updates, as the loop does), after `warmup` untimed iterations, on the system's device."""
-    device = next(system.parameters()).device
-    opts = system.configure_optimizers()
-
-    def update(name: str, loss: torch.Tensor) -> None:
-        opts[name].zero_grad(set_to_none=True)
-        loss.backward()
-        opts[name].step()
-
-    g = torch.Generator().manual_seed(seed)
-    r = system.resolution
-    real = (torch.rand(batch, 2, r, r, generator=g) * 2 - 1).to(device)
-    for i in range(warmup + steps):
-        if i == warmup:
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            start = time.perf_counter()
-        ctx = StepContext(step=i, device=device, generator=g, update=update)
-        system.train_step(real, ctx)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return steps / (time.perf_counter() - start)

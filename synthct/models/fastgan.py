@@ -2,7 +2,7 @@
 
 A 2D baseline the thesis tried before moving to 3D (§3.6.3, §4.4.2). Hand-written because the
 official code is a research script (not a library) and it has no two-channel, seeded,
-`GANSystem`-shaped version; the structure follows the paper and the official PyTorch code:
+`GenerativeModel`; the structure follows the paper and the official PyTorch code:
 
 - Generator: z (latent_dim; thesis tried 256/512/1024, official 256) -> ConvTranspose 4x4 + BN +
   GLU -> x2 up blocks (nearest upsample, 3x3 conv, BN, GLU; every other block the "comp" variant
@@ -45,23 +45,18 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from synthct.config import ModelConfig
+from synthct.config import DataConfig, ModelConfig
 from synthct.models.base import StepContext
-from synthct.models.diffaug import (
-    SliceGANSystem,
-    check_pair_batch,
-    device_generator,
-    diff_augment,
-    time_train_steps,
-)
+from synthct.models.diffaug import device_generator, diff_augment
 from synthct.models.layers import trainable
+from synthct.models.slice_gan import SliceGAN, check_pair_batch
 
 THESIS_DEFAULTS: dict = {
     "latent_dim": 256,
     "lr_g": 2e-4,
     "lr_d": 2e-4,
     "betas": (0.5, 0.99),
-    "diffaug": "color,translation",  # the official FastGAN policy
+    "fastgan": {"diffaug": "color,translation"},  # the official FastGAN policy
 }
 PAIR_CHANNELS = 2  # CT image, tumour mask
 NGF, NDF, NDEC = 64, 64, 32  # official base widths of G, D and the reconstruction decoders
@@ -344,16 +339,18 @@ def _down(x: torch.Tensor, side: int) -> torch.Tensor:
     return x if x.shape[-1] == side else F.interpolate(x, size=(side, side), mode="area")
 
 
-class FastGAN(SliceGANSystem):
+class FastGAN(SliceGAN):
     """FastGAN on (B, 2, R, R) image + mask slice pairs in [-1, 1] (see module docstring)."""
 
     kind = "fastgan"
+    THESIS_DEFAULTS = THESIS_DEFAULTS
 
-    def __init__(self, cfg: ModelConfig, size: int):
-        super().__init__(cfg, size)
-        self.r1_gamma = cfg.r1_gamma or 0.0
-        self.G = FastGANGenerator(self.resolution, cfg.latent_dim, cfg.width)
-        self.D = FastGANDiscriminator(self.resolution, cfg.width)
+    def __init__(self, model_cfg: ModelConfig, data_cfg: DataConfig):
+        super().__init__(model_cfg, data_cfg)
+        own = model_cfg.section
+        self.r1_gamma, self.recon_weight = own.r1_gamma or 0.0, own.recon_weight
+        self.G = FastGANGenerator(self.resolution, model_cfg.latent_dim, model_cfg.width)
+        self.D = FastGANDiscriminator(self.resolution, model_cfg.width)
 
     @property
     def sample_shape(self) -> tuple[int, int, int]:
@@ -401,7 +398,7 @@ class FastGAN(SliceGANSystem):
             targets = (_down(real_big, d), _down(real_small, d), _down(quadrant(real_big, part), d))
             recon = sum(recon_l1(r.float(), t.detach()) for r, t in zip(recs, targets, strict=True))
             d_loss = F.relu(u_real - logit_real).mean() + F.relu(u_fake + logit_fake).mean()
-            d_loss = d_loss + self.cfg.recon_weight * recon
+            d_loss = d_loss + self.recon_weight * recon
             if self.r1_gamma > 0:
                 (grad,) = torch.autograd.grad(logit_real.sum(), real_big, create_graph=True)
                 d_loss = d_loss + self.r1_gamma / 2 * grad.square().sum((1, 2, 3)).mean()
@@ -428,14 +425,3 @@ class FastGAN(SliceGANSystem):
             return self.G(z)[0]
         finally:
             self.G.train(was_training)
-
-
-def bench_step(kind: str = "fastgan", size: int = 32, batch: int = 8, steps: int = 5,
-               width: float = 0.25, device: str | None = None) -> float:  # fmt: skip
-    """Training iterations per second of a 2D system ("fastgan" | "stylegan2") at size x size
-    (thesis optimiser settings, `width` x the reference channels) on CUDA when present, else CPU."""
-    from synthct.models import build_system, thesis_model_config
-
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    system = build_system(thesis_model_config(kind, width=width), size).to(dev)
-    return time_train_steps(system, batch, steps)

@@ -1,11 +1,11 @@
-"""HA-GAN (Sun et al. 2022): hierarchical amortised GAN for 3D volumes, as a `GANSystem`.
+"""HA-GAN (Sun et al. 2022): hierarchical amortised GAN for 3D volumes (a `GenerativeModel`).
 
 Hand-written because no library ships it: the structure follows the official PyTorch models
 (Model_HA_GAN_128/256) and training script, generalised to S in {32, 64, 128, 256} with a channel
-`width` multiplier and `latent_dim` (design §6). At S = 128/256, width 1.0, latent 1024 the
+`width` multiplier and `latent_dim`. At S = 128/256, width 1.0, latent 1024 the
 parameter counts equal the reference (tested).
 
-Volumes are (B, 1, X, Y, Z) tensors in [-1, 1], the packed image+mask pair (design §5). The
+Volumes are (B, 1, X, Y, Z) tensors in [-1, 1], the packed image+mask pair (VolumeView). The
 high-resolution slab runs along axis X (tensor dim 2), orthogonal to the packing axis Z, so every
 slab holds image and mask voxels.
 
@@ -37,10 +37,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from synthct.config import ModelConfig
+from synthct.config import DataConfig, ModelConfig
 from synthct.errors import ConfigError
-from synthct.models.base import GANSystem, StepContext
+from synthct.models.base import GenerativeModel, StepContext
 from synthct.models.layers import channels, conv_gn_relu, one_hot, sn_conv3d, sn_linear, trainable
+from synthct.views import VolumeView
 
 LATENT_STRIDE = 4  # full-res voxels per latent voxel (the latent lives at S/4)
 
@@ -260,26 +261,31 @@ class SubEncoder(nn.Module):
         return self.net(latent).flatten(1)  # (B, latent_dim) even at batch 1 (fix b)
 
 
-class HAGAN(GANSystem):
-    """HA-GAN as a `GANSystem` with networks `G`, `D`, `E`, `Sub_E` and optimisers of the same names.
+class HAGAN(GenerativeModel):
+    """HA-GAN with networks `G`, `D`, `E`, `Sub_E` and optimisers of the same names.
 
-    size: S (power of two >= 32); packing: the DataConfig packing of the training pairs (selects
-    the low-res target pooling, see `lowres_target`).
+    S (`data_cfg.size`) is a power of two >= 32; the data's packing selects the low-res target
+    pooling (see `lowres_target`). Settings: the common ones of `model_cfg` and its `hagan`
+    section (lr_e, n_centres, lambda_class).
     """
 
     kind = "hagan"
 
-    def __init__(self, cfg: ModelConfig, size: int, packing: str = "z"):
+    def __init__(self, model_cfg: ModelConfig, data_cfg: DataConfig):
         super().__init__()
+        size, packing = data_cfg.size, data_cfg.packing
         check_size(size)
         if packing not in ("z", "interleave"):
             raise ConfigError(f"packing must be 'z' or 'interleave', got {packing!r}")
-        self.cfg, self.size, self.packing = cfg, size, packing
-        self.latent_dim, self.n_centres = cfg.latent_dim, cfg.n_centres
-        self.G = Generator(size, cfg.latent_dim, cfg.width, cfg.n_centres)
-        self.D = Discriminator(size, cfg.width, cfg.n_centres)
-        self.E = Encoder(cfg.width)
-        self.Sub_E = SubEncoder(size, cfg.latent_dim, cfg.width)
+        self.cfg, self.size, self.packing = model_cfg, size, packing
+        self.view = VolumeView(data_cfg)
+        own = model_cfg.section
+        self.latent_dim, self.n_centres = model_cfg.latent_dim, own.n_centres
+        self.lr_e, self.lambda_class = own.lr_e, own.lambda_class
+        self.G = Generator(size, model_cfg.latent_dim, model_cfg.width, own.n_centres)
+        self.D = Discriminator(size, model_cfg.width, own.n_centres)
+        self.E = Encoder(model_cfg.width)
+        self.Sub_E = SubEncoder(size, model_cfg.latent_dim, model_cfg.width)
 
     def configure_optimizers(self, fused: bool = False) -> dict[str, torch.optim.Optimizer]:
         """Adam(betas, eps) per network; lr G / D / E, Sub_E uses lr_e (reference)."""
@@ -291,8 +297,8 @@ class HAGAN(GANSystem):
         return {
             "G": adam(self.G, c.lr_g),
             "D": adam(self.D, c.lr_d),
-            "E": adam(self.E, c.lr_e),
-            "Sub_E": adam(self.Sub_E, c.lr_e),
+            "E": adam(self.E, self.lr_e),
+            "Sub_E": adam(self.Sub_E, self.lr_e),
         }
 
     def real_targets(self, real: torch.Tensor, crop_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -356,7 +362,7 @@ class HAGAN(GANSystem):
             g_loss = F.binary_cross_entropy_with_logits(logit.float(), ones)
             if labels is not None:
                 out["g_class"] = F.cross_entropy(class_logit.float(), labels)
-                g_loss = g_loss + self.cfg.lambda_class * out["g_class"]
+                g_loss = g_loss + self.lambda_class * out["g_class"]
             ctx.update("G", g_loss)
         out["g_loss"] = g_loss.detach()
 

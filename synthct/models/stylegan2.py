@@ -43,15 +43,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from synthct.config import ModelConfig
+from synthct.config import DataConfig, ModelConfig
 from synthct.models.base import StepContext
-from synthct.models.diffaug import (
-    SliceGANSystem,
-    check_pair_batch,
-    device_generator,
-    diff_augment,
-)
+from synthct.models.diffaug import device_generator, diff_augment
 from synthct.models.layers import trainable
+from synthct.models.slice_gan import SliceGAN, check_pair_batch
 
 THESIS_DEFAULTS: dict = {"latent_dim": 512, "lr_g": 1e-4, "lr_d": 1e-4, "betas": (0.0, 0.99)}
 PAIR_CHANNELS = 2
@@ -321,16 +317,19 @@ class StyleGAN2Discriminator(nn.Module):
         return self.out(self.fc(x.flatten(1)))
 
 
-class StyleGAN2(SliceGANSystem):
+class StyleGAN2(SliceGAN):
     """StyleGAN2 on (B, 2, R, R) image + mask slice pairs in [-1, 1] (see module docstring)."""
 
     kind = "stylegan2"
+    THESIS_DEFAULTS = THESIS_DEFAULTS
 
-    def __init__(self, cfg: ModelConfig, size: int):
-        super().__init__(cfg, size)
-        self.r1_gamma = auto_r1_gamma(self.resolution) if cfg.r1_gamma is None else cfg.r1_gamma
-        self.G = StyleGAN2Generator(self.resolution, cfg.latent_dim, cfg.width)
-        self.D = StyleGAN2Discriminator(self.resolution, cfg.width)
+    def __init__(self, model_cfg: ModelConfig, data_cfg: DataConfig):
+        super().__init__(model_cfg, data_cfg)
+        own = model_cfg.section
+        self.r1_gamma = auto_r1_gamma(self.resolution) if own.r1_gamma is None else own.r1_gamma
+        self.pl_weight = own.pl_weight
+        self.G = StyleGAN2Generator(self.resolution, model_cfg.latent_dim, model_cfg.width)
+        self.D = StyleGAN2Discriminator(self.resolution, model_cfg.width)
         self.register_buffer("pl_mean", torch.zeros(()))  # path-length EMA target (checkpointed)
 
     @property
@@ -394,9 +393,9 @@ class StyleGAN2(SliceGANSystem):
                 logit_g = self.D(diff_augment(fake.float(), self.policy, g)).float()
             g_loss = F.softplus(-logit_g).mean()
             ctx.update("G", g_loss)
-            if self.cfg.pl_weight > 0 and ctx.step % PL_EVERY == 0:
+            if self.pl_weight > 0 and ctx.step % PL_EVERY == 0:
                 pl = self._path_length(max(1, b // PL_BATCH_SHRINK), ctx, g)
-                ctx.update("G", pl * (self.cfg.pl_weight * PL_EVERY))
+                ctx.update("G", pl * (self.pl_weight * PL_EVERY))
 
         values = torch.stack(
             [d_loss.detach(), g_loss.detach(), logit_real.detach().mean(),
@@ -429,12 +428,3 @@ class StyleGAN2(SliceGANSystem):
             return self.G(z).clamp(-1, 1)
         finally:
             self.G.train(was_training)
-
-
-def bench_step(kind: str = "stylegan2", size: int = 32, batch: int = 8, steps: int = 5,
-               width: float = 0.25, device: str | None = None) -> float:  # fmt: skip
-    """Training iterations per second of a 2D system ("fastgan" | "stylegan2"); see
-    `synthct.models.fastgan.bench_step`."""
-    from synthct.models.fastgan import bench_step as _bench
-
-    return _bench(kind, size, batch, steps, width, device)

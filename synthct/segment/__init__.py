@@ -1,9 +1,9 @@
-"""Segmentation experiments: does synthetic data help a MONAI SegResNet? (design §2, §5).
+"""Segmentation experiments: does synthetic data help a MONAI SegResNet?
 
 recipe.py (the Auto3DSeg SegResNet recipe from MONAI parts), normalise.py (the template's CT
-intensity normalisation, fitted per fold), data.py (real and synthetic cases), folds.py
-(centre-stratified folds, leakage guard), train.py (one resumable fold), experiments.py (the
-stages, fold ensemble on the test split), evaluate.py (Dice, DSCagg, HD95, case bootstrap,
-comparison), original_grid.py (HECKTOR 2022 per-class DSCagg on each case's CT grid). Nothing
-heavy is imported here. Definitions: docs/segmentation.md.
+intensity normalisation, fitted per fold), cases.py (real and synthetic cases as `SegCase`s),
+folds.py (centre-stratified folds, leakage guard), fold_training.py (one resumable fold),
+experiments.py (the stages, fold ensemble on the test split), scores.py (Dice, DSCagg, HD95,
+case bootstrap, the table of experiments), original_grid.py (HECKTOR 2022 per-class DSCagg on
+each case's CT grid). Nothing heavy is imported here. Definitions: docs/segmentation.md.
 """

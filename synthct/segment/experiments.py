@@ -1,6 +1,6 @@
 """Segmentation experiments: k-fold cross-validation on real cases, synthetic data only in training.
 
-Experiments (design §2, §5):
+Experiments:
 
 - real: train on the real fold-train cases;
 - synthetic: train on synthetic pairs only, validate on the real fold's validation cases;
@@ -12,14 +12,14 @@ cases are added to training folds only; validation folds and the ensemble's test
 Each fold fits its own intensity normalisation on its training cases (`normalise.py`). The fold
 models (best epoch by validation Dice) are ensembled (mean of softmax, each model on the image
 normalised its own way) on the held-out `test` split, scored on the preprocessed grid
-(`evaluate.py`) and, for workspace experiments, on each case's original CT grid with HECKTOR
+(`scores.py`) and, for workspace experiments, on each case's original CT grid with HECKTOR
 2022's per-class DSCagg (`original_grid.py`), all with case-bootstrap CIs. Before anything is
 read, the leakage guard compares the synthetic set's datacard (`training_cases.case_ids`, the
 cases its GAN saw) with the test split and, with `strict`, with every validation fold; it
 refuses to run unless `allow_leakage` is set, which is then recorded.
 
-Folds and the guard live in folds.py, the resumable training of one fold in train.py; this
-module loads the cases, runs the stages and writes WS/segmentation/<name>/.
+Folds and the guard live in folds.py, the resumable training of one fold in fold_training.py;
+this module loads the cases, runs the stages and writes WS/segmentation/<name>/.
 """
 
 from __future__ import annotations
@@ -35,21 +35,21 @@ import numpy as np
 
 from synthct.config import from_dict, to_dict
 from synthct.csvsafe import to_csv_text
-from synthct.datasets import case_ids_hash
 from synthct.errors import ConfigError, WorkspaceError
-from synthct.segment.data import SegCase
-from synthct.segment.evaluate import RESULTS_FILE, evaluate_cases
+from synthct.runtime import case_ids_hash, load_weights
+from synthct.segment import cases
+from synthct.segment.cases import SegCase
+from synthct.segment.fold_training import (
+    load_fold_model,
+    load_fold_normalisation,
+    train_fold,
+)
 from synthct.segment.folds import check_leakage, plan_folds
 from synthct.segment.original_grid import SourceGrid, unavailable
 from synthct.segment.recipe import SegConfig
-from synthct.segment.train import (
-    load_fold_model,
-    load_fold_normalisation,
-    load_torch,
-    train_fold,
-)
+from synthct.segment.scores import RESULTS_FILE, evaluate_cases
+from synthct.sets import Datacard
 from synthct.workspace import (
-    ID_MAX_LENGTH,
     Workspace,
     atomic_write_json,
     atomic_write_text,
@@ -98,7 +98,7 @@ def run_experiment_cases(
     trainval: Sequence[SegCase],
     test: Sequence[SegCase],
     synthetic: Sequence[SegCase] = (),
-    datacard: dict[str, Any] | None = None,
+    datacard: Datacard | None = None,
     *,
     device=None,
     progress: Progress | None = None,
@@ -124,7 +124,7 @@ def run_experiment_cases(
     """
     from synthct import __version__
     from synthct.segment import recipe
-    from synthct.segment.data import stack_images
+    from synthct.segment.cases import stack_images
 
     seg = cfg.seg
     exp_dir = Path(exp_dir)
@@ -147,7 +147,7 @@ def run_experiment_cases(
     leakage: dict[str, Any] = {"checked": False, "override": False, "reason": "no synthetic data"}
     if cfg.experiment != "real":
         leakage = check_leakage(
-            datacard or {},
+            datacard,
             set_name=str(cfg.synthetic),
             test_ids=test_ids,
             plans=plans,
@@ -191,7 +191,7 @@ def run_experiment_cases(
         done[0] += pre_epochs
         if only_fold == -1:
             return {"name": exp_dir.name, "fold": -1, "result": read_json_result(exp_dir, -1)}
-        pre = load_torch(exp_dir / "folds" / "pretrain" / "best.pt", "cpu")
+        pre = load_weights(exp_dir / "folds" / "pretrain" / "best.pt", "cpu")
         init_state = pre["model"]
     fold_results = []
     for p in plans:
@@ -267,8 +267,10 @@ def run_experiment_cases(
             "set": cfg.synthetic,
             "n": len(syn_ids),
             "case_ids": syn_ids,
-            "run": (datacard or {}).get("run"),
-            "checkpoint": (datacard or {}).get("checkpoint"),
+            "run": datacard.run if datacard else None,
+            "checkpoint": to_dict(datacard.checkpoint)
+            if datacard and datacard.checkpoint
+            else None,
         },
         "leakage": leakage,
         "normalisation": {
@@ -337,23 +339,17 @@ def run_experiment(
     Results go to WS/segmentation/<name>/ (config.yaml, folds.json, folds/fold-k/{best.pt,
     curve.csv, result.json}, per_case.csv, results.json).
     """
-    from synthct.segment import data
-
-    name = (
-        check_name(name, "experiment name")
-        if name
-        else check_name(cfg.default_name(), "experiment name", max_length=ID_MAX_LENGTH)
-    )
-    exp_dir = ws.confine(ws.segmentation / name)
+    name = check_name(name, "experiment name") if name else cfg.default_name()
+    exp_dir = ws.experiment_dir(name)
     seg = cfg.seg
-    trainval = data.load_real_cases(ws, seg, "train") + data.load_real_cases(ws, seg, "val")
-    test = data.load_real_cases(ws, seg, "test")
+    trainval = cases.load_real_cases(ws, seg, "train") + cases.load_real_cases(ws, seg, "val")
+    test = cases.load_real_cases(ws, seg, "test")
     synthetic: list[SegCase] = []
     datacard = None
     if cfg.experiment != "real":
-        datacard = data.load_datacard(ws, str(cfg.synthetic))
-        set_dir = data.synthetic_set_dir(ws, str(cfg.synthetic))
-        ids = data.choose_synthetic(data.synthetic_case_ids(set_dir), cfg.n_synthetic, seg.seed)
+        datacard = cases.load_datacard(ws, str(cfg.synthetic))
+        set_dir = cases.synthetic_set_dir(ws, str(cfg.synthetic))
+        ids = cases.choose_synthetic(cases.synthetic_case_ids(set_dir), cfg.n_synthetic, seg.seed)
         # guard before reading any synthetic volume
         plans = plan_folds(
             [c.case_id for c in trainval],
@@ -374,13 +370,13 @@ def run_experiment(
                 strict=cfg.strict,
                 allow=cfg.allow_leakage,
             )
-        mode = (datacard.get("postprocess") or {}).get("mask_mode")
+        mode = datacard.postprocess.get("mask_mode")
         if mode is not None and mode != seg.mask:
             raise ConfigError(
                 f"synthetic set {cfg.synthetic!r} has {mode!r} masks (datacard postprocess."
                 f"mask_mode) but the segmentation config uses mask {seg.mask!r}"
             )
-        synthetic = data.load_synthetic_cases(ws, str(cfg.synthetic), seg, ids)
+        synthetic = cases.load_synthetic_cases(ws, str(cfg.synthetic), seg, ids)
     source_grid, reason = _source_grid(ws, seg, [c.case_id for c in test])
     return run_experiment_cases(
         exp_dir,

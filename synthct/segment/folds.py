@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from synthct.datasets import case_ids_hash
 from synthct.errors import ConfigError, LeakageError
+from synthct.runtime import case_ids_hash
+from synthct.sets import Datacard
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,7 +109,7 @@ def _ids(ids, limit: int = 10) -> str:
 
 # -- leakage guard ------------------------------------------------------------------------------
 def check_leakage(
-    datacard: dict[str, Any],
+    datacard: Datacard | None,
     *,
     set_name: str,
     test_ids: Sequence[str],
@@ -121,13 +122,13 @@ def check_leakage(
     Returns the record written into the results; raises LeakageError (naming the cases and the
     fix) when the GAN saw a test case, or with `strict` a validation case, unless `allow`.
     """
-    tc = datacard.get("training_cases") or {}
-    gan_ids = tc.get("case_ids")
+    tc = datacard.training_cases if datacard is not None else None
+    gan_ids = tc.case_ids if tc is not None else None
     record: dict[str, Any] = {
         "set": set_name,
         "checked": gan_ids is not None,
-        "generator_run": datacard.get("run"),
-        "generator_training_split": tc.get("split"),
+        "generator_run": datacard.run if datacard is not None else None,
+        "generator_training_split": tc.split if tc is not None else None,
         "n_generator_training_cases": len(gan_ids) if gan_ids is not None else None,
         "strict": strict,
         "allow_leakage": allow,
@@ -139,7 +140,7 @@ def check_leakage(
     if gan_ids is None:
         problems.append("its datacard has no training_cases.case_ids, so leakage cannot be checked")
     else:
-        if tc.get("sha256") and tc["sha256"] != case_ids_hash(gan_ids):
+        if tc.sha256 and tc.sha256 != case_ids_hash(gan_ids):
             problems.append("its datacard's training_cases.sha256 does not match its case_ids")
         gan = set(gan_ids)
         record["test_overlap"] = sorted(gan & set(test_ids))
@@ -158,7 +159,8 @@ def check_leakage(
                 + "; ".join(f"{k}: {_ids(v)}" for k, v in folds.items())
             )
     if problems:
-        msg = f"synthetic set {set_name!r} (run {datacard.get('run')!r}): " + "; ".join(problems)
+        run = datacard.run if datacard is not None else None
+        msg = f"synthetic set {set_name!r} (run {run!r}): " + "; ".join(problems)
         if not allow:
             raise LeakageError(
                 msg + ". Fix: retrain the GAN on the train split only (`synthct train` reads "

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from synthct.errors import ConfigError
+from synthct.runtime import case_ids_hash
 
 NORMALISATIONS = ("auto3dseg-ct", "linear")
 FG_PERCENTILES = (0.5, 99.5)  # the data analysis's percentile_00_5 / percentile_99_5
@@ -153,8 +154,6 @@ def fit_normalisation(cases: Sequence, mode: str, hu_window: Sequence[float]) ->
     """The normalisation a model trained on `cases` (SegCase-like: image_hu, label, source,
     case_id) uses. "auto3dseg-ct": bounds from the real cases' foreground (the synthetic ones
     when there is no real case); "linear": the HU window."""
-    from synthct.datasets import case_ids_hash
-
     if mode == "linear":
         return Normalisation("linear", float(hu_window[0]), float(hu_window[1]))
     if mode not in NORMALISATIONS:

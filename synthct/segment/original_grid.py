@@ -193,7 +193,7 @@ def summarise(
     table: pd.DataFrame, multiclass: bool, n_boot: int = 2000, seed: int = 0
 ) -> dict[str, Any]:
     """The original-grid scores of a `score_cases` table, with case-bootstrap CIs."""
-    from synthct.segment.evaluate import bootstrap_indices, percentile_interval
+    from synthct.segment.scores import bootstrap_indices, percentile_interval
 
     def agg(k: str, idx=None) -> np.ndarray | float:
         tp, vs = table[f"tp_ml_{k}"].to_numpy(), table[f"vol_sum_ml_{k}"].to_numpy()

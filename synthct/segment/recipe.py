@@ -33,7 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from synthct.config import DataConfig, from_dict, load_yaml, save_yaml, to_dict
+from synthct.config import HU_WINDOW, DataConfig, from_dict, load_yaml, save_yaml, to_dict
+from synthct.runtime import pick_device
 from synthct.segment.normalise import NORMALISATIONS
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -52,7 +53,7 @@ class SegConfig:
 
     size: int = 128
     spacing: float = 1.5
-    hu_window: tuple[float, float] = (-1024.0, 600.0)
+    hu_window: tuple[float, float] = HU_WINDOW
     mask: str = "binary"
     init_filters: int = 32
     blocks_down: tuple[int, ...] = (1, 2, 2, 4, 4)
@@ -143,11 +144,7 @@ def normalise_hu(hu: np.ndarray, window: tuple[float, float]) -> np.ndarray:
 # -- device and precision -----------------------------------------------------------------------
 def select_device(device: str | None = None):
     """`device` if given ("auto"/None: CUDA when present, else CPU)."""
-    import torch
-
-    if device and device != "auto":
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return pick_device(device)
 
 
 def resolve_precision(cfg: SegConfig, device) -> str:

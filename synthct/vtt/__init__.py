@@ -1,6 +1,7 @@
 """Visual Turing Test: study design and sealing (design.py), one rendering pipeline for real and
-synthetic cases (render.py), the rater flow behind the rating page (flow.py) and the statistics
-(stats.py). Persistence is in `db/`; nothing here imports Streamlit."""
+synthetic cases (render.py), the rater flow behind the rating page (flow.py), the statistics
+(stats.py) and what researchers read about studies in the CLI and the app (results.py).
+Persistence is in `db/`; nothing here imports Streamlit."""
 
 from synthct.errors import SynthctError
 

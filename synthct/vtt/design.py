@@ -1,17 +1,21 @@
 """Study design: pick the cases, render them through one pipeline, seal the list.
 
-A study is fixed before it opens (design §8): real cases come from the held-out *test* split,
+A study is fixed before it opens: real cases come from the held-out *test* split,
 synthetic cases from one synthetic set; every case (plus optional duplicates for intra-rater
-consistency) is rendered by `synthct.vtt.render` with one `RenderParams` into
+consistency) is rendered by `synthct.vtt.render` with one `RenderConfig` into
 WS/studies/<study>/cases/<public_id>.png, where the public id is an opaque `secrets.token_hex(8)`.
 The sealed manifest WS/studies/<study>/manifest.json maps every public id to its truth, source,
 case id and PNG SHA-256; the SHA-256 of the manifest bytes is stored in the `studies` table, and
 `verify_study` refuses a manifest or PNG that no longer matches. Cases cannot change afterwards:
-there is no API that edits them.
+there is no API that edits them. With `RenderConfig.stack` (the default) each case also gets its
+scrollable slab, WS/studies/<study>/slabs/<public_id>.png (every slice of the slab in each
+display window, `render.render_slab`), whose SHA-256 the manifest lists as `slab_sha256` beside
+the sheet's layout (`manifest["slab"]`, one for the whole study).
 
 `create_study` takes the volumes as arguments (tests need no GAN); `create_study_from_workspace`
-is the thin wrapper the CLI uses: it loads the packed test split (contract 2) at the synthetic
-set's size and the set's NIfTI pairs (contract 5), so both arrive on the same grid.
+is the thin wrapper the CLI uses: it loads the packed test split (`synthct.preprocess.load_packed`)
+at the synthetic set's size and the set's NIfTI pairs (`synthct.sets.load_synthetic_pair`),
+so both arrive on the same grid.
 """
 
 from __future__ import annotations
@@ -31,11 +35,12 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from synthct.vtt import StudyError, TamperedStudyError
-from synthct.vtt.render import RenderParams, render_case_png
+from synthct.vtt.render import RenderConfig, render_case_png, render_slab_png, slab_layout
 from synthct.workspace import Workspace, atomic_dir, atomic_write_bytes, check_name
 
 MANIFEST = "manifest.json"
 CASES_DIR = "cases"
+SLABS_DIR = "slabs"
 MANIFEST_FORMAT = "synthct-vtt-manifest/1"
 REAL_SOURCE = "test split"
 
@@ -107,7 +112,7 @@ def create_study(
     *,
     synthetic_source: str,
     real_source: str = REAL_SOURCE,
-    params: RenderParams | None = None,
+    params: RenderConfig | None = None,
     duplicates: int = 0,
     seed: int = 0,
     extra: dict[str, Any] | None = None,
@@ -122,7 +127,7 @@ def create_study(
     """
     from db.studies import add_study, get_study
 
-    params = params or RenderParams()
+    params = params or RenderConfig()
     d = study_dir(ws, name)
     if not real or not synthetic:
         raise StudyError(
@@ -155,26 +160,32 @@ def create_study(
 
     cases: list[dict[str, Any]] = []
     pngs: dict[str, bytes] = {}
+    slabs: dict[str, bytes] = {}
     items = originals if not progress else _tqdm(originals, f"rendering {name}")
     for truth, source, cid in items:
         image, mask = (real if truth == "real" else synthetic)[cid]
-        png = render_case_png(np.asarray(image, np.float32), np.asarray(mask), params)
+        image, mask = np.asarray(image, np.float32), np.asarray(mask)
+        png = render_case_png(image, mask, params)
         pid = new_id()
         pngs[pid] = png
-        cases.append(
-            {
-                "public_id": pid,
-                "truth": truth,
-                "source": source,
-                "case_id": cid,
-                "duplicate_of": None,
-                "png_sha256": sha256_hex(png),
-            }
-        )
+        case = {
+            "public_id": pid,
+            "truth": truth,
+            "source": source,
+            "case_id": cid,
+            "duplicate_of": None,
+            "png_sha256": sha256_hex(png),
+        }
+        if params.stack:
+            slabs[pid] = render_slab_png(image, mask, params)
+            case["slab_sha256"] = sha256_hex(slabs[pid])
+        cases.append(case)
     for k in dup_src:
         orig = cases[k]
         pid = new_id()
         pngs[pid] = pngs[orig["public_id"]]  # identical rendering, new public id
+        if params.stack:
+            slabs[pid] = slabs[orig["public_id"]]
         cases.append({**orig, "public_id": pid, "duplicate_of": orig["public_id"]})
 
     created = datetime.now(UTC)
@@ -193,6 +204,7 @@ def create_study(
         },
         "grid": list(shape),
         "render": asdict(params),
+        **({"slab": slab_layout(shape, params).as_dict()} if params.stack else {}),
         "cases": cases,
     }
     blob = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
@@ -200,6 +212,8 @@ def create_study(
     with atomic_dir(d) as tmp:
         for pid, png in pngs.items():
             atomic_write_bytes(tmp / CASES_DIR / f"{pid}.png", png)
+        for pid, slab in slabs.items():
+            atomic_write_bytes(tmp / SLABS_DIR / f"{pid}.png", slab)
         atomic_write_bytes(tmp / MANIFEST, blob)
         study = add_study(
             session,
@@ -286,12 +300,17 @@ def verify_study(session: Session, ws: Workspace, study: Any, check_pngs: bool =
             raise TamperedStudyError(f"study {study.name!r}: case {pid} differs from the manifest")
         if check_pngs:
             read_case_png(ws, study.name, pid, c["png_sha256"])
+            if "slab_sha256" in c:
+                read_case_png(ws, study.name, pid, c["slab_sha256"], SLABS_DIR)
     return manifest
 
 
-def read_case_png(ws: Workspace, study_name: str, public_id: str, expected_sha256: str) -> bytes:
-    """The rendered PNG of one case, refused if its bytes no longer match the sealed hash."""
-    path = study_dir(ws, study_name) / CASES_DIR / f"{check_name(public_id, 'case id')}.png"
+def read_case_png(
+    ws: Workspace, study_name: str, public_id: str, expected_sha256: str, folder: str = CASES_DIR
+) -> bytes:
+    """The rendered PNG of one case (the mosaic, or from `folder=SLABS_DIR` the scrollable
+    slab), refused if its bytes no longer match the sealed hash."""
+    path = study_dir(ws, study_name) / folder / f"{check_name(public_id, 'case id')}.png"
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -304,14 +323,19 @@ def read_case_png(ws: Workspace, study_name: str, public_id: str, expected_sha25
 
 
 def padded_length(
-    ws: Workspace, study_name: str, manifest_sha256: str, public_ids: tuple[str, ...]
+    ws: Workspace,
+    study_name: str,
+    manifest_sha256: str,
+    public_ids: tuple[str, ...],
+    folder: str = CASES_DIR,
 ) -> int:
-    """The byte length every image of the study is padded to (synthct.vtt.blinding).
+    """The byte length every image of the study is padded to (synthct.vtt.blinding); with
+    `folder=SLABS_DIR`, the one length of every scrollable slab.
 
     From the sizes of the sealed case PNGs, so it also holds for studies sealed before padding
     existed; cached per sealed manifest (case files never change after sealing).
     """
-    return _padded_length(str(study_dir(ws, study_name) / CASES_DIR), manifest_sha256, public_ids)
+    return _padded_length(str(study_dir(ws, study_name) / folder), manifest_sha256, public_ids)
 
 
 @functools.lru_cache(maxsize=32)
@@ -341,26 +365,25 @@ def create_study_from_workspace(
     n_synthetic: int = 5,
     duplicates: int = 0,
     seed: int = 0,
-    params: RenderParams | None = None,
+    params: RenderConfig | None = None,
 ) -> StudyInfo:
-    """Pick `n_real` test-split cases (packed arrays at the set's size, contract 2) and
-    `n_synthetic` cases of `synthetic_set` (NIfTI, contract 5), then `create_study`."""
+    """Pick `n_real` test-split cases (packed arrays at the set's size) and `n_synthetic`
+    cases of `synthetic_set` (its NIfTI pairs), then `create_study`."""
     from synthct.config import DataConfig, from_dict
-    from synthct.generate import load_datacard, load_synthetic_pair
     from synthct.preprocess import load_packed, unpack
+    from synthct.sets import load_synthetic_pair, read_datacard
 
     check_name(name, "study name")
     set_dir = ws.synthetic_dir(check_name(synthetic_set, "synthetic set"))
     if not set_dir.is_dir():
         raise StudyError(f"synthetic set {synthetic_set!r} not found in {ws.synthetic}")
-    card = load_datacard(set_dir)
-    data_dict = (card.get("run_config") or {}).get("data")
-    size = int((card.get("model") or {}).get("size") or 0)
-    if data_dict is None and not size:
+    card = read_datacard(set_dir)
+    data_dict = (card.run_config or {}).get("data")
+    if data_dict is None and not card.model.size:
         raise StudyError(f"{set_dir / 'datacard.json'}: no run_config.data or model.size")
     cfg = from_dict(DataConfig, data_dict, "datacard run_config.data") if data_dict else None
-    cfg = cfg or DataConfig(size=size)
-    syn_ids = [c["case_id"] for c in card.get("cases", []) if "case_id" in c]
+    cfg = cfg or DataConfig(size=card.model.size)
+    syn_ids = [c.case_id for c in card.cases]
     if not syn_ids:
         syn_ids = sorted(p.name.split("__")[0] for p in (set_dir / "imagesTr").glob("*__CT.nii.gz"))
     rng = np.random.default_rng(seed)
@@ -382,8 +405,8 @@ def create_study_from_workspace(
         image, mask = load_synthetic_pair(set_dir, cid)
         synthetic[cid] = (image.array, mask.array)
     spacing = tuple(float(s) for s in packed.spacing)
-    base = params or RenderParams()
-    params = RenderParams(**{**asdict(base), "spacing": spacing})
+    base = params or RenderConfig()
+    params = RenderConfig(**{**asdict(base), "spacing": spacing})
     return create_study(
         session,
         ws,
@@ -394,6 +417,6 @@ def create_study_from_workspace(
         params=params,
         duplicates=duplicates,
         seed=seed,
-        extra={"data_size": cfg.size, "synthetic_datacard_run": card.get("run")},
+        extra={"data_size": cfg.size, "synthetic_datacard_run": card.run},
         progress=True,
     )

@@ -1,8 +1,9 @@
 """The rater flow behind the rating page: invites, a stable per-rater order, answers, progress.
 
 No Streamlit here: the page calls these functions with a fresh session per user action. What a
-rater receives is a `PublicCase` (opaque public id + position) and PNG bytes — never the truth,
-source set, case id or a file name. Times are taken on the server. Invite tokens are
+rater receives is a `PublicCase` (opaque public id + position) and PNG bytes (`case_image`, the
+mosaic; `case_slab`, the scrollable slab with its study-wide layout) — never the truth, source
+set, case id or a file name. Times are taken on the server. Invite tokens are
 `secrets.token_urlsafe(32)`, stored only as their SHA-256, compared with `hmac.compare_digest`.
 
 Per-rater order: a permutation drawn from `numpy.random.default_rng([study seed, rater id])` when
@@ -44,6 +45,15 @@ class PublicCase:
     public_id: str
     position: int  # 1-based
     total: int
+
+
+@dataclass(frozen=True)
+class SlabView:
+    """The scrollable slab a rater receives for a case: the padded sprite sheet (one byte length
+    for every case of the study) and its layout (one for the whole study, from the manifest)."""
+
+    png: bytes
+    layout: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -244,6 +254,39 @@ def case_image(session: Session, ws: Workspace, rater: Any, public_id: str) -> b
     ids = tuple(sorted(c.public_id for c in study_cases(session, study.id)))
     length = padded_length(ws, study.name, study.manifest_sha256, ids)
     return pad_png(png, length, nonce(row.token_hash.encode("ascii"), case.public_id))
+
+
+def case_slab(session: Session, ws: Workspace, rater: Any, public_id: str) -> SlabView | None:
+    """The scrollable slab a rater receives for a case assigned to them (None for a study
+    sealed without slabs: the page then shows the mosaic of `case_image`).
+
+    Like `case_image`: the sealed slab PNG (checked against the `slab_sha256` of the sealed
+    manifest) padded to the study's one slab length with a nonce for this (rater, case slot), so
+    its length says nothing and each slot, duplicates included, has its own bytes. The layout is
+    the manifest's, the same for every case of the study.
+    """
+    from db.ratings import assignment_for
+    from db.studies import get_study_by_id
+    from synthct.vtt.blinding import nonce, pad_png
+    from synthct.vtt.design import SLABS_DIR, load_manifest, padded_length, read_case_png
+
+    row = _active(session, rater)
+    found = assignment_for(session, row.id, str(public_id))
+    if found is None:
+        raise StudyError(f"case {public_id!r} is not part of this rater's study")
+    study = get_study_by_id(session, row.study_id)
+    manifest = load_manifest(ws, study)  # refuses a tampered manifest
+    if "slab" not in manifest:
+        return None
+    sealed = {c["public_id"]: c.get("slab_sha256") for c in manifest["cases"]}
+    pid = found[1].public_id
+    if not sealed.get(pid):
+        raise StudyError(f"study {study.name!r}: case {pid} has no sealed slab")
+    png = read_case_png(ws, study.name, pid, sealed[pid], SLABS_DIR)
+    ids = tuple(sorted(sealed))
+    length = padded_length(ws, study.name, study.manifest_sha256, ids, SLABS_DIR)
+    padded = pad_png(png, length, nonce(row.token_hash.encode("ascii"), f"slab/{pid}"))
+    return SlabView(padded, dict(manifest["slab"]))
 
 
 def validate_score(score: Any) -> int:

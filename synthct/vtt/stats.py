@@ -21,12 +21,18 @@ Scores run from 0 (certainly real) to 10 (certainly synthetic); "synthetic" is t
 
 Duplicates (cases shown twice) enter only the intra-rater agreement; every other statistic uses
 the first copy, so a repeated case does not count twice.
+
+The results are frozen dataclasses (`StudyStatistics` and its parts) with `to_dict`/`from_dict`:
+the CLI prints them as text or JSON and the app draws them, from the same objects.
+`StudyStatistics.to_dict()` is the JSON `synthct study stats --json` prints, and `from_dict`
+reads such a file back.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -35,6 +41,12 @@ from scipy import stats
 
 DEFAULT_THRESHOLD = 5
 POWER_AUC = 0.75  # "a moderately good rater" for the power warning
+AUC_CI_METHOD = "DeLong (normal approximation, clipped to [0, 1])"
+NO_RATINGS = "No ratings yet."
+TRUTHS = ("real", "synthetic")
+
+ScoreTable = dict[str, dict[str, float | None]]
+"""{case id: {rater: score or None}}, the cases sorted, then a last row "mean" (rater means)."""
 
 
 # -- core statistics ----------------------------------------------------------------------------
@@ -153,8 +165,218 @@ def power_warning(n_real: int, n_synthetic: int) -> str | None:
     )
 
 
+# -- typed results ------------------------------------------------------------------------------
+def _field_values(obj: Any) -> dict[str, Any]:
+    """A flat dataclass's fields in declaration order (the JSON key order)."""
+    return {f.name: getattr(obj, f.name) for f in fields(obj)}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
+
+
+@dataclass(frozen=True)
+class RaterDiscrimination:
+    """How well one rater told synthetic (positive) from real cases; needs ratings of both.
+
+    auc_ci95 / auc_se are None when a class has fewer than two cases (DeLong undefined);
+    accuracy, sensitivity, specificity and `correct` count calls at the study's threshold.
+    """
+
+    auc: float
+    auc_ci95: tuple[float, float] | None
+    auc_se: float | None
+    mann_whitney_u: float
+    mann_whitney_p: float
+    accuracy: float
+    sensitivity: float
+    specificity: float
+    correct: int
+    binomial_p: float
+
+    def to_dict(self) -> dict[str, Any]:
+        ci = self.auc_ci95
+        return {**_field_values(self), "auc_ci95": None if ci is None else list(ci)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> RaterDiscrimination:
+        values = {k: d[k] for k in _field_names(cls)}
+        ci = values["auc_ci95"]
+        return cls(**{**values, "auc_ci95": None if ci is None else (ci[0], ci[1])})
+
+
+@dataclass(frozen=True)
+class RaterSummary:
+    """One rater's results (the thesis's Tables 5.17/5.18 means, then AUC, tests and calls).
+
+    Means are None for a class the rater has not rated; `discrimination` is None unless the
+    rater rated both classes. In JSON its fields sit flat beside the others.
+    """
+
+    rater: str
+    n_real: int
+    n_synthetic: int
+    mean_real: float | None
+    mean_synthetic: float | None
+    median_seconds_per_case: float | None
+    discrimination: RaterDiscrimination | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = _field_values(self)
+        discrimination = out.pop("discrimination")
+        if discrimination is not None:
+            out.update(discrimination.to_dict())
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> RaterSummary:
+        return cls(
+            **{k: d[k] for k in _field_names(cls) if k != "discrimination"},
+            discrimination=RaterDiscrimination.from_dict(d) if "auc" in d else None,
+        )
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """Agreement across raters: Krippendorff's α (interval, all raters, missing allowed) over
+    `raters` x `cases`, and Fleiss' κ on the calls of the `fleiss_raters` raters who rated
+    every case. None where undefined (fewer than two raters, or no variation)."""
+
+    raters: int
+    cases: int
+    krippendorff_alpha_interval: float | None
+    fleiss_kappa_calls: float | None
+    fleiss_raters: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return _field_values(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Agreement:
+        return cls(**{k: d[k] for k in _field_names(cls)})
+
+
+@dataclass(frozen=True)
+class CaseSummary:
+    """One case's scores over raters (first copies only). `fooled` (raters who scored it at or
+    below the threshold, sorted) exists only for synthetic cases; sd needs two scores."""
+
+    public_id: str
+    truth: str
+    case_id: str
+    n: int
+    mean: float
+    sd: float | None
+    mean_seconds: float | None
+    fooled: tuple[str, ...] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = _field_values(self)
+        fooled = out.pop("fooled")
+        if fooled is not None:
+            out["fooled"] = list(fooled)
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> CaseSummary:
+        fooled = d.get("fooled")  # absent for real cases
+        return cls(
+            **{k: d[k] for k in _field_names(cls) if k != "fooled"},
+            fooled=None if fooled is None else tuple(fooled),
+        )
+
+
+@dataclass(frozen=True)
+class IntraRaterAgreement:
+    """One rater's consistency over the duplicate pairs they answered both copies of."""
+
+    rater: str
+    pairs: int
+    mean_abs_difference: float
+    exact_agreement: float
+    same_call: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return _field_values(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> IntraRaterAgreement:
+        return cls(**{k: d[k] for k in _field_names(cls)})
+
+
+@dataclass(frozen=True)
+class StudyStatistics:
+    """Everything a researcher reads about a study's ratings, for the CLI and the app alike.
+
+    `ratings` counts every answer (duplicates included); `n_real`/`n_synthetic` the distinct
+    cases rated; `tables` maps "real"/"synthetic" to a `ScoreTable`. A study without ratings
+    has only `ratings` = 0, `threshold` and `warning` ("No ratings yet."); its other fields keep
+    their empty defaults and its JSON holds just those three keys.
+    """
+
+    ratings: int
+    threshold: float
+    warning: str | None
+    threshold_rule: str = ""
+    n_real: int = 0
+    n_synthetic: int = 0
+    raters: tuple[RaterSummary, ...] = ()
+    tables: dict[str, ScoreTable] = field(default_factory=dict)
+    agreement: Agreement | None = None
+    per_case: tuple[CaseSummary, ...] = ()
+    intra_rater: tuple[IntraRaterAgreement, ...] = ()
+    median_seconds_per_case: float | None = None
+    mean_seconds_per_case: float | None = None
+    auc_ci_method: str = AUC_CI_METHOD
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: the layout of `synthct study stats --json`."""
+        if not self.ratings:
+            return {"ratings": 0, "threshold": self.threshold, "warning": self.warning}
+        return {
+            "ratings": self.ratings,
+            "threshold": self.threshold,
+            "threshold_rule": self.threshold_rule,
+            "cases": {"real": self.n_real, "synthetic": self.n_synthetic},
+            "raters": [r.to_dict() for r in self.raters],
+            "tables": self.tables,
+            "agreement": None if self.agreement is None else self.agreement.to_dict(),
+            "per_case": [c.to_dict() for c in self.per_case],
+            "intra_rater": [r.to_dict() for r in self.intra_rater],
+            "seconds_per_case": {
+                "median": self.median_seconds_per_case,
+                "mean": self.mean_seconds_per_case,
+            },
+            "warning": self.warning,
+            "auc_ci_method": self.auc_ci_method,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> StudyStatistics:
+        """Read `to_dict`'s JSON back (also files saved from `synthct study stats --json`)."""
+        if not d["ratings"]:
+            return cls(ratings=0, threshold=d["threshold"], warning=d.get("warning"))
+        agreement = d["agreement"]
+        return cls(
+            ratings=d["ratings"],
+            threshold=d["threshold"],
+            warning=d["warning"],
+            threshold_rule=d["threshold_rule"],
+            n_real=d["cases"]["real"],
+            n_synthetic=d["cases"]["synthetic"],
+            raters=tuple(RaterSummary.from_dict(r) for r in d["raters"]),
+            tables={t: {c: dict(row) for c, row in tab.items()} for t, tab in d["tables"].items()},
+            agreement=None if agreement is None else Agreement.from_dict(agreement),
+            per_case=tuple(CaseSummary.from_dict(c) for c in d["per_case"]),
+            intra_rater=tuple(IntraRaterAgreement.from_dict(r) for r in d["intra_rater"]),
+            median_seconds_per_case=d["seconds_per_case"]["median"],
+            mean_seconds_per_case=d["seconds_per_case"]["mean"],
+            auc_ci_method=d["auc_ci_method"],
+        )
+
+
 # -- study-level summaries ------------------------------------------------------------------------
-def ratings_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
+def ratings_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     """Ratings as a DataFrame (rows as returned by db.ratings.ratings_of_study)."""
     cols = ["rater", "public_id", "truth", "case_id", "duplicate_of", "score", "duration_s"]
     df = pd.DataFrame(list(rows))
@@ -173,7 +395,7 @@ def score_tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
     The layout of the thesis's Tables 5.17 (real) and 5.18 (generated)."""
     out = {}
     orig = _originals(df)
-    for truth in ("real", "synthetic"):
+    for truth in TRUTHS:
         sub = orig[orig["truth"] == truth]
         table = sub.pivot_table(
             index="case_id", columns="rater", values="score", aggfunc="first", sort=False
@@ -184,32 +406,23 @@ def score_tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return out
 
 
-def rater_summary(df: pd.DataFrame, threshold: float = DEFAULT_THRESHOLD) -> list[dict[str, Any]]:
+def rater_summary(df: pd.DataFrame, threshold: float = DEFAULT_THRESHOLD) -> list[RaterSummary]:
     """Per-rater means, AUC (DeLong CI), calls at `threshold`, Mann–Whitney, binomial, timing."""
     out = []
     orig = _originals(df)
     for rater, sub in orig.groupby("rater", sort=False):
         syn = sub.loc[sub["truth"] == "synthetic", "score"].to_numpy(float)
         real = sub.loc[sub["truth"] == "real", "score"].to_numpy(float)
-        row: dict[str, Any] = {
-            "rater": rater,
-            "n_real": int(real.size),
-            "n_synthetic": int(syn.size),
-            "mean_real": float(real.mean()) if real.size else None,
-            "mean_synthetic": float(syn.mean()) if syn.size else None,
-            "median_seconds_per_case": float(sub["duration_s"].median())
-            if "duration_s" in sub and len(sub)
-            else None,
-        }
+        discrimination = None
         if syn.size and real.size:
             auc, lo, hi, se = auc_delong(syn, real)
             mw = stats.mannwhitneyu(syn, real, alternative="two-sided")
             tp = int(np.sum(syn > threshold))
             tn = int(np.sum(real <= threshold))
             n = syn.size + real.size
-            row.update(
+            discrimination = RaterDiscrimination(
                 auc=auc,
-                auc_ci95=None if math.isnan(se) else [lo, hi],
+                auc_ci95=None if math.isnan(se) else (lo, hi),
                 auc_se=None if math.isnan(se) else se,
                 mann_whitney_u=float(mw.statistic),
                 mann_whitney_p=float(mw.pvalue),
@@ -219,50 +432,69 @@ def rater_summary(df: pd.DataFrame, threshold: float = DEFAULT_THRESHOLD) -> lis
                 correct=tp + tn,
                 binomial_p=float(stats.binomtest(tp + tn, n, 0.5, alternative="greater").pvalue),
             )
-        out.append(row)
+        out.append(
+            RaterSummary(
+                rater=rater,
+                n_real=int(real.size),
+                n_synthetic=int(syn.size),
+                mean_real=float(real.mean()) if real.size else None,
+                mean_synthetic=float(syn.mean()) if syn.size else None,
+                median_seconds_per_case=float(sub["duration_s"].median())
+                if "duration_s" in sub and len(sub)
+                else None,
+                discrimination=discrimination,
+            )
+        )
     return out
 
 
-def agreement(df: pd.DataFrame, threshold: float = DEFAULT_THRESHOLD) -> dict[str, Any]:
+def agreement(df: pd.DataFrame, threshold: float = DEFAULT_THRESHOLD) -> Agreement:
     """Fleiss' κ (calls; raters with every case) and Krippendorff's α (interval; all scores)."""
     orig = _originals(df)
     wide = orig.pivot_table(index="rater", columns="public_id", values="score", aggfunc="first")
-    result: dict[str, Any] = {"raters": int(wide.shape[0]), "cases": int(wide.shape[1])}
     alpha = krippendorff_alpha(wide.to_numpy(float)) if wide.shape[0] >= 2 else math.nan
-    result["krippendorff_alpha_interval"] = None if math.isnan(alpha) else alpha
     complete = wide.dropna(axis=0, how="any")
     kappa = math.nan
     if complete.shape[0] >= 2 and complete.shape[1] >= 1:
         calls = complete.to_numpy(float) > threshold  # (raters, cases)
         counts = np.stack([(~calls).sum(axis=0), calls.sum(axis=0)], axis=1)
         kappa = fleiss_kappa(counts)
-    result["fleiss_kappa_calls"] = None if math.isnan(kappa) else kappa
-    result["fleiss_raters"] = int(complete.shape[0])
-    return result
+    return Agreement(
+        raters=int(wide.shape[0]),
+        cases=int(wide.shape[1]),
+        krippendorff_alpha_interval=None if math.isnan(alpha) else alpha,
+        fleiss_kappa_calls=None if math.isnan(kappa) else kappa,
+        fleiss_raters=int(complete.shape[0]),
+    )
 
 
-def per_case(df: pd.DataFrame, threshold: float = DEFAULT_THRESHOLD) -> list[dict[str, Any]]:
+def per_case(df: pd.DataFrame, threshold: float = DEFAULT_THRESHOLD) -> list[CaseSummary]:
     """Mean/SD of each case's scores; for synthetic cases the raters it fooled (score <= threshold)."""
     out = []
     orig = _originals(df)
     for (pid, truth, case_id), sub in orig.groupby(["public_id", "truth", "case_id"], sort=True):
         scores = sub["score"].to_numpy(float)
-        row = {
-            "public_id": pid,
-            "truth": truth,
-            "case_id": case_id,
-            "n": int(scores.size),
-            "mean": float(scores.mean()),
-            "sd": float(scores.std(ddof=1)) if scores.size > 1 else None,
-            "mean_seconds": float(sub["duration_s"].mean()) if "duration_s" in sub else None,
-        }
+        fooled = None
         if truth == "synthetic":
-            row["fooled"] = sorted(sub.loc[sub["score"] <= threshold, "rater"].tolist())
-        out.append(row)
+            fooled = tuple(sorted(sub.loc[sub["score"] <= threshold, "rater"].tolist()))
+        out.append(
+            CaseSummary(
+                public_id=pid,
+                truth=truth,
+                case_id=case_id,
+                n=int(scores.size),
+                mean=float(scores.mean()),
+                sd=float(scores.std(ddof=1)) if scores.size > 1 else None,
+                mean_seconds=float(sub["duration_s"].mean()) if "duration_s" in sub else None,
+                fooled=fooled,
+            )
+        )
     return out
 
 
-def intra_rater(df: pd.DataFrame, threshold: float = DEFAULT_THRESHOLD) -> list[dict[str, Any]]:
+def intra_rater(
+    df: pd.DataFrame, threshold: float = DEFAULT_THRESHOLD
+) -> list[IntraRaterAgreement]:
     """Per rater, agreement between each duplicate and its original: mean |difference|, exact
     agreement and same-call fractions over the pairs both were answered."""
     if "duplicate_of" not in df or df["duplicate_of"].isna().all():
@@ -280,77 +512,48 @@ def intra_rater(df: pd.DataFrame, threshold: float = DEFAULT_THRESHOLD) -> list[
             continue
         a, b = np.array(pairs).T
         out.append(
-            {
-                "rater": rater,
-                "pairs": len(pairs),
-                "mean_abs_difference": float(np.mean(np.abs(a - b))),
-                "exact_agreement": float(np.mean(a == b)),
-                "same_call": float(np.mean((a > threshold) == (b > threshold))),
-            }
+            IntraRaterAgreement(
+                rater=rater,
+                pairs=len(pairs),
+                mean_abs_difference=float(np.mean(np.abs(a - b))),
+                exact_agreement=float(np.mean(a == b)),
+                same_call=float(np.mean((a > threshold) == (b > threshold))),
+            )
         )
     return out
 
 
-def study_stats(rows: Iterable[dict[str, Any]], threshold: float = DEFAULT_THRESHOLD) -> dict:
-    """Everything above as one JSON-ready dict (tables as {case: {rater: score}})."""
+def study_stats(
+    rows: Iterable[Mapping[str, Any]], threshold: float = DEFAULT_THRESHOLD
+) -> StudyStatistics:
+    """Everything above for one study's ratings (db.ratings.ratings_of_study rows)."""
     df = ratings_frame(rows)
     if df.empty:
-        return {"ratings": 0, "threshold": threshold, "warning": "No ratings yet."}
+        return StudyStatistics(ratings=0, threshold=threshold, warning=NO_RATINGS)
     orig = _originals(df)
     n_real = int(orig.loc[orig["truth"] == "real", "public_id"].nunique())
     n_syn = int(orig.loc[orig["truth"] == "synthetic", "public_id"].nunique())
     tables = score_tables(df)
-    return {
-        "ratings": int(len(df)),
-        "threshold": threshold,
-        "threshold_rule": f"score > {threshold} = synthetic call; a score of exactly "
+    return StudyStatistics(
+        ratings=int(len(df)),
+        threshold=threshold,
+        threshold_rule=f"score > {threshold} = synthetic call; a score of exactly "
         f"{threshold} counts as a real call",
-        "cases": {"real": n_real, "synthetic": n_syn},
-        "raters": rater_summary(df, threshold),
-        "tables": {
+        n_real=n_real,
+        n_synthetic=n_syn,
+        raters=tuple(rater_summary(df, threshold)),
+        tables={
             t: {str(k): {str(r): _num(v) for r, v in row.items()} for k, row in tab.iterrows()}
             for t, tab in tables.items()
         },
-        "agreement": agreement(df, threshold),
-        "per_case": per_case(df, threshold),
-        "intra_rater": intra_rater(df, threshold),
-        "seconds_per_case": {
-            "median": float(df["duration_s"].median()),
-            "mean": float(df["duration_s"].mean()),
-        },
-        "warning": power_warning(n_real, n_syn),
-        "auc_ci_method": "DeLong (normal approximation, clipped to [0, 1])",
-    }
+        agreement=agreement(df, threshold),
+        per_case=tuple(per_case(df, threshold)),
+        intra_rater=tuple(intra_rater(df, threshold)),
+        median_seconds_per_case=float(df["duration_s"].median()),
+        mean_seconds_per_case=float(df["duration_s"].mean()),
+        warning=power_warning(n_real, n_syn),
+    )
 
 
 def _num(v: Any) -> float | None:
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
-
-
-EXPORT_COLUMNS = [
-    "study", "rater", "rater_id", "rater_revoked", "rater_position", "public_id", "truth",
-    "source", "case_id", "duplicate_of", "score", "comment", "shown_at", "answered_at",
-    "duration_s", "png_sha256", "manifest_sha256", "render",
-]  # fmt: skip
-
-
-def export_frame(
-    rows: Iterable[dict[str, Any]], manifest: dict[str, Any], study: str, manifest_sha256: str
-) -> pd.DataFrame:
-    """Raw ratings (db.ratings.ratings_of_study rows) joined with the sealed manifest, one row per
-    rating in `EXPORT_COLUMNS` order: the CSV export (it holds the truth: researchers only)."""
-    render = manifest.get("render", {})
-    sha = {c["public_id"]: c["png_sha256"] for c in manifest.get("cases", [])}
-    return pd.DataFrame(
-        [
-            {
-                **r,
-                "study": study,
-                "png_sha256": sha.get(r["public_id"]),
-                "manifest_sha256": manifest_sha256,
-                "render": f"{render.get('plane')}/{render.get('slab')}/{render.get('window')}",
-            }
-            for r in rows
-        ],
-        columns=EXPORT_COLUMNS,
-    )

@@ -112,7 +112,7 @@ def test_page_scripts_refuse_a_session_without_role(workspace, page):
 
 
 def test_dashboard_compares_models_at_volume_level(tiny_ws):
-    from synthct.metrics.compare import compare_models
+    from synthct.metrics.comparison import compare_models
 
     at = _dashboard()
     at.radio(key="dash-cmplevel").set_value("volume").run()

@@ -52,7 +52,7 @@ def test_generate_form_runs_a_job_that_writes_the_set(tiny_ws):
     job = _wait(tiny_ws, job_id)
     assert job.status == "done", jobs.tail_log(job)
 
-    from synthct.generate import load_datacard
+    from synthct.sets import load_datacard
 
     card = load_datacard(tiny_ws.synthetic_dir("from-app"))
     assert card["counts"]["written"] == 3 and card["base_seed"] == 5

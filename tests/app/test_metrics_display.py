@@ -35,6 +35,7 @@ def test_msssim_is_shown_under_its_kernel_and_comparison_under_protocol_and_tier
 
 
 def test_evaluation_caption_states_the_slice_protocol():
+    from synthct.metrics.results import EvalResult
     from ui.results import evaluation_caption, metric_table
 
     result = {
@@ -57,11 +58,11 @@ def test_evaluation_caption_states_the_slice_protocol():
             }
         },
     }  # fmt: skip
-    text = evaluation_caption(result)
+    text = evaluation_caption(EvalResult.from_json(result))
     assert "105 real vs 105 synthetic cases (group of 8 generated slices)" in text
     assert "8 slices per case" in text and "tumour mix natural (run fg: train_cases.json)" in text
-    row = metric_table(result).iloc[0]
+    row = metric_table(EvalResult.from_json(result)).iloc[0]
     assert row["real_vs_real"] == "3 ± 0.2 [2.7, 3.4]" and bool(row["within_real_vs_real"])
     assert (row["n_cases"], row["m_cases"], row["slices_per_case"]) == (105, 105, 8)
     legacy = {**result, "slices": {"resolution": 128}}
-    assert "legacy protocol" in evaluation_caption(legacy)
+    assert "legacy protocol" in evaluation_caption(EvalResult.from_json(legacy))

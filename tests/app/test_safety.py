@@ -102,9 +102,10 @@ def test_a_failed_save_keeps_the_answer_and_the_retry_saves_it(study):
     at = AppTest.from_file(APP, default_timeout=60)
     at.query_params["token"] = token
     at.run()
+    at.button(key="start").click().run()  # the welcome page
     assert "Case 1 of 6" in at.get("progress")[0].proto.text
     _break_saving(ws.database, True)
-    at.select_slider[0].set_value(7)
+    at.button_group(key="score-1").set_value(7)
     at.text_area[0].input("the contour looks drawn")
     at.button[0].click().run()
     assert len(at.exception) == 0
@@ -113,7 +114,7 @@ def test_a_failed_save_keeps_the_answer_and_the_retry_saves_it(study):
     assert "could not be saved" in msg and "try again" in msg
     assert "ratings" not in msg and "sqlite" not in msg.lower() and str(ws.root) not in msg
     # the answer is still in the form, on the same case
-    assert at.select_slider[0].value == 7
+    assert at.button_group(key="score-1").value == 7
     assert at.text_area[0].value == "the contour looks drawn"
     assert "Case 1 of 6" in at.get("progress")[0].proto.text
     # retry once the database accepts writes again
@@ -128,7 +129,7 @@ def test_a_failed_save_keeps_the_answer_and_the_retry_saves_it(study):
         row = c.execute(select(Rating.score, Rating.comment)).one()
     assert tuple(row) == (7, "the contour looks drawn")
     # the next case starts with an empty form
-    assert at.select_slider[0].value == "–" and at.text_area[0].value == ""
+    assert at.button_group(key="score-2").value is None and at.text_area[0].value == ""
 
 
 def test_rater_page_says_the_link_is_personal_and_revocable(study):

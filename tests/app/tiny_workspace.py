@@ -21,8 +21,8 @@ def build_tiny_workspace(root: Path, segmentation: bool = True) -> Workspace:
     """Build the workspace in `root/ws` (phantom sources in `root/src`) and return it."""
     from synthct.config import DataConfig, ModelConfig, RunConfig, TrainConfig
     from synthct.datasets import ingest
-    from synthct.generate import GenerateOptions, generate_from_run
-    from synthct.metrics.evaluate import EvalOptions, run_evaluation
+    from synthct.generate import GenerateConfig, generate_from_run
+    from synthct.metrics.evaluation import EvalConfig, run_evaluation
     from synthct.phantom import write_phantom_set
     from synthct.preprocess import preprocess_workspace
     from synthct.train import train
@@ -42,10 +42,10 @@ def build_tiny_workspace(root: Path, segmentation: bool = True) -> Workspace:
             ),
         )  # fmt: skip
         train(run_cfg, ws, RUN)
-        generate_from_run(ws, RUN, SET, GenerateOptions(n=8, seed=0, write_workers=1), device="cpu")
+        generate_from_run(ws, RUN, SET, GenerateConfig(n=8, seed=0, write_workers=1), device="cpu")
         run_evaluation(
             ws,
-            EvalOptions(
+            EvalConfig(
                 synthetic=SET, real="test", extractor="random", n_boot=10, baseline_repeats=2,
                 kid_subsets=10, msssim_pairs=10,
             ),

@@ -1,13 +1,18 @@
 """Real-browser test setup: a tiny demo workspace (synthct.demo, tiny settings), `streamlit run`
 servers on free ports, and Debian chromium driven by Playwright (no browser download).
 
-Screenshots go to test-artifacts/ (gitignored).
+Screenshots go to test-artifacts/ (gitignored); with SYNTHCT_UPDATE_SCREENSHOTS=1, `doc_shot`
+also refreshes the ones docs/screenshots/ shows.
+
+WebGL (NiiVue in Browse) runs on Chromium's software renderer: SwiftShader through ANGLE
+(--use-angle=swiftshader --enable-unsafe-swiftshader), so no GPU is needed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -20,13 +25,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts"
+DOC_SHOTS = ROOT / "docs" / "screenshots"
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
-    "--disable-gpu",
+    "--use-angle=swiftshader",
+    "--enable-unsafe-swiftshader",
     "--disable-background-networking",
     "--disable-component-update",
 ]
+LAPTOPS = ({"width": 1366, "height": 768}, {"width": 1440, "height": 900})
 
 if not Path(CHROMIUM).exists():  # pragma: no cover - CI installs it (.ci/run)
     pytest.skip(f"{CHROMIUM} not found (apt-get install chromium)", allow_module_level=True)
@@ -44,12 +52,12 @@ def demo(tmp_path_factory):
     """(Workspace, {rater name: invite link}) of a tiny demo workspace."""
     import torch
 
-    from synthct.demo import DemoSettings, build_demo
+    from synthct.demo import DemoConfig, build_demo
     from synthct.workspace import Workspace
 
     torch.set_num_threads(1)
     ws = Workspace.resolve(tmp_path_factory.mktemp("e2e") / "ws")
-    result = build_demo(ws, DemoSettings.tiny())
+    result = build_demo(ws, DemoConfig.tiny())
     return ws, dict(result.invite_links)
 
 
@@ -162,3 +170,83 @@ def shot(page, name: str) -> Path:
     page.screenshot(path=str(path), full_page=True)
     page.set_viewport_size(size)
     return path
+
+
+def doc_shot(page, name: str) -> Path:
+    """A screenshot of exactly what the viewport shows: test-artifacts/NAME.png, and
+    docs/screenshots/NAME.png too when SYNTHCT_UPDATE_SCREENSHOTS=1 (so that a test run leaves
+    the checkout clean)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path))
+    if os.environ.get("SYNTHCT_UPDATE_SCREENSHOTS") == "1":
+        DOC_SHOTS.mkdir(parents=True, exist_ok=True)
+        (DOC_SHOTS / f"{name}.png").write_bytes(path.read_bytes())
+    return path
+
+
+def visible_without_scrolling(page, locator) -> bool:
+    """True when the element lies wholly inside the viewport with the page scrolled to the top."""
+    box = locator.bounding_box()
+    size = page.viewport_size
+    return (
+        box is not None
+        and box["y"] >= 0
+        and box["x"] >= 0
+        and box["y"] + box["height"] <= size["height"]
+        and box["x"] + box["width"] <= size["width"]
+    )
+
+
+def page_scroll_room(page) -> int:
+    """How many pixels the page (Streamlit scrolls inside its main section) can scroll."""
+    return page.evaluate(
+        """() => Math.max(0, ...[document.scrollingElement, ...document.querySelectorAll(
+            '[data-testid="stMain"], [data-testid="stAppViewContainer"], section')]
+            .filter(Boolean).map(e => e.scrollHeight - e.clientHeight))"""
+    )
+
+
+class RequestLog:
+    """Every request the page and its frames make, to prove nothing leaves the app's server."""
+
+    def __init__(self, page) -> None:
+        self.urls: list[str] = []
+        page.on("request", lambda r: self.urls.append(r.url))
+        page.on("websocket", lambda ws: self.urls.append(ws.url))
+
+    def foreign(self, origin: str) -> list[str]:
+        """URLs that go anywhere but `origin` (data: and blob: URLs stay in the browser)."""
+        ws_origin = origin.replace("http://", "ws://", 1)
+        return [
+            u
+            for u in self.urls
+            if not (u.startswith((origin + "/", ws_origin + "/", "data:", "blob:")) or u == origin)
+        ]
+
+
+# -- the rating page ------------------------------------------------------------------------------
+SLAB = 'iframe[title="ui.rating.slab_viewer"]'
+CHOSEN = '[data-testid="stButtonGroup"] [role="radio"][aria-checked="true"]'
+
+
+def pick_score(page, score: int) -> None:
+    """Click a score on the 0–10 scale (a row of 11 buttons, none chosen at first)."""
+    page.locator('[data-testid="stButtonGroup"] button').nth(score).click()
+    page.locator(CHOSEN).filter(has_text=str(score)).wait_for()
+
+
+def start(page) -> None:
+    """From the welcome page to the first case."""
+    page.get_by_role("button", name="Start").click()
+    page.get_by_text(re.compile(r"Case \d+ of \d+")).first.wait_for()
+    page.frame_locator(SLAB).locator('[data-testid="slab-index"]').wait_for()
+    wait_idle(page)
+
+
+def slab_index(page) -> tuple[int, int, str]:
+    """(slice, slices, window label) the rater's viewer shows: "Slice 6 / 12 · Bone (W1800 L400)"."""
+    text = page.frame_locator(SLAB).locator('[data-testid="slab-index"]').inner_text()
+    m = re.fullmatch(r"Slice (\d+) / (\d+) · (.+)", text)
+    assert m, text
+    return int(m.group(1)), int(m.group(2)), m.group(3)

@@ -53,7 +53,9 @@ def _check_rater(page, url: str) -> None:
     """A rater gets the rating page (router) or the refusal (fresh server) and nothing else."""
     page.goto(url)
     wait_idle(page)
-    seen = _wait_text(page, "Case ", "All cases are rated", "This page is not available.")
+    seen = _wait_text(
+        page, "Welcome", "Case ", "All cases are rated", "This page is not available."
+    )
     assert not RESEARCHER_TITLES & _headings(page)
     if seen == "This page is not available.":
         _no_researcher_content(page)

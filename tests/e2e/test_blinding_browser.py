@@ -1,6 +1,8 @@
-"""Real browser, a whole study with duplicate cases: every image the rater's browser loads has
-the same byte length, its own URL and the same HTTP headers, so neither size, name nor headers
-tell real from synthetic; and each image is the sealed case PNG once its padding is removed."""
+"""Real browser, a whole study with duplicate cases: every picture the rater's browser receives —
+the scrollable slab, which arrives inside a websocket message of the app, and any image loaded
+by URL — has the same byte length, its own bytes (and URL), the same headers and the same
+message length, so neither size, name nor headers tell real from synthetic; and each slab is the
+sealed one once its padding is removed."""
 
 from __future__ import annotations
 
@@ -10,8 +12,8 @@ import re
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from synthct.vtt.blinding import strip_padding
-from tests.e2e.conftest import Server, wait_idle
+from synthct.vtt.blinding import PNG_SIGNATURE, _chunks, strip_padding
+from tests.e2e.conftest import Server, pick_score, start, wait_idle
 
 STUDY = "bytes-study"
 
@@ -33,27 +35,57 @@ def study(demo):
         )
     with session_scope(engine) as s:
         link = invite(s, STUDY, "Byte counter").link
-        cases = {
-            c.png_sha256: c.truth for c in study_cases(s, get_study(s, STUDY).id)
-        }  # duplicates share their original's hash and truth
+        rows = study_cases(s, get_study(s, STUDY).id)
+        truth = {c.public_id: c.truth for c in rows}
     engine.dispose()
+    import json
+
+    from synthct.vtt.design import study_dir
+
+    manifest = json.loads((study_dir(ws, STUDY) / "manifest.json").read_text())
+    # duplicates share their original's slab hash and truth
+    cases = {c["slab_sha256"]: truth[c["public_id"]] for c in manifest["cases"]}
     return ws, link, cases
+
+
+def _pngs_in(message: bytes) -> list[bytes]:
+    """The whole PNG files inside a websocket message (IHDR to IEND)."""
+    out, pos = [], message.find(PNG_SIGNATURE)
+    while pos >= 0:
+        end = message.find(b"IEND", pos)
+        if end < 0:
+            break
+        png = message[pos : end + 8]
+        _chunks(png)  # a whole PNG, or this raises
+        out.append(png)
+        pos = message.find(PNG_SIGNATURE, end)
+    return out
 
 
 def test_every_image_a_rater_receives_has_one_size_and_its_own_url(study, page):
     ws, link, sealed = study
     server = Server(ws)
     seen_headers: dict[str, dict[str, str]] = {}
+    messages: list[bytes] = []  # every websocket message that carries a PNG
 
     def on_response(response):
         if response.url.startswith(f"{server.url}/media/"):  # not /static/media/ (fonts)
             seen_headers[response.url] = dict(response.headers)
 
+    def on_websocket(ws):
+        def on_frame(payload):
+            if isinstance(payload, bytes) and PNG_SIGNATURE in payload:
+                messages.append(payload)
+
+        ws.on("framereceived", on_frame)
+
     page.on("response", on_response)
-    received: list[tuple[str, bytes, dict[str, str]]] = []
+    page.on("websocket", on_websocket)
+    received: list[tuple[int, bytes, int]] = []  # (position, slab bytes, message length)
     try:
         page.goto(link.replace("http://localhost:8501", server.url))
         wait_idle(page)
+        start(page)
         total = None
         while True:
             wait_idle(page)
@@ -61,16 +93,12 @@ def test_every_image_a_rater_receives_has_one_size_and_its_own_url(study, page):
                 break
             text = page.get_by_text(re.compile(r"Case \d+ of \d+")).first.inner_text()
             position, total = (int(v) for v in re.search(r"Case (\d+) of (\d+)", text).groups())
-            page.wait_for_selector('[data-testid="stImage"] img')
-            src = page.eval_on_selector('[data-testid="stImage"] img', "e => e.src")
-            # the same URL fetched again, offering compression: the bytes must not change
-            again = page.request.get(src, headers={"Accept-Encoding": "gzip, deflate, br"})
-            assert again.ok
-            received.append((src, again.body(), dict(again.headers)))
-            thumb = page.get_by_role("slider").first
-            thumb.focus()
-            for _ in range(1 + position % 11):
-                page.keyboard.press("ArrowRight")
+            carrying = [m for m in messages if _pngs_in(m)]
+            assert len(carrying) == 1, "one message per case carries its slab"
+            (png,) = _pngs_in(carrying[0])
+            received.append((position, png, len(carrying[0])))
+            messages.clear()
+            pick_score(page, position % 11)
             page.get_by_role("button", name="Send answer").click()
             page.wait_for_function(
                 f"() => !document.body.innerText.includes('Case {position} of {total}')"
@@ -78,25 +106,16 @@ def test_every_image_a_rater_receives_has_one_size_and_its_own_url(study, page):
     finally:
         server.stop()
 
-    assert total == len(sealed) + 2 == len(received)  # 6 cases + 2 duplicates
-    urls = [u for u, _, _ in received]
+    assert total == len(received) == 6 + 2  # 6 cases + 2 duplicates
     sizes = [len(b) for _, b, _ in received]
-    # one byte length; every case slot its own URL (duplicates included)
+    # one byte length, one message length; every case slot its own bytes (duplicates included)
     assert len(set(sizes)) == 1, sizes
-    assert len(set(urls)) == len(urls)
-    assert all(re.search(r"/media/[0-9a-f]+\.png$", u) for u in urls)
-    # what the browser itself received, headers included, says the same for every image
-    assert set(urls) <= set(seen_headers)
-    for headers in (*seen_headers.values(), *(h for _, _, h in received)):
+    assert len({n for _, _, n in received}) == 1
+    assert len({b for _, b, _ in received}) == len(received)
+    # no picture by URL for a study with slabs; any there were would share size and headers
+    for headers in seen_headers.values():
         assert headers.get("content-length") == str(sizes[0])
-        assert "content-encoding" not in headers and "content-disposition" not in headers
-        assert headers.get("content-type") == "image/png"
-    varying = {k for k in seen_headers[urls[0]] if k != "date"}
-    for u in urls:
-        assert {k: v for k, v in seen_headers[u].items() if k in varying} == {
-            k: v for k, v in seen_headers[urls[0]].items() if k in varying
-        }
-    # each image is a sealed case PNG (manifest hash true); a size-only classifier is at chance
+    # each slab is a sealed one (manifest hash true); a size-only classifier is at chance
     truth = []
     for _, body, _ in received:
         digest = hashlib.sha256(strip_padding(body)).hexdigest()

@@ -1,5 +1,5 @@
-"""Real browser, researcher (no password): Browse shows a slice with its mask overlay; slider
-latency (arrow key -> new image displayed) and the server-side render time shown in the caption
+"""Real browser, researcher (no password): Browse's PNG slices (the fallback to NiiVue) show a
+slice with its mask overlay; slider latency (arrow key -> new image displayed) and the server-side render time shown in the caption
 are measured; screenshots of every researcher page go to test-artifacts/."""
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ def test_browse_shows_slice_with_mask_overlay_and_slider_latency(server, page):
     page.goto(server.url)
     wait_idle(page)
     page.get_by_role("heading", name="Browse").wait_for()
+    page.get_by_text("Slices (PNG)", exact=True).click()
+    wait_idle(page)
     page.wait_for_selector('[data-testid="stImage"] img')
     page.get_by_role("button", name="Go to slice with most tumour").first.click()
     wait_idle(page)

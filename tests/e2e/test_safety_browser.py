@@ -15,7 +15,16 @@ import urllib.request
 import pytest
 
 from synthct.access import GLOBAL_BACKOFF, SESSION_BACKOFF, hash_password
-from tests.e2e.conftest import Server, free_port, shot, start_streamlit, wait_idle
+from tests.e2e.conftest import (
+    CHOSEN,
+    Server,
+    free_port,
+    pick_score,
+    shot,
+    start,
+    start_streamlit,
+    wait_idle,
+)
 
 PASSWORD = "a long e2e passphrase"
 LEAK_WORDS = ("Traceback", "sqlalchemy", "IntegrityError", "OperationalError", 'File "', ".py")
@@ -245,13 +254,11 @@ def test_a_rater_never_sees_a_traceback_and_the_retry_saves(demo, page):
     try:
         page.goto(link.replace("http://localhost:8501", server.url))
         wait_idle(page)
+        page.get_by_text("This link is personal to you").wait_for()  # the welcome page
+        start(page)
         page.get_by_text(re.compile(r"Case 1 of \d+")).wait_for()
-        page.get_by_text("This link is personal to you").wait_for()
         _set_refusal(ws.database, True)
-        thumb = page.get_by_role("slider").first
-        thumb.focus()
-        for _ in range(7):  # from "–" to 6
-            page.keyboard.press("ArrowRight")
+        pick_score(page, 6)
         page.get_by_label("Comment (optional)").fill("margin looks too smooth")
         page.get_by_role("button", name="Send answer").click()
         page.get_by_text("could not be saved").wait_for()
@@ -264,7 +271,7 @@ def test_a_rater_never_sees_a_traceback_and_the_retry_saves(demo, page):
         ref = re.search(r"reference ([0-9a-f]{8})", body).group(1)
         # the answer is kept, on the same case
         assert page.get_by_text(re.compile(r"Case 1 of \d+")).count() == 1
-        assert page.get_by_role("slider").first.get_attribute("aria-valuetext") == "6"
+        assert page.locator(CHOSEN).inner_text() == "6"
         assert page.get_by_label("Comment (optional)").input_value() == "margin looks too smooth"
         assert _rating_rows(ws, "Rater with a full disk") == []
         # the server log has the details under the same reference

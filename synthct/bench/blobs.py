@@ -1,4 +1,4 @@
-"""Tiny procedural pairs and synthetic sets for tests and `synthct bench fid`.
+"""Tiny procedural pairs and synthetic sets for the evaluation tests and `synthct bench fid`.
 
 Blob pairs: an ellipsoidal "body" (soft tissue with noise, a bright "bone" core) in air and a
 spherical tumour whose size and position vary per case, packed exactly like real data. They
@@ -8,15 +8,14 @@ anatomy (use `synthct.phantom` for that).
 
 from __future__ import annotations
 
-import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 from synthct.config import DataConfig, to_dict
 from synthct.io import Volume, save_volume, spacing_affine
-from synthct.metrics.sets import VolumeSet, ids_sha256, to_packed
+from synthct.metrics.volume_sets import VolumeSet, to_packed
+from synthct.runtime import case_ids_hash
 from synthct.workspace import Workspace, atomic_write_json
 
 
@@ -57,9 +56,11 @@ def write_blob_synthetic_set(
     train_ids: list[str],
     shift: float = 0.0,
 ) -> Path:
-    """A synthetic set in the HECKTOR layout with a minimal datacard (contract 5)."""
+    """A synthetic set in the HECKTOR layout (imagesTr/<id>__CT.nii.gz int16 HU,
+    labelsTr/<id>.nii.gz uint8) with the datacard fields `synthct evaluate` reads: the data
+    config, the GAN's training cases and the spacing."""
     rng = np.random.default_rng(seed)
-    folder = ws.synthetic / name
+    folder = ws.synthetic_dir(name)
     aff = spacing_affine((1.5, 1.5, 3.0))
     for i in range(n):
         img, mask = blob_pair(cfg.size, rng, shift)
@@ -74,7 +75,7 @@ def write_blob_synthetic_set(
             "run_config": {"data": to_dict(cfg)},
             "training_cases": {
                 "split": "train",
-                "sha256": ids_sha256(train_ids),
+                "sha256": case_ids_hash(train_ids),
                 "case_ids": train_ids,
             },
             "spacing": [1.5, 1.5, 3.0],
@@ -99,27 +100,3 @@ def split_loader(sets: dict[str, VolumeSet]):
         return sets[split]
 
     return load
-
-
-def time_end_to_end(size: int = 16, n_real: int = 100, n_synthetic: int = 200) -> tuple[float, str]:
-    """Seconds for `run_evaluation` on blob data (n_real test + n_real train, default encoder)."""
-    from synthct.metrics.evaluate import EvalOptions, run_evaluation
-
-    cfg = DataConfig(size=size)
-    with tempfile.TemporaryDirectory() as tmp:
-        ws = Workspace.resolve(tmp).ensure()
-        train = blob_set(n_real, cfg, 1, "TRAIN")
-        test = blob_set(n_real, cfg, 2, "TEST")
-        write_blob_synthetic_set(ws, "bench", n_synthetic, cfg, 3, train.ids, shift=0.2)
-        t0 = time.perf_counter()
-        folder, result = run_evaluation(
-            ws,
-            EvalOptions(synthetic="bench"),
-            real_loader=split_loader({"train": train, "test": test}),
-        )
-        secs = time.perf_counter() - t0
-    fid = result["metrics"]["fid"]
-    return (
-        secs,
-        f"FID {fid['value']:.3f} (real-vs-real {fid['baseline']['real_vs_real']['mean']:.3f})",
-    )

@@ -5,12 +5,15 @@ One iteration is exactly what the loop runs: `system.train_step` with the loop's
 `FlopCounterMode` over one eager iteration (matmul/conv forward + backward; optimiser arithmetic
 is not counted), so the model-FLOP utilisation (MFU) is achieved FLOP/s over the device's dense
 peak. Input is a random packed pair batch (B, 1, S, S, S), or for the 2D systems (FastGAN,
-StyleGAN2: `data_view == "slices"`) a random slice-pair batch (B, 2, S, S): the content does not
-change the cost.
+StyleGAN2, whose view is a `SliceView`) a random slice-pair batch (B, 2, R, R) — the model's
+view makes it (`DataView.random_batch`): the content does not change the cost.
 
 Recipes: `reference` = fp32, eager, no channels_last, unfused Adam (the official HA-GAN code);
 `fast` = bf16 autocast + channels_last_3d + torch.compile + fused Adam. Neither changes whether
 the encoder is trained (`--no-encoder` does, for both).
+
+`bench_step` (via `time_train_steps`) is the plain rate of a 2D system: iterations per second of
+its `train_step` on random slice pairs with plain optimiser updates, no FLOP counting.
 """
 
 from __future__ import annotations
@@ -22,9 +25,13 @@ from collections.abc import Callable
 
 import torch
 
-from synthct.config import ModelConfig
+from synthct.config import DataConfig, ModelConfig
+from synthct.errors import ConfigError
+from synthct.models import thesis_model_config
 from synthct.models.base import StepContext
-from synthct.train import autocast_for, make_update, pick_device
+from synthct.models.registry import build_model
+from synthct.runtime import pick_device
+from synthct.train import autocast_for, make_update
 
 # Dense peak TFLOP/s by device-name substring (vendor datasheets, no sparsity).
 # Note: PyTorch lets cuDNN use TF32 tensor cores for fp32 convolutions by default, so an "fp32"
@@ -37,7 +44,9 @@ PEAK_TFLOPS: dict[str, dict[str, float]] = {
 
 
 @dataclasses.dataclass(frozen=True)
-class BenchSpec:
+class TrainBenchConfig:
+    """One `synthct bench train` measurement: the model, its size and the recipe it runs with."""
+
     model: str = "hagan"
     size: int = 32
     batch: int = 2
@@ -53,23 +62,22 @@ class BenchSpec:
     label: str = "custom"
 
 
-def recipe_spec(spec: BenchSpec, recipe: str) -> BenchSpec:
-    """`spec` with the precision/layout/compile/fused settings of a named recipe."""
+def recipe_config(config: TrainBenchConfig, recipe: str) -> TrainBenchConfig:
+    """`config` with the precision/layout/compile/fused settings of a named recipe."""
     if recipe == "reference":
         return dataclasses.replace(
-            spec, precision="fp32", compile=False, channels_last=False, fused=False,
+            config, precision="fp32", compile=False, channels_last=False, fused=False,
             label="reference",
         )  # fmt: skip
     if recipe == "fast":
         return dataclasses.replace(
-            spec, precision="bf16", compile=True, channels_last=True, fused=True, label="fast"
+            config, precision="bf16", compile=True, channels_last=True, fused=True, label="fast"
         )
-    from synthct.errors import ConfigError
-
     raise ConfigError(f"recipe must be 'reference' or 'fast', got {recipe!r}")
 
 
 def peak_tflops(device: torch.device, precision: str) -> float | None:
+    """The dense peak TFLOP/s of a known CUDA device at `precision`; None on CPU or unknown GPUs."""
     if device.type != "cuda":
         return None
     name = torch.cuda.get_device_name(device)
@@ -79,24 +87,8 @@ def peak_tflops(device: torch.device, precision: str) -> float | None:
     return None
 
 
-def random_pairs(batch: int, size: int, device: torch.device) -> torch.Tensor:
-    """(B, 1, S, S, S) in [-1, 1]: uniform image half, {-1, 1} mask half."""
-    g = torch.Generator().manual_seed(0)
-    x = torch.rand(batch, 1, size, size, size, generator=g) * 2 - 1
-    x[..., size // 2 :] = torch.sign(x[..., size // 2 :])
-    return x.to(device)
-
-
-def random_slice_pairs(batch: int, side: int, device: torch.device) -> torch.Tensor:
-    """(B, 2, R, R) in [-1, 1]: uniform CT channel, {-1, 1} mask channel (2D systems)."""
-    g = torch.Generator().manual_seed(0)
-    x = torch.rand(batch, 2, side, side, generator=g) * 2 - 1
-    x[:, 1] = torch.sign(x[:, 1])
-    return x.to(device)
-
-
-def bench_train(spec: BenchSpec, system_factory: Callable | None = None) -> dict:
-    """Time `spec.steps` training iterations after warm-up; returns a dict of figures.
+def bench_train(config: TrainBenchConfig, model_factory: Callable | None = None) -> dict:
+    """Time `config.steps` training iterations after warm-up; returns a dict of figures.
 
     Keys: label, model, size, batch, precision, compile, channels_last, fused, encoder, device,
     s_per_it, it_per_s, tflop_per_it, tflops (achieved), mfu (None on CPU/unknown GPUs),
@@ -106,29 +98,19 @@ def bench_train(spec: BenchSpec, system_factory: Callable | None = None) -> dict
 
     device = pick_device()
     torch.manual_seed(0)
-    cfg = ModelConfig(kind=spec.model, width=spec.width, latent_dim=spec.latent)
-    if system_factory is None:
-        from synthct.models import build_system
-
-        system = build_system(cfg, spec.size)
-    else:
-        system = system_factory(cfg, spec.size)
-    system = system.to(device).train()
-    slices = getattr(system, "data_view", "volumes") == "slices"
-    if slices:
-        real = random_slice_pairs(spec.batch, system.resolution, device)
-    else:
-        real = random_pairs(spec.batch, spec.size, device)
-    if spec.channels_last and device.type == "cuda":
-        fmt = torch.channels_last if slices else torch.channels_last_3d
-        system.to(memory_format=fmt)
-        real = real.contiguous(memory_format=fmt)
-    opts = system.configure_optimizers(fused=spec.fused)
+    cfg = ModelConfig(kind=config.model, width=config.width, latent_dim=config.latent)
+    data_cfg = DataConfig(size=config.size)
+    system = (model_factory or build_model)(cfg, data_cfg).to(device).train()
+    real = system.view.random_batch(config.batch, torch.Generator().manual_seed(0)).to(device)
+    if config.channels_last and device.type == "cuda":
+        system.to(memory_format=system.view.memory_format)
+        real = real.contiguous(memory_format=system.view.memory_format)
+    opts = system.configure_optimizers(fused=config.fused)
     gen = torch.Generator().manual_seed(0)
-    autocast = autocast_for(spec.precision, device)
+    autocast = autocast_for(config.precision, device)
 
     def iteration(i: int) -> None:
-        ctx = StepContext(i, device, gen, make_update(opts, i, 1), autocast, spec.train_encoder)
+        ctx = StepContext(i, device, gen, make_update(opts, i, 1), autocast, config.train_encoder)
         system.train_step(real, ctx)
 
     flops_note = "one eager iteration (step 0)"
@@ -142,38 +124,38 @@ def bench_train(spec: BenchSpec, system_factory: Callable | None = None) -> dict
             iteration(1)  # StyleGAN2's lazy regularisers run on steps 0 mod 4 / 16 only
         flops_note = "step 1 (without lazy regularisation: double backward is not countable)"
     flops = float(counter.get_total_flops())
-    if spec.compile:
+    if config.compile:
         for m in system.children():
             m.compile()
-    for i in range(spec.warmup):
+    for i in range(config.warmup):
         iteration(2 + i)
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    for i in range(spec.steps):
-        iteration(2 + spec.warmup + i)
+    for i in range(config.steps):
+        iteration(2 + config.warmup + i)
     if device.type == "cuda":
         torch.cuda.synchronize()
-    s_per_it = (time.perf_counter() - t0) / spec.steps
+    s_per_it = (time.perf_counter() - t0) / config.steps
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated() / 1e9
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # kB on Linux
     tflops = flops / s_per_it / 1e12
-    top = peak_tflops(device, spec.precision)
+    top = peak_tflops(device, config.precision)
     return {
-        "label": spec.label,
-        "model": spec.model,
-        "size": spec.size,
-        "batch": spec.batch,
-        "width": spec.width,
-        "latent": spec.latent,
-        "precision": spec.precision,
-        "compile": spec.compile,
-        "channels_last": spec.channels_last and device.type == "cuda",  # CUDA only
-        "fused": spec.fused,
-        "encoder": spec.train_encoder,
+        "label": config.label,
+        "model": config.model,
+        "size": config.size,
+        "batch": config.batch,
+        "width": config.width,
+        "latent": config.latent,
+        "precision": config.precision,
+        "compile": config.compile,
+        "channels_last": config.channels_last and device.type == "cuda",  # CUDA only
+        "fused": config.fused,
+        "encoder": config.train_encoder,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "threads": torch.get_num_threads(),
         "s_per_it": s_per_it,
@@ -187,6 +169,7 @@ def bench_train(spec: BenchSpec, system_factory: Callable | None = None) -> dict
 
 
 def format_result(r: dict) -> str:
+    """The one line `synthct bench train` prints for a `bench_train` result."""
     mfu = f"{100 * r['mfu']:.1f} %" if r["mfu"] is not None else "n/a"
     mem = "peak CUDA" if r["device"] != "cpu" else "peak RSS"
     return (
@@ -197,3 +180,38 @@ def format_result(r: dict) -> str:
         f"{r['tflop_per_it']:.4f} TFLOP/it, {r['tflops']:.3f} TFLOP/s, MFU {mfu}, "
         f"{mem} {r['peak_mem_gb']:.2f} GB"
     )
+
+
+def time_train_steps(system, batch: int, steps: int, warmup: int = 1, seed: int = 0) -> float:
+    """Iterations per second of a model's `train_step` on a random batch of its view's shape
+    (zero_grad/backward/step updates, as the loop does), after `warmup` untimed iterations, on
+    the model's device."""
+    device = next(system.parameters()).device
+    opts = system.configure_optimizers()
+
+    def update(name: str, loss: torch.Tensor) -> None:
+        opts[name].zero_grad(set_to_none=True)
+        loss.backward()
+        opts[name].step()
+
+    g = torch.Generator().manual_seed(seed)
+    real = system.view.random_batch(batch, g).to(device)
+    for i in range(warmup + steps):
+        if i == warmup:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+        ctx = StepContext(step=i, device=device, generator=g, update=update)
+        system.train_step(real, ctx)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return steps / (time.perf_counter() - start)
+
+
+def bench_step(kind: str = "fastgan", size: int = 32, batch: int = 8, steps: int = 5,
+               width: float = 0.25, device: str | None = None) -> float:  # fmt: skip
+    """Training iterations per second of a 2D system ("fastgan" | "stylegan2") at size x size
+    (thesis optimiser settings, `width` x the reference channels) on CUDA when present, else CPU."""
+    dev = pick_device(device or "auto")
+    system = build_model(thesis_model_config(kind, width=width), DataConfig(size=size)).to(dev)
+    return time_train_steps(system, batch, steps)

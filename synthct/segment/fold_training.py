@@ -14,7 +14,6 @@ and load with `torch.load(weights_only=True)`.
 
 from __future__ import annotations
 
-import io
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -25,28 +24,15 @@ import numpy as np
 
 from synthct.config import to_dict
 from synthct.errors import ConfigError
-from synthct.segment.data import SegCase
+from synthct.runtime import load_weights, save_weights
+from synthct.segment.cases import SegCase
 from synthct.segment.normalise import Normalisation, fit_normalisation
 from synthct.segment.recipe import SegConfig
-from synthct.workspace import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+from synthct.workspace import atomic_write_json, atomic_write_text, read_json
 
 
 def _seed(*parts: int) -> int:
     return int(np.random.SeedSequence([p % 2**32 for p in parts]).generate_state(1)[0])
-
-
-def save_torch(obj: Any, path: Path) -> None:
-    import torch
-
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def load_torch(path: Path, device) -> Any:
-    import torch
-
-    return torch.load(path, map_location=device, weights_only=True)
 
 
 def _curve_csv(history: list[dict[str, Any]]) -> str:
@@ -62,9 +48,9 @@ def validate(
 ) -> float:
     """Mean per-case Dice of `model` on `cases` (empty ground truths excluded; DSCagg if all
     are empty; 0 if that is undefined too); inputs normalised by `norm`."""
-    from synthct.segment.data import stack_images
-    from synthct.segment.evaluate import dice_per_case, dsc_agg
+    from synthct.segment.cases import stack_images
     from synthct.segment.recipe import predict_probs
+    from synthct.segment.scores import dice_per_case, dsc_agg
 
     preds = np.stack(
         [
@@ -120,7 +106,7 @@ def train_fold(
     from tqdm.auto import tqdm
 
     from synthct.segment import recipe
-    from synthct.segment.data import SegDataset
+    from synthct.segment.cases import SegDataset
 
     fold_dir = Path(fold_dir)
     if (fold_dir / "result.json").is_file():
@@ -144,7 +130,7 @@ def train_fold(
     state = {"epoch": 0, "best": -math.inf, "best_epoch": 0, "history": []}
     last = fold_dir / "last.pt"
     if last.is_file():  # resume
-        ck = load_torch(last, device)
+        ck = load_weights(last, device)
         model.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
         scheduler.load_state_dict(ck["scheduler"])
@@ -186,7 +172,7 @@ def train_fold(
         ):
             state["best"] = val_dice if val_dice is not None else state["best"]
             state["best_epoch"] = epoch
-            save_torch(
+            save_weights(
                 {
                     "model": model.state_dict(),
                     "epoch": epoch,
@@ -201,7 +187,7 @@ def train_fold(
             {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_dice": val_dice, "lr": lr}
         )
         atomic_write_text(fold_dir / "curve.csv", _curve_csv(state["history"]))
-        save_torch(
+        save_weights(
             {
                 **state,
                 "model": model.state_dict(),
@@ -242,7 +228,7 @@ def load_fold_model(fold_dir: Path, cfg: SegConfig, device=None):
 
     device = recipe.select_device(device)
     model = recipe.build_network(cfg).to(device)
-    model.load_state_dict(load_torch(Path(fold_dir) / "best.pt", device)["model"])
+    model.load_state_dict(load_weights(Path(fold_dir) / "best.pt", device)["model"])
     return model.eval()
 
 

@@ -230,20 +230,11 @@ def evaluate_cases(
 
 
 # -- results on disk ----------------------------------------------------------------------------
-def list_experiments(ws: Workspace) -> list[str]:
-    """Names of experiments with a finished results.json, sorted."""
-    if not ws.segmentation.is_dir():
-        return []
-    return sorted(
-        p.name
-        for p in ws.segmentation.iterdir()
-        if p.is_dir() and not p.name.startswith(".") and (p / RESULTS_FILE).is_file()
-    )
 
 
 def load_results(ws: Workspace, name: str) -> dict[str, Any]:
     """results.json of experiment `name` (raises WorkspaceError if it has not finished)."""
-    path = ws.confine(ws.segmentation / name) / RESULTS_FILE
+    path = ws.experiment_dir(name) / RESULTS_FILE
     if not path.is_file():
         raise WorkspaceError(f"{path} not found: run `synthct segment --name {name}` first")
     return read_json(path)
@@ -295,7 +286,7 @@ def compare_experiments(ws: Workspace, names: Sequence[str] | None = None) -> pd
     old `dsc_agg` key, which held the same union score.
     """
     rows = []
-    for name in names if names is not None else list_experiments(ws):
+    for name in names if names is not None else ws.list_experiments():
         r = load_results(ws, name)
         syn = r.get("synthetic") or {}
         test = r.get("test", {})

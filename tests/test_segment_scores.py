@@ -8,13 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from synthct.segment.evaluate import (
+from synthct.segment.scores import (
     compare_experiments,
     dice_per_case,
     dsc_agg,
     evaluate_cases,
     hd95_per_case,
-    list_experiments,
 )
 from synthct.workspace import atomic_write_json
 
@@ -125,7 +124,7 @@ def test_compare_experiments_table(workspace):
     write("real", "real", 0.487, False)
     write("mixed-gan", "mixed", 0.522, True, {"set": "gan", "n": 524})
     (workspace.segmentation / "unfinished").mkdir()
-    assert list_experiments(workspace) == ["mixed-gan", "real"]
+    assert workspace.list_experiments() == ["mixed-gan", "real"]
     df = compare_experiments(workspace)
     assert list(df["experiment"]) == ["mixed-gan", "real"]
     row = df.set_index("experiment").loc["mixed-gan"]
@@ -177,7 +176,7 @@ def test_case_bootstrap_intervals_known_values(four_cases):
 
 
 def test_case_bootstrap_matches_the_normal_approximation():
-    from synthct.segment.evaluate import _boot_mean, bootstrap_indices, percentile_interval
+    from synthct.segment.scores import _boot_mean, bootstrap_indices, percentile_interval
 
     rng = np.random.default_rng(4)
     dice = rng.beta(4, 3, size=400)

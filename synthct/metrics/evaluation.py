@@ -1,10 +1,10 @@
 """`synthct evaluate`: every metric of a synthetic set against real data, written to WS/evals/<id>/.
 
-Real volumes come from the packed arrays (`synthct.preprocess.load_packed`, contract 2) at the
-set's size and preprocessing config; the GAN's training cases (for the privacy check) are the
-ones listed in the set's datacard, taken from the run's training split. Synthetic volumes are
-read from the set's NIfTI files and mapped back to [-1, 1] exactly as real data are (HU window
-clipped and scaled linearly; mask {0, 1} -> {-1, 1}) and packed the same way.
+Real volumes come from the packed arrays (`synthct.preprocess.load_packed`) at the set's size
+and preprocessing config; the GAN's training cases (for the privacy check) are the ones listed
+in the set's datacard, taken from the run's training split. Synthetic volumes are read from the
+set's NIfTI files and mapped back to [-1, 1] exactly as real data are (HU window clipped and
+scaled linearly; mask {0, 1} -> {-1, 1}) and packed the same way (`volume_sets.py`).
 
 Outputs (atomic folder): metrics.json (each value with n = real samples, m = synthetic samples,
 d, the extractor's name/version/weights SHA-256, a bootstrap CI and the real-vs-real baseline),
@@ -12,8 +12,8 @@ embedding.csv, privacy.csv, case_stats.csv, hu_histogram.csv. A summary goes int
 datacard under metrics[<eval id>].
 
 Level: "volume" compares packed 3D pairs (3D sets only); "slice" compares axial slice pairs
-with 2D feature extractors (`slice_eval.py`) and is the only level for 2D sets (FastGAN,
-StyleGAN2). `compare.compare_models` tabulates the evaluations of one level across models.
+with 2D feature extractors (`slice_level.py`) and is the only level for 2D sets (FastGAN,
+StyleGAN2). `comparison.compare_models` tabulates the evaluations of one level across models.
 
 `fid_for_run` is the hook for HPO ranking: FID of a run's checkpoint against a real split.
 """
@@ -36,20 +36,22 @@ from tqdm import tqdm
 from synthct.config import DataConfig, to_dict
 from synthct.errors import ConfigError, WorkspaceError
 from synthct.metrics import distances as dist
-from synthct.metrics.distance_block import (  # re-exported: callers and tests use evaluate.*
+from synthct.metrics.distance_block import (  # re-exported: callers and tests use evaluation.*
     _classifier_is,
     distance_metrics,
 )
-from synthct.metrics.diversity import find_msssim
 from synthct.metrics.features import PARTS, FeatureExtractor, select_part
-from synthct.metrics.sets import (  # re-exported: callers and tests use evaluate.*
+from synthct.metrics.results import record_in_datacard
+from synthct.metrics.slice_level import run_slice_evaluation
+from synthct.metrics.volume_sets import (  # re-exported: callers and tests use evaluation.*
     VolumeSet,
     data_config_of,
-    ids_sha256,
     load_real_set,
     load_synthetic_set,
     real_hu_and_masks,
 )
+from synthct.runtime import case_ids_hash, pick_device
+from synthct.views import view_class
 from synthct.workspace import (
     Workspace,
     atomic_dir,
@@ -63,7 +65,7 @@ SLICE_OPTIONS = ("level", "slice_size", "slices_per_case", "tumour_mix")
 
 
 @dataclass(frozen=True)
-class EvalOptions:
+class EvalConfig:
     """What `synthct evaluate` computes (saved in metrics.json)."""
 
     synthetic: str
@@ -133,7 +135,7 @@ def ensure_default_encoder(
     from synthct.metrics import encoder as enc
 
     train = train if train is not None else load_real_set(ws, cfg, "train")
-    key = enc.encoder_key(cfg.size, part, cfg.packing, cfg.hu_window, ids_sha256(train.ids))
+    key = enc.encoder_key(cfg.size, part, cfg.packing, cfg.hu_window, case_ids_hash(train.ids))
     if epochs is None and not force:
         cached = enc.find_encoder(ws, key)
         if cached is not None:
@@ -153,7 +155,7 @@ def ensure_default_encoder(
         seed=seed,
         progress=bar,
     )
-    meta.update(size=cfg.size, train_cases_sha256=ids_sha256(train.ids), key=key)
+    meta.update(size=cfg.size, train_cases_sha256=case_ids_hash(train.ids), key=key)
     enc.save_encoder(path, state, meta)
     return path
 
@@ -204,7 +206,7 @@ def _csv(path: Path, df: pd.DataFrame) -> None:
 # -- the command ---------------------------------------------------------------------------------
 def run_evaluation(
     ws: Workspace,
-    opts: EvalOptions,
+    opts: EvalConfig,
     progress: bool = True,
     real_loader: Callable[[Workspace, DataConfig, str], VolumeSet] | None = None,
 ) -> tuple[Path, dict]:
@@ -213,35 +215,33 @@ def run_evaluation(
     `real_loader(ws, cfg, split)` supplies real packed pairs (default `load_real_set`).
     """
     load_real = real_loader or load_real_set
-    from synthct.generate import load_datacard, update_datacard
     from synthct.metrics.diversity import msssim_config, pairwise_msssim
     from synthct.metrics.embedding import compute_embedding
     from synthct.metrics.privacy import dcr_report, gallery, voxel_vectors
     from synthct.metrics.statistics import case_statistics, compare_sets, hu_histogram
+    from synthct.sets import read_datacard
 
-    set_dir = ws.synthetic_dir(check_name(opts.synthetic, "synthetic set name"))
+    set_dir = ws.synthetic_dir(opts.synthetic)
     if not set_dir.is_dir():
         raise WorkspaceError(f"synthetic set {opts.synthetic!r} not found in {ws.synthetic}")
-    card = load_datacard(set_dir)
+    card = read_datacard(set_dir, cases=False)
     cfg = data_config_of(card, str(set_dir / "datacard.json"))
-    is_2d = card.get("model", {}).get("data_view") == "slices"
-    if is_2d and opts.level == "volume":
+    view = view_class(card.model.data_view)
+    if view.evaluation_level == "slice" and opts.level == "volume":
         raise ConfigError(
-            f"synthetic set {opts.synthetic!r} holds 2D slices ({card['model'].get('kind')}): "
+            f"synthetic set {opts.synthetic!r} holds 2D slices ({card.model.kind}): "
             "it can only be evaluated with --level slice"
         )
-    if opts.level == "slice" or (opts.level is None and is_2d):
-        from synthct.metrics.slice_eval import run_slice_evaluation
-
+    if (opts.level or view.evaluation_level) == "slice":
         return run_slice_evaluation(ws, opts, set_dir, card, cfg, load_real, progress)
 
     syn, syn_hu, syn_masks = load_synthetic_set(set_dir, cfg, opts.n, opts.seed, progress)
     real = load_real(ws, cfg, opts.real)
     if len(real.ids) < 4:
         raise WorkspaceError(f"real split {opts.real!r} has {len(real.ids)} cases; need at least 4")
-    training = card.get("training_cases") or {}
-    train_all = load_real(ws, cfg, training.get("split") or "train")
-    trained_on = set(training.get("case_ids") or train_all.ids)
+    training = card.training_cases
+    train_all = load_real(ws, cfg, (training and training.split) or "train")
+    trained_on = set((training and training.case_ids) or train_all.ids)
     train = train_all.subset([i for i, c in enumerate(train_all.ids) if c in trained_on])
     holdout = real.subset([i for i, c in enumerate(real.ids) if c not in trained_on])
     overlap = len(real.ids) - len(holdout.ids)
@@ -328,7 +328,7 @@ def run_evaluation(
     settings = {
         **volume_opts,  # same ids as before the slice-level options existed
         "extractor_sha256": info["weights_sha256"],
-        "real_ids": ids_sha256(real.ids),
+        "real_ids": case_ids_hash(real.ids),
     }
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[
         :8
@@ -345,24 +345,24 @@ def run_evaluation(
         "options": {**asdict(opts), "level": "volume"},
         "data_config": to_dict(cfg),
         "extractor": info,
-        "model": {"kind": card.get("model", {}).get("kind"), "data_view": "volumes"},
+        "model": {"kind": card.model.kind, "data_view": card.model.data_view},
         "synthetic": {
             "set": opts.synthetic,
             "m": len(syn.ids),
             "m_cases": len(syn.ids),
-            "ids_sha256": ids_sha256(syn.ids),
+            "ids_sha256": case_ids_hash(syn.ids),
         },
         "real": {
             "split": opts.real,
             "n": len(real.ids),
             "n_cases": len(real.ids),
-            "ids_sha256": ids_sha256(real.ids),
+            "ids_sha256": case_ids_hash(real.ids),
         },
-        "train": {"n": len(train.ids), "ids_sha256": ids_sha256(train.ids)},
+        "train": {"n": len(train.ids), "ids_sha256": case_ids_hash(train.ids)},
         "holdout": {"n": len(holdout.ids)},
         "metrics": metrics,
     }
-    final = ws.evals / eval_id
+    final = ws.eval_dir(eval_id)
     with atomic_dir(final, overwrite=True) as tmp:
         atomic_write_json(tmp / "metrics.json", result)
         _csv(tmp / "embedding.csv", emb)
@@ -376,58 +376,8 @@ def run_evaluation(
                 {"hu_low": edges[:-1], "hu_high": edges[1:], "real": r_hist, "synthetic": s_hist}
             ),
         )
-    summary = summarise(result)
-    merged = dict(load_datacard(set_dir).get("metrics") or {})
-    merged[eval_id] = summary
-    update_datacard(set_dir, "metrics", merged)
+    record_in_datacard(set_dir, result)
     return final, result
-
-
-def summarise(result: dict) -> dict:
-    """The compact per-evaluation record stored in the datacard."""
-    m = result["metrics"]
-    out: dict[str, Any] = {
-        "eval": result["id"],
-        "level": result.get("level", "volume"),
-        "created": result["created"],
-        "part": result["options"]["part"],
-        "real_split": result["real"]["split"],
-        "n": result["real"]["n"],
-        "m": result["synthetic"]["m"],
-        "n_cases": result["real"].get("n_cases", result["real"]["n"]),
-        "m_cases": result["synthetic"].get("m_cases", result["synthetic"]["m"]),
-        "extractor": {
-            k: result["extractor"][k] for k in ("name", "version", "weights_sha256", "dim")
-        },
-    }
-    for key in ("fid", "kid", "precision", "recall", "density", "coverage"):
-        if key in m:
-            entry = {"value": m[key]["value"], "ci": m[key]["ci"]}
-            if m[key].get("baseline"):
-                entry["real_vs_real"] = m[key]["baseline"]["real_vs_real"]
-            out[key] = entry
-    if result.get("level") == "slice":
-        out["slices_per_case"] = (result.get("slices") or {}).get("slices_per_case")
-        out["tumour_mix"] = (result.get("tumour_mix") or {}).get("value")
-    if m.get("classifier_is"):
-        cis = m["classifier_is"]
-        out["classifier_is"] = {
-            "name": cis["name"],
-            "value": cis["synthetic"]["value"],
-            "real": (cis.get("real") or {}).get("value"),
-            "n": cis["synthetic"].get("n"),
-            "n_splits": cis.get("n_splits"),
-        }
-    found = find_msssim(m)
-    if found:
-        key, ms = found
-        out[key] = {"name": ms.get("name", key), "synthetic": ms["synthetic"]["mean"],
-                    "real": ms["real"]["mean"]}  # fmt: skip
-    if "feature" in m.get("privacy", {}):
-        out["privacy_flagged_fraction"] = {
-            s: m["privacy"][s]["flagged_fraction"] for s in ("feature", "voxel")
-        }
-    return out
 
 
 # -- HPO hook ------------------------------------------------------------------------------------
@@ -441,7 +391,7 @@ def fid_for_generator(
     seed: int = 0,
     batch_size: int = 4,
 ) -> dict[str, Any]:
-    """FID of `n` fresh samples of a `GANSystem` vs real packed pairs, in `extractor` space."""
+    """FID of `n` fresh samples of a volume model vs real packed pairs, in `extractor` space."""
     import torch
 
     tensors = [*system.parameters(), *system.buffers()]
@@ -486,12 +436,11 @@ def fid_for_run(
 
     Returns {"fid", "fid_raw", "n", "m", "d", "part", "extractor", "run", "checkpoint", "real_split"}.
     """
-    import torch
 
     from synthct.checkpoint import load_generator
 
     run_dir = ws.run_dir(check_name(run, "run name"))
-    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dev = pick_device(device)
     system, run_cfg, meta = load_generator(run_dir, checkpoint, ema=True, device=dev)
     cfg = run_cfg.data
     real = load_real_set(ws, cfg, real_split)

@@ -1,7 +1,7 @@
 """Slice-level evaluation: FID/KID/PRDC, classifier-IS and a joint embedding on axial slice pairs.
 
 2D models (FastGAN, StyleGAN2) produce slices, so their realism can only be measured slice by
-slice; measuring 3D sets the same way puts 2D and 3D models side by side (`compare.py`).
+slice; measuring 3D sets the same way puts 2D and 3D models side by side (`comparison.py`).
 
 The protocol (stated in every result under "slices"; docs/metrics.md explains why):
 
@@ -28,7 +28,7 @@ Features come from a 2D extractor (`features.SliceFeatureExtractor`): ``default`
 classifier-IS is valid), cached under WS/evals/encoders/slices-<key>-...; ``random`` = its
 fixed-seed twin. Written here because the slice view, case protocol and labels are specific to
 this product; the metrics themselves are the shared ones (`distances.py`, `resampling.py`,
-`evaluate.distance_metrics`).
+`distance_block.distance_metrics`).
 """
 
 from __future__ import annotations
@@ -47,13 +47,16 @@ from tqdm import tqdm
 from synthct.config import DataConfig, config_hash, to_dict
 from synthct.csvsafe import to_csv_text
 from synthct.errors import ConfigError, WorkspaceError
-from synthct.metrics.sets import VolumeSet, ids_sha256
-from synthct.metrics.slice_cases import (  # re-exported: callers and tests use slice_eval.*
+from synthct.metrics.results import record_in_datacard
+from synthct.metrics.slice_cases import (  # re-exported: callers and tests use slice_level.*
     SliceSet,
-    synthetic_case_slices,
     volume_case_slices,
     volume_slices,
 )
+from synthct.metrics.volume_sets import VolumeSet
+from synthct.runtime import case_ids_hash
+from synthct.sets import Datacard
+from synthct.views import view_class
 from synthct.workspace import Workspace, atomic_dir, atomic_write_json, atomic_write_text
 
 EMBED_MAX_PER_GROUP = 500  # t-SNE points per group (seeded sample)
@@ -83,7 +86,7 @@ def ensure_slice_encoder(
     from synthct.metrics import encoder as enc
 
     resolution = int(train.pairs.shape[-1])
-    key = enc.slice_encoder_key(resolution, part, config_hash(cfg), ids_sha256(train_ids))
+    key = enc.slice_encoder_key(resolution, part, config_hash(cfg), case_ids_hash(train_ids))
     if epochs is None:
         cached = enc.find_slice_encoder(ws, key)
         if cached is not None:
@@ -97,7 +100,7 @@ def ensure_slice_encoder(
         train.pairs, train.centres, part=part, hu_window=cfg.hu_window, epochs=epochs,
         seed=seed, progress=bar,
     )  # fmt: skip
-    meta.update(key=key, n_cases=train.n_cases, train_cases_sha256=ids_sha256(train_ids))
+    meta.update(key=key, n_cases=train.n_cases, train_cases_sha256=case_ids_hash(train_ids))
     enc.save_encoder(path, state, meta)
     return path
 
@@ -131,19 +134,16 @@ def get_slice_extractor(
 
 
 # -- the evaluation ------------------------------------------------------------------------------
-def slice_resolution(card: dict, cfg: DataConfig, requested: int | None) -> int:
+def slice_resolution(card: Datacard, cfg: DataConfig, requested: int | None) -> int:
     """R: `requested`, else the 2D set's resolution, else the data size S."""
     if requested:
         if requested < 8:
             raise ConfigError(f"--slice-size must be >= 8, got {requested}")
         return int(requested)
-    model = card.get("model", {})
-    if model.get("data_view") == "slices":
-        return int(model.get("size") or cfg.size)
-    return int(cfg.size)
+    return view_class(card.model.data_view).set_resolution(card.model, cfg)
 
 
-def training_tumour_mix(ws: Workspace, card: dict, requested: str) -> tuple[float | None, str]:
+def training_tumour_mix(ws: Workspace, card: Datacard, requested: str) -> tuple[float | None, str]:
     """(fraction or None = natural, where it came from) for a set's slice-level evaluation.
 
     `requested` "natural" or a fraction wins. "auto": 3D sets and mosaic 2D sets -> natural
@@ -156,36 +156,33 @@ def training_tumour_mix(ws: Workspace, card: dict, requested: str) -> tuple[floa
     parsed = parse_tumour_mix(requested)
     if parsed != "auto":
         return parsed, "--tumour-mix"  # type: ignore[return-value]
-    model = card.get("model", {})
-    if model.get("data_view") != "slices":
-        return None, "3D model: slices cut from volumes carry the natural mix"
-    if model.get("layout") == "mosaic":
-        return None, "mosaic model: tiles cut from whole cases carry the natural mix"
-    for where in (card, card.get("training_cases") or {}):
+    natural = view_class(card.model.data_view).set_tumour_mix(card.model)
+    if natural is not None:
+        return None, natural
+    recorded = card.training_cases.extra if card.training_cases else {}
+    for where in (card.extra, recorded):
         if "tumour_fraction" in where:
             return parse_tumour_mix(where["tumour_fraction"]), "datacard"  # type: ignore[return-value]
-    run = card.get("run")
+    run = card.run
     path = ws.run_dir(run) / "train_cases.json" if isinstance(run, str) and run else None
     if path is not None and path.is_file():
         rec = read_json(path)
         if isinstance(rec, dict) and "tumour_fraction" in rec:
             return parse_tumour_mix(rec["tumour_fraction"]), f"run {run}: train_cases.json"  # type: ignore[return-value]
     raise ConfigError(
-        f"cannot tell which tumour mix the 2D set {card.get('name')!r} was trained on "
+        f"cannot tell which tumour mix the 2D set {card.name!r} was trained on "
         f"({path or 'no run recorded in its datacard'} has no tumour_fraction); pass "
         "--tumour-mix natural or the training fraction, e.g. --tumour-mix 0.5"
     )
 
 
 def run_slice_evaluation(
-    ws: Workspace, opts, set_dir: Path, card: dict, cfg: DataConfig, load_real, progress=True
+    ws: Workspace, opts, set_dir: Path, card: Datacard, cfg: DataConfig, load_real, progress=True
 ) -> tuple[Path, dict]:
     """`synthct evaluate --level slice`: see the module docstring; returns (folder, result)."""
     from synthct import __version__
-    from synthct.generate import load_datacard, update_datacard
     from synthct.metrics.distance_block import _classifier_is, distance_metrics
     from synthct.metrics.embedding import compute_embedding
-    from synthct.metrics.evaluate import summarise
     from synthct.slices import mix_label
 
     opts = replace(opts, level="slice")
@@ -199,13 +196,16 @@ def run_slice_evaluation(
         )
     real = volume_case_slices(real_vs, cfg, r, k, fraction, opts.seed)
     m_cases = opts.n if opts.n is not None else real.n_cases
-    syn = synthetic_case_slices(set_dir, card, cfg, r, k, m_cases, fraction, opts.seed, progress)
+    syn = view_class(card.model.data_view).set_case_slices(
+        set_dir, card.model, cfg, r, k, m_cases, fraction, opts.seed, progress
+    )
     if syn.n_cases < 2:
         raise WorkspaceError(f"synthetic set {opts.synthetic!r} gives {syn.n_cases} case; need 2")
-    training = card.get("training_cases") or {}
     train_vs = None
     if opts.extractor == "default":
-        train_vs = load_real(ws, cfg, training.get("split") or "train")
+        train_vs = load_real(
+            ws, cfg, (card.training_cases and card.training_cases.split) or "train"
+        )
     fx = get_slice_extractor(ws, cfg, opts.extractor, opts.part, r, train_vs,
                              opts.encoder_epochs, opts.seed, progress=progress)  # fmt: skip
     info = fx.describe()
@@ -228,11 +228,10 @@ def run_slice_evaluation(
         seed=opts.seed,
     )
     settings = {**asdict(opts), "extractor_sha256": info["weights_sha256"],
-                "real_ids": ids_sha256(real_vs.ids), "resolution": r}  # fmt: skip
+                "real_ids": case_ids_hash(real_vs.ids), "resolution": r}  # fmt: skip
     blob = json.dumps(settings, sort_keys=True, default=str).encode()
     eval_id = f"{opts.synthetic}-slice-{opts.part}-{opts.extractor}-"
     eval_id += hashlib.sha256(blob).hexdigest()[:8]
-    model = card.get("model", {})
     mix = {
         "value": mix_label(fraction),
         "source": mix_source,
@@ -253,28 +252,26 @@ def run_slice_evaluation(
         "extractor": info,
         "slices": {"resolution": r, "slices_per_case": k, "protocol": PROTOCOL},
         "tumour_mix": mix,
-        "model": {"kind": model.get("kind"), "data_view": model.get("data_view", "volumes")},
+        "model": {"kind": card.model.kind, "data_view": card.model.data_view},
         "synthetic": {
             "set": opts.synthetic,
             "m": syn.n_cases * k,
             "m_cases": syn.n_cases,
             **syn.describe(),
-            "ids_sha256": ids_sha256(syn.case_ids),
+            "ids_sha256": case_ids_hash(syn.case_ids),
         },
         "real": {
             "split": opts.real,
             "n": real.n_cases * k,
             "n_cases": real.n_cases,
             **real.describe(),
-            "ids_sha256": ids_sha256(real_vs.ids),
+            "ids_sha256": case_ids_hash(real_vs.ids),
         },
         "metrics": metrics,
     }
-    final = ws.evals / eval_id
+    final = ws.eval_dir(eval_id)
     with atomic_dir(final, overwrite=True) as tmp:
         atomic_write_json(tmp / "metrics.json", result)
         atomic_write_text(tmp / "embedding.csv", to_csv_text(pd.DataFrame(emb)))
-    merged = dict(load_datacard(set_dir).get("metrics") or {})
-    merged[eval_id] = summarise(result)
-    update_datacard(set_dir, "metrics", merged)
+    record_in_datacard(set_dir, result)
     return final, result

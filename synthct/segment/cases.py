@@ -3,22 +3,22 @@
 Both kinds become `SegCase`s on the same grid (S, S, S/2) at the packed spacing, images kept in
 HU; the intensity normalisation is fitted per model (`normalise.py`) and applied by the dataset
 and at inference, identically to real and synthetic cases, so the network cannot tell the two
-apart by intensity scaling. A synthetic set is read straight from its files (contract:
-imagesTr/<id>__CT.nii.gz int16 HU, labelsTr/<id>.nii.gz uint8, datacard.json) through
-`synthct.io.load_volume`, the project's only image reader.
+apart by intensity scaling. A synthetic set is read straight from its files (the layout
+`synthct generate` writes: imagesTr/<id>__CT.nii.gz int16 HU, labelsTr/<id>.nii.gz uint8,
+datacard.json) through `synthct.io.load_volume`, the project's only image reader.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from synthct.errors import ConfigError, ImageReadError, WorkspaceError
 from synthct.segment.recipe import SegConfig
-from synthct.workspace import Workspace, read_json
+from synthct.sets import Datacard, read_datacard
+from synthct.workspace import Workspace
 
 IMAGE_SUFFIX = "__CT.nii.gz"
 
@@ -99,12 +99,8 @@ def load_real_cases(ws: Workspace, cfg: SegConfig, split: str) -> list[SegCase]:
 
 def synthetic_set_dir(ws: Workspace, name: str) -> Path:
     set_dir = ws.synthetic_dir(name)
-    if not (set_dir / "datacard.json").is_file():
-        have = (
-            sorted(p.name for p in ws.synthetic.glob("*") if (p / "datacard.json").is_file())
-            if ws.synthetic.is_dir()
-            else []
-        )
+    if name not in ws.list_sets():
+        have = ws.list_sets()
         raise WorkspaceError(
             f"synthetic set {name!r} not found ({set_dir}/datacard.json missing); "
             f"available: {have or 'none — run `synthct generate` first'}"
@@ -112,8 +108,9 @@ def synthetic_set_dir(ws: Workspace, name: str) -> Path:
     return set_dir
 
 
-def load_datacard(ws: Workspace, name: str) -> dict[str, Any]:
-    return read_json(synthetic_set_dir(ws, name) / "datacard.json")
+def load_datacard(ws: Workspace, name: str) -> Datacard:
+    """The card of synthetic set `name` (without its per-case list)."""
+    return read_datacard(synthetic_set_dir(ws, name), cases=False)
 
 
 def synthetic_case_ids(set_dir: Path) -> list[str]:

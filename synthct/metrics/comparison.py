@@ -28,6 +28,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from synthct.errors import WorkspaceError
+from synthct.metrics.results import Baseline, EvalResult, load_result
 from synthct.workspace import Workspace
 
 METRICS = ("fid", "kid", "precision", "recall", "density", "coverage")
@@ -43,66 +45,52 @@ COLUMNS = [
 ]  # fmt: skip
 
 
-def _value(metrics: dict, key: str) -> float:
-    entry = metrics.get(key)
-    return float(entry["value"]) if isinstance(entry, dict) and "value" in entry else math.nan
-
-
-def _ci(metrics: dict, key: str, side: str) -> float:
-    entry = metrics.get(key)
-    ci = entry.get("ci") if isinstance(entry, dict) else None
-    return float(ci.get(side, math.nan)) if isinstance(ci, dict) else math.nan
-
-
-def protocol_of(result: dict) -> str:
+def protocol_of(result: EvalResult) -> str:
     """The protocol id of one result: "legacy" for pooled-slice results, else a short hash."""
-    level = result.get("level", "volume")
-    slices = result.get("slices") or {}
-    if level == "slice" and "slices_per_case" not in slices:
+    slices = result.slices or {}
+    if result.level == "slice" and result.slices_per_case is None:
         return LEGACY
-    real, syn = result.get("real") or {}, result.get("synthetic") or {}
+    real, syn = result.real, result.synthetic
     key = {
-        "level": level,
-        "part": (result.get("options") or {}).get("part"),
-        "extractor": (result.get("extractor") or {}).get("weights_sha256"),
+        "level": result.level,
+        "part": result.options.get("part"),
+        "extractor": result.extractor.get("weights_sha256"),
         "real_split": real.get("split"),
         "real_ids": real.get("ids_sha256"),
         "n_cases": real.get("n_cases", real.get("n")),
         "m_cases": syn.get("m_cases", syn.get("m")),
-        "resolution": slices.get("resolution") or (result.get("data_config") or {}).get("size"),
-        "slices_per_case": slices.get("slices_per_case"),
-        "tumour_mix": (result.get("tumour_mix") or {}).get("value"),
+        "resolution": slices.get("resolution") or result.data_config.get("size"),
+        "slices_per_case": result.slices_per_case,
+        "tumour_mix": (result.tumour_mix or {}).get("value"),
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
 
 
-def _row(result: dict) -> dict:
-    m = result.get("metrics", {})
-    fid = m.get("fid") or {}
-    model = result.get("model") or {}
-    cis = m.get("classifier_is") or {}
-    base = fid.get("baseline") or {}
-    rr = base.get("real_vs_real") if isinstance(base.get("real_vs_real"), dict) else {}
-    sr = base.get("synthetic_vs_real") if isinstance(base.get("synthetic_vs_real"), dict) else {}
-    real, syn = result.get("real", {}), result.get("synthetic", {})
+def _row(result: EvalResult) -> dict:
+    from synthct.views import view_class  # heavy (torch): the table itself needs only pandas
+
+    fid = result.distance("fid")
+    base = (fid.baseline if fid else None) or Baseline()
+    rr, sr = base.real_vs_real or {}, base.synthetic_vs_real or {}
+    cis = result.metrics.get("classifier_is") or {}
+    real, syn = result.real, result.synthetic
     row = {
         "protocol": protocol_of(result),
         "tier": math.nan,
         "set": syn.get("set"),
-        "model_kind": model.get("kind"),
-        "dims": "2D" if model.get("data_view") == "slices" else "3D",
-        "eval": result.get("id"),
-        "level": result.get("level", "volume"),
+        "model_kind": result.model.get("kind"),
+        "dims": view_class(result.data_view).dims,
+        "eval": result.id,
+        "level": result.level,
         "real_split": real.get("split"),
-        "resolution": (result.get("slices") or {}).get("resolution")
-        or result.get("data_config", {}).get("size"),
-        "slices_per_case": (result.get("slices") or {}).get("slices_per_case"),
-        "tumour_mix": (result.get("tumour_mix") or {}).get("value"),
+        "resolution": (result.slices or {}).get("resolution") or result.data_config.get("size"),
+        "slices_per_case": result.slices_per_case,
+        "tumour_mix": (result.tumour_mix or {}).get("value"),
         "fid_real_vs_real": rr.get("median", rr.get("mean", math.nan)),
         "fid_real_vs_real_low": rr.get("low", math.nan),
         "fid_real_vs_real_high": rr.get("high", math.nan),
         "fid_synthetic_at_baseline": sr.get("median", sr.get("mean", math.nan)),
-        "fid_within_real_vs_real": base.get("synthetic_within_real_vs_real"),
+        "fid_within_real_vs_real": base.synthetic_within_real_vs_real,
         "classifier_is": (cis.get("synthetic") or {}).get("value", math.nan),
         "classifier_is_real": (cis.get("real") or {}).get("value", math.nan),
         "classifier_is_n": (cis.get("synthetic") or {}).get("n"),
@@ -110,13 +98,14 @@ def _row(result: dict) -> dict:
         "m": syn.get("m"),
         "n_cases": real.get("n_cases", real.get("n")),
         "m_cases": syn.get("m_cases", syn.get("m")),
-        "extractor": (result.get("extractor") or {}).get("name"),
-        "extractor_sha256": (result.get("extractor") or {}).get("weights_sha256"),
-        "created": result.get("created"),
+        "extractor": result.extractor.get("name"),
+        "extractor_sha256": result.extractor.get("weights_sha256"),
+        "created": result.created,
     }
     for key in METRICS:
-        row.update({key: _value(m, key), f"{key}_low": _ci(m, key, "low"),
-                    f"{key}_high": _ci(m, key, "high")})  # fmt: skip
+        e = result.distance(key)
+        row.update({key: e.value if e else math.nan, f"{key}_low": e.ci_low if e else math.nan,
+                    f"{key}_high": e.ci_high if e else math.nan})  # fmt: skip
     return row
 
 
@@ -150,14 +139,13 @@ def compare_models(ws: Workspace, level: str = "slice") -> pd.DataFrame:
     if level not in ("slice", "volume"):
         raise ValueError(f"level must be 'slice' or 'volume', got {level!r}")
     rows = []
-    if ws.evals.is_dir():
-        for path in sorted(ws.evals.glob("*/metrics.json")):
-            try:
-                result = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                continue
-            if isinstance(result, dict) and result.get("level", "volume") == level:
-                rows.append(_row(result))
+    for eval_id in sorted(ws.list_evals()):
+        try:
+            result = load_result(ws, eval_id)
+        except (OSError, ValueError, WorkspaceError):
+            continue
+        if result.level == level:
+            rows.append(_row(result))
     df = pd.DataFrame(rows, columns=COLUMNS)
     for proto, idx in df.groupby("protocol").groups.items():
         if proto != LEGACY:

@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 import torch
 
+from synthct.bench.blobs import blob_set, split_loader, write_blob_synthetic_set
 from synthct.config import DataConfig
 from synthct.errors import ConfigError, WorkspaceError
 from synthct.io import Volume, save_volume, spacing_affine
-from synthct.metrics import evaluate as E
-from synthct.metrics import sets as S
-from synthct.metrics.benchdata import blob_set, split_loader, write_blob_synthetic_set
+from synthct.metrics import evaluation as E
+from synthct.metrics import volume_sets as S
 from synthct.metrics.distances import compute_fid
 from synthct.metrics.features import build_random_extractor, select_part
 
@@ -56,7 +56,7 @@ def test_evaluate_cli_writes_labelled_metrics_tables_and_datacard(blobs):
     # independent recomputation of FID from the NIfTI files and the packed real arrays
     syn_ids = pd.read_csv(folder / "embedding.csv").query("group == 'synthetic'")["id"].tolist()
     assert len(syn_ids) == 14
-    from synthct.generate import load_synthetic_pair
+    from synthct.sets import load_synthetic_pair
 
     packed = np.stack(
         [
@@ -86,13 +86,13 @@ def test_evaluate_cli_writes_labelled_metrics_tables_and_datacard(blobs):
 
 def test_default_encoder_is_trained_once_and_gives_classifier_is(blobs):
     ws, train, _ = blobs
-    opts = E.EvalOptions(synthetic="blob", part="image", encoder_epochs=2, n_boot=5, msssim_pairs=5)
+    opts = E.EvalConfig(synthetic="blob", part="image", encoder_epochs=2, n_boot=5, msssim_pairs=5)
     _, res = E.run_evaluation(ws, opts, progress=False)
     enc = list((ws.evals / "encoders").glob("*.pt"))
     assert len(enc) == 1
     info = res["extractor"]
     assert info["name"] == "default" and info["classes"] == ["A", "B"]
-    from synthct.metrics.features import file_sha256
+    from synthct.runtime import file_sha256
 
     assert info["weights_sha256"] == file_sha256(enc[0])
     cis = res["metrics"]["classifier_is"]
@@ -113,7 +113,7 @@ def test_copied_training_cases_are_flagged(blobs):
             Volume(h, aff), folder / "imagesTr" / f"SYN-000{k + 1}__CT.nii.gz", dtype=np.int16
         )
         save_volume(Volume(mk, aff), folder / "labelsTr" / f"SYN-000{k + 1}.nii.gz", dtype=np.uint8)
-    opts = E.EvalOptions(synthetic="blob", extractor="random", n_boot=5, msssim_pairs=5)
+    opts = E.EvalConfig(synthetic="blob", extractor="random", n_boot=5, msssim_pairs=5)
     out, res = E.run_evaluation(ws, opts, progress=False)
     priv = pd.read_csv(out / "privacy.csv").query("space == 'voxel' and group == 'synthetic'")
     flagged = priv[priv["flagged"]].set_index("id")
@@ -138,7 +138,7 @@ def test_to_packed_matches_preprocessing():
 
 
 class _ConstantGAN(torch.nn.Module):
-    """A stand-in GANSystem whose samples are the first real pair plus small noise."""
+    """A stand-in model whose samples are the first real pair plus small noise."""
 
     latent_dim = 4
 
@@ -166,11 +166,11 @@ def test_fid_for_generator_hook():
 
 def test_input_errors(workspace):
     with pytest.raises(ConfigError, match="--weights"):
-        E.EvalOptions(synthetic="x", extractor="medicalnet")
+        E.EvalConfig(synthetic="x", extractor="medicalnet")
     with pytest.raises(ConfigError, match="part"):
-        E.EvalOptions(synthetic="x", part="both")
+        E.EvalConfig(synthetic="x", part="both")
     with pytest.raises(WorkspaceError, match="not found"):
-        E.run_evaluation(workspace, E.EvalOptions(synthetic="missing"), progress=False)
+        E.run_evaluation(workspace, E.EvalConfig(synthetic="missing"), progress=False)
     r = _cli(["evaluate", "--synthetic", "../x", "--workspace", str(workspace.root)])
     assert r.exit_code != 0
 
@@ -201,7 +201,7 @@ def test_evaluate_on_preprocessed_phantoms(workspace, tmp_path):
     )
     assert r.exit_code == 0, r.output
     trained = json.loads(r.stdout[r.stdout.index("{") :])
-    opts = E.EvalOptions(synthetic="blob", n_boot=5, msssim_pairs=5)
+    opts = E.EvalConfig(synthetic="blob", n_boot=5, msssim_pairs=5)
     out, res = E.run_evaluation(workspace, opts, progress=False)
     assert res["extractor"]["weights_sha256"] == trained["sha256"]  # the cached encoder is reused
     assert res["real"]["n"] == len(test_ids) and res["train"]["n"] == len(train_ids)

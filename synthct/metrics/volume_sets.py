@@ -1,7 +1,8 @@
-"""The data `synthct evaluate` compares: real packed pairs and synthetic NIfTI sets, as one type.
+"""The volumes `synthct evaluate` compares: real packed pairs and synthetic NIfTI sets, as one
+type (`VolumeSet`; its slice-level counterpart is `slice_cases.SliceSet`).
 
-Real volumes come from the packed arrays (`synthct.preprocess.load_packed`, contract 2). Synthetic
-pairs are read from a set's NIfTI files (`synthct.generate.load_synthetic_pair`) and mapped back
+Real volumes come from the packed arrays (`synthct.preprocess.load_packed`). Synthetic
+pairs are read from a set's NIfTI files (`synthct.sets.load_synthetic_pair`) and mapped back
 to [-1, 1] exactly as preprocessing maps real data (HU window clipped and scaled linearly; mask
 {0, 1} -> {-1, 1}, or {0, 1, 2} -> {-1, 0, 1}) and packed the same way, so both sides enter the
 feature extractors identically.
@@ -16,10 +17,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from synthct.config import DataConfig, from_dict
-from synthct.datasets import case_ids_hash
+from synthct.config import HU_WINDOW, DataConfig, from_dict
 from synthct.errors import WorkspaceError
 from synthct.metrics.features import select_part
+from synthct.sets import Datacard
 from synthct.workspace import Workspace
 
 
@@ -42,11 +43,6 @@ class VolumeSet:
         )
 
 
-def ids_sha256(ids: Sequence[str]) -> str:
-    """SHA-256 of the sorted ids joined by newlines (`synthct.datasets.case_ids_hash`)."""
-    return case_ids_hash(map(str, ids))
-
-
 # -- loading ------------------------------------------------------------------------------------
 def load_real_set(ws: Workspace, cfg: DataConfig, split: str) -> VolumeSet:
     """Real packed pairs of `split` ("train"/"val"/"test"/"all") via `preprocess.load_packed`."""
@@ -57,18 +53,18 @@ def load_real_set(ws: Workspace, cfg: DataConfig, split: str) -> VolumeSet:
     return VolumeSet(arrays, list(ps.case_ids), list(ps.centres), tuple(ps.spacing))
 
 
-def data_config_of(card: dict, where: str) -> DataConfig:
+def data_config_of(card: Datacard, where: str) -> DataConfig:
     """The preprocessing config a synthetic set was trained with (from its datacard)."""
-    rc = card.get("run_config")
+    rc = card.run_config
     if isinstance(rc, dict) and isinstance(rc.get("data"), dict):
         return from_dict(DataConfig, rc["data"], where=f"{where}: run_config.data")
-    post = card.get("postprocess", {})
-    size = card.get("model", {}).get("size")
+    post = card.postprocess
+    size = card.model.size
     if not size:
         raise WorkspaceError(f"{where}: datacard has neither run_config.data nor model.size")
     return DataConfig(
         size=int(size),
-        hu_window=tuple(post.get("hu_window", (-1024.0, 600.0))),
+        hu_window=tuple(post.get("hu_window", HU_WINDOW)),
         packing=post.get("packing", "z"),
         mask=post.get("mask_mode", "binary"),
     )
@@ -91,7 +87,7 @@ def load_synthetic_set(
     set_dir: Path, cfg: DataConfig, n: int | None = None, seed: int = 0, progress: bool = True
 ) -> tuple[VolumeSet, list[np.ndarray], list[np.ndarray]]:
     """Read a set's NIfTI pairs -> (packed VolumeSet, HU images, masks); at most n (seeded)."""
-    from synthct.generate import load_synthetic_pair
+    from synthct.sets import load_synthetic_pair
 
     ids = sorted(p.name[: -len("__CT.nii.gz")] for p in (set_dir / "imagesTr").glob("*__CT.nii.gz"))
     if len(ids) < 2:
