@@ -34,6 +34,13 @@ def workspace(tmp_path, monkeypatch):
 
 
 SLURM_UP = Path(__file__).resolve().parents[1] / "scripts" / "ci" / "slurm-up.sh"
+ENV_REQUIRE_SLURM = "SYNTHCT_REQUIRE_SLURM"  # .ci/run sets it: no cluster fails, never skips
+
+
+def _no_slurm(why: str) -> None:
+    if os.environ.get(ENV_REQUIRE_SLURM) == "1":
+        pytest.fail(f"{why} (${ENV_REQUIRE_SLURM}=1: the SLURM tests must run)", pytrace=False)
+    pytest.skip(why)
 
 
 def _slurm_answers() -> bool:
@@ -49,14 +56,14 @@ def _slurm_answers() -> bool:
 def slurm_cluster() -> str:
     """The name of a working SLURM cluster for the tests marked `slurm`. If sinfo or sacct do
     not answer, scripts/ci/slurm-up.sh runs once (root only: it installs Debian's slurm-wlm,
-    munge, slurmdbd and mariadb-server when missing); the test is skipped only when that cannot
-    bring a cluster up."""
+    munge, slurmdbd and mariadb-server when missing). When that cannot bring a cluster up the
+    test is skipped, or fails with $SYNTHCT_REQUIRE_SLURM=1 (CI sets it)."""
     if not _slurm_answers():
         if os.geteuid() != 0:
-            pytest.skip("no SLURM cluster answers, and starting one needs root")
+            _no_slurm("no SLURM cluster answers, and starting one needs root")
         res = subprocess.run(["bash", str(SLURM_UP)], capture_output=True, text=True, timeout=900)
         if res.returncode != 0 or not _slurm_answers():
-            pytest.skip(f"scripts/ci/slurm-up.sh could not start SLURM: {res.stderr[-500:]}")
+            _no_slurm(f"scripts/ci/slurm-up.sh could not start SLURM: {res.stderr[-500:]}")
     from synthct.executors.slurm import cluster_name
 
     return cluster_name()

@@ -6,9 +6,24 @@
 # not running (nothing that runs is restarted) and waits until the node is idle.
 # Partition `debug` holds every CPU of the machine (SelectTypeParameters=CR_CPU: jobs share the
 # node by CPU); a job may be requeued (JobRequeue=1) and is listed by squeue for 10 minutes
-# after it ends (MinJobAge=600).
+# after it ends (MinJobAge=600). Every wait is bounded (SLURM's commands themselves retry for a
+# minute on a bad configuration): the script fails, naming the log to read, instead of hanging.
 set -euo pipefail
-if sinfo -h >/dev/null 2>&1 && sacct -n -X -S now >/dev/null 2>&1; then exit 0; fi
+
+# wait_for SECONDS CMD...: run CMD (5 s at most each time) until it succeeds; 1 after SECONDS.
+wait_for() {
+  local end=$((SECONDS + $1))
+  shift
+  until timeout 5 "$@" >/dev/null 2>&1; do
+    [ "$SECONDS" -ge "$end" ] && return 1
+    sleep 0.5
+  done
+}
+NODE_IDLE=(bash -c '[ "$(sinfo -h -o %T 2>/dev/null)" = idle ]')
+
+if timeout 10 sinfo -h >/dev/null 2>&1 && timeout 10 sacct -n -X -S now >/dev/null 2>&1; then
+  exit 0
+fi
 
 need=()
 command -v slurmctld >/dev/null 2>&1 || need+=(slurm-wlm)
@@ -37,7 +52,7 @@ mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld
 if ! mariadb-admin ping >/dev/null 2>&1; then
   (runuser -u mysql -- /usr/sbin/mariadbd --skip-networking=0 --bind-address=127.0.0.1 \
      >/var/log/mariadbd-synthct.log 2>&1 &)
-  for _ in $(seq 60); do mariadb-admin ping >/dev/null 2>&1 && break; sleep 0.5; done
+  wait_for 30 mariadb-admin ping || { echo "MariaDB did not start: /var/log/mariadbd-synthct.log" >&2; exit 1; }
 fi
 mariadb -e "CREATE DATABASE IF NOT EXISTS slurm_acct_db;
   CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY 'slurmdbd';
@@ -91,19 +106,14 @@ PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP OverSubscr
 CONF
 
 pgrep -x slurmdbd >/dev/null || /usr/sbin/slurmdbd
-for _ in $(seq 60); do sacctmgr -n list cluster >/dev/null 2>&1 && break; sleep 0.5; done
-sacctmgr -i add cluster synthct >/dev/null 2>&1 || true
+wait_for 30 sacctmgr -n list cluster || { echo "slurmdbd does not answer: /var/log/slurm/slurmdbd.log" >&2; exit 1; }
+timeout 30 sacctmgr -i add cluster synthct >/dev/null 2>&1 || true
 pgrep -x slurmctld >/dev/null || /usr/sbin/slurmctld
 pgrep -x slurmd >/dev/null || /usr/sbin/slurmd
-for _ in $(seq 60); do
-  state=$(sinfo -h -o %T 2>/dev/null || true)
-  [ "$state" = idle ] && break
-  sleep 0.5
-done
-scontrol update nodename="$host" state=resume >/dev/null 2>&1 || true
-for _ in $(seq 60); do
-  sacct -n -X -S now >/dev/null 2>&1 && break
-  sleep 0.5
-done
-sinfo
-srun --time=1 --cpus-per-task=1 true  # a job really runs
+if ! wait_for 15 "${NODE_IDLE[@]}"; then  # a node that was down before a restart stays down until resumed
+  timeout 10 scontrol update nodename="$host" state=resume >/dev/null 2>&1 || true
+  wait_for 30 "${NODE_IDLE[@]}" || { echo "node $host is not idle: /var/log/slurm/slurmctld.log, slurmd.log" >&2; exit 1; }
+fi
+wait_for 30 sacct -n -X -S now || { echo "sacct does not answer: /var/log/slurm/slurmdbd.log" >&2; exit 1; }
+timeout 10 sinfo
+timeout 60 srun --time=1 --cpus-per-task=1 true  # a job really runs
