@@ -11,8 +11,10 @@ database exactly at the previous version.
 DDL is written once for both dialects; `{pk}` and `{ts}` are replaced per dialect (SQLite
 `INTEGER PRIMARY KEY`, PostgreSQL `SERIAL PRIMARY KEY`; timestamps with time zone). A database
 created before versioning existed (by `Base.metadata.create_all`) is adopted: while no version
-is recorded, a migration whose tables all exist already is recorded without running its DDL. Changing a model in db/models.py means appending a migration here; a test compares
-the migrated schema with the models.
+is recorded, a migration whose tables all exist already is recorded without running its DDL, and
+an `ADD COLUMN` or `CREATE INDEX` whose column or index exists already (a table that
+`create_all` made from the current models) is skipped. Changing a model in db/models.py means
+appending a migration here; a test compares the migrated schema with the models.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from datetime import UTC, datetime
 from sqlalchemy import Connection, Engine, inspect, text
 
 VERSION_TABLE = "schema_version"
+_ADD_COLUMN = re.compile(r"\s*ALTER TABLE (\w+) ADD COLUMN (\w+)", re.IGNORECASE)
+_CREATE_INDEX = re.compile(r"\s*CREATE INDEX (\w+) ON (\w+)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -140,6 +144,19 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        4,
+        "jobs: executor (local | slurm), owner host or cluster, SLURM id and state, resources",
+        (
+            "ALTER TABLE jobs ADD COLUMN executor VARCHAR(16) NOT NULL DEFAULT 'local'",
+            "ALTER TABLE jobs ADD COLUMN owner VARCHAR(255)",
+            "ALTER TABLE jobs ADD COLUMN external_id VARCHAR(64)",
+            "ALTER TABLE jobs ADD COLUMN external_state VARCHAR(32)",
+            "ALTER TABLE jobs ADD COLUMN resources JSON",
+            "ALTER TABLE jobs ADD COLUMN requeues INTEGER NOT NULL DEFAULT 0",
+            "CREATE INDEX ix_jobs_executor_owner ON jobs (executor, owner)",
+        ),
+    ),
 )
 
 _DIALECT_TYPES = {
@@ -211,6 +228,17 @@ def _record(conn: Connection, m: Migration) -> None:
     )
 
 
+def _already_applied(ins, statement: str) -> bool:
+    """An ADD COLUMN whose column, or a CREATE INDEX whose index, exists already."""
+    if m := _ADD_COLUMN.match(statement):
+        table, column = m.group(1), m.group(2)
+        return ins.has_table(table) and column in {c["name"] for c in ins.get_columns(table)}
+    if m := _CREATE_INDEX.match(statement):
+        name, table = m.group(1), m.group(2)
+        return ins.has_table(table) and name in {i["name"] for i in ins.get_indexes(table)}
+    return False
+
+
 def upgrade(
     engine: Engine, migrations: Sequence[Migration] = MIGRATIONS, target: int | None = None
 ) -> int:
@@ -243,6 +271,8 @@ def upgrade(
                 continue
             adopting = False
             for statement in m.statements:
+                if _already_applied(ins, statement):
+                    continue  # a table made by create_all from the current models has it
                 conn.exec_driver_sql(render_ddl(statement, dialect))
             _record(conn, m)
             version = m.version

@@ -10,6 +10,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -23,15 +24,24 @@ class Base(DeclarativeBase):
 
 
 class Job(Base):
-    """A long piece of work run as a separate process (`python -m synthct …`)."""
+    """A long piece of work run as a separate process (`python -m synthct …`), on this machine
+    (executor "local") or as a SLURM job (executor "slurm")."""
 
     __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_executor_owner", "executor", "owner"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     kind: Mapped[str] = mapped_column(String(32))  # train | generate | evaluate | segment | …
     args: Mapped[list] = mapped_column(JSON)  # argv after `python -m synthct`
     device: Mapped[str] = mapped_column(String(32), default="cpu")  # "cuda:0" jobs queue per device
     status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    executor: Mapped[str] = mapped_column(String(16), default="local", server_default="local")
+    # who may start, watch and reconcile it: the host name (local) or the SLURM cluster name
+    owner: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    external_id: Mapped[str | None] = mapped_column(String(64), nullable=True)  # SLURM job id
+    external_state: Mapped[str | None] = mapped_column(String(32), nullable=True)  # SLURM state
+    resources: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # executor settings
+    requeues: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     message: Mapped[str] = mapped_column(Text, default="")
     pid: Mapped[int | None] = mapped_column(Integer, nullable=True)

@@ -1,5 +1,6 @@
-"""Generate & jobs: launch generation, training, evaluation and segmentation as background jobs,
-follow them live, cancel them, and browse the synthetic sets with their dataset cards."""
+"""Generate & jobs: launch generation, training, evaluation, segmentation and HPO as background
+jobs — on this machine or on SLURM —, follow them live, cancel them, see the cluster's queue and
+the HPO studies, and browse the synthetic sets with their dataset cards."""
 
 import streamlit as st
 
@@ -21,8 +22,44 @@ def _sets() -> list[str]:
     return ws.list_sets()
 
 
-tab_gen, tab_train, tab_eval, tab_seg, tab_prep = st.tabs(
-    ["Generate", "Train", "Evaluate", "Segment", "Preprocess"]
+EXECUTOR_HELP = (
+    "local: this machine's job queue · slurm: a SLURM job with the resources below (the "
+    "workspace must be on storage the nodes share); near its time limit a training job "
+    "checkpoints, requeues itself and resumes"
+)
+
+
+def _executor():
+    """The executor chosen at the top of the page (None after a bad value, with an error)."""
+    from synthct.executors import slurm
+
+    with st.expander("Where jobs run", expanded=False):
+        kinds = ["local", "slurm"] if slurm.available() else ["local"]
+        kind = st.radio("Executor", kinds, horizontal=True, key="exec-kind", help=EXECUTOR_HELP)
+        fields = {}
+        if kind == "slurm":
+            c1, c2, c3, c4 = st.columns(4)
+            fields = dict(
+                partition=c1.text_input("Partition (empty = default)", key="exec-partition"),
+                time_min=c2.number_input("Time limit (min)", 1, 60 * 24 * 30, 60, key="exec-time"),
+                cpus_per_task=c3.number_input("CPUs per task", 1, 256, 1, key="exec-cpus"),
+                gpus_per_node=c4.number_input("GPUs per node", 0, 16, 0, key="exec-gpus"),
+                mem_gb=c1.number_input("Memory GB (0 = default)", 0.0, 4096.0, 0.0, key="exec-mem"),
+                nodes=c2.number_input("Nodes (training)", 1, 128, 1, key="exec-nodes"),
+                tasks_per_node=c3.number_input(
+                    "Tasks per node (0 = one per GPU)", 0, 64, 0, key="exec-tasks"
+                ),
+            )  # fmt: skip
+    try:
+        return ui_jobs.executor_from_form(ws, kind, **fields)
+    except SynthctError as e:
+        st.error(str(e))
+        return None
+
+
+executor = _executor()
+tab_gen, tab_train, tab_eval, tab_seg, tab_hpo, tab_prep = st.tabs(
+    ["Generate", "Train", "Evaluate", "Segment", "HPO", "Preprocess"]
 )
 
 
@@ -72,7 +109,7 @@ with tab_gen:
             except SynthctError as e:
                 st.error(str(e))
             else:
-                ui_jobs.submit(ws, "generate", args, device)
+                ui_jobs.submit(ws, "generate", args, device, executor)
 
 with tab_train:
     configs, blocked = ui_jobs.train_choices(ws, ui_jobs.config_files(ws))
@@ -104,7 +141,7 @@ with tab_train:
             except SynthctError as e:
                 st.error(str(e))
             else:
-                ui_jobs.submit(ws, "train", args, device)
+                ui_jobs.submit(ws, "train", args, device, executor)
 
 with tab_eval:
     sets = _sets()
@@ -131,7 +168,7 @@ with tab_eval:
             except SynthctError as e:
                 st.error(str(e))
             else:
-                ui_jobs.submit(ws, "evaluate", args, "auto")
+                ui_jobs.submit(ws, "evaluate", args, "auto", executor)
 
 with tab_seg:
     from synthct.segment.experiments import EXPERIMENTS
@@ -171,7 +208,38 @@ with tab_seg:
         except SynthctError as e:
             st.error(str(e))
         else:
-            ui_jobs.submit(ws, "segment", args, device)
+            ui_jobs.submit(ws, "segment", args, device, executor)
+
+with tab_hpo:
+    grids = ui_jobs.config_files(ws, hpo=True)
+    if not grids:
+        st.info("No HPO grid or search files (hpo*.yaml) in configs/ or the workspace's configs/.")
+    else:
+        with st.form("hpo"):
+            grid = st.selectbox(
+                "Grid or search", grids, format_func=lambda p: p.name, key="hpo-grid"
+            )
+            c1, c2, c3, c4 = st.columns(4)
+            metric = c1.selectbox("Ranking metric", ui_jobs.HPO_METRICS, key="hpo-metric",
+                                  help="fid: FID on the validation split (never test) · hu_w1: "
+                                  "a cheap HU-histogram proxy")  # fmt: skip
+            steps = c2.number_input("Steps per run (0 = config)", 0, 10**7, 0, key="hpo-steps")
+            workers = c3.number_input("Workers", 1, 64, 1, key="hpo-workers")
+            prune = c4.number_input("Prune every N steps (0 = off)", 0, 10**7, 0, key="hpo-prune")
+            go = st.form_submit_button("Start workers in the background", type="primary")
+        if go:
+            try:
+                args = ui_jobs.hpo_args(grid, metric, int(steps) or None, int(prune) or None)
+            except SynthctError as e:
+                st.error(str(e))
+            else:
+                for _ in range(int(workers)):
+                    ui_jobs.submit(ws, "hpo", args, "auto", executor)
+    from synthct.hpo_study import list_studies
+
+    studies = list_studies(ws)
+    if studies:
+        ui_jobs.study_view(ws, st.selectbox("Study", studies, key="hpo-study"))
 
 with tab_prep:
     from synthct.config import DataConfig
@@ -192,6 +260,9 @@ with tab_prep:
 
 st.subheader("Jobs")
 ui_jobs.job_monitor(ws)
+
+st.subheader("Cluster queue")
+ui_jobs.cluster_queue()
 
 st.subheader("Synthetic sets")
 sets = _sets()

@@ -13,8 +13,11 @@ A grid file (YAML)::
       - grid: {model.latent_dim: [1280, 1536, 1792]}
         from_best: true               # start from the best point of the previous stages
 
-Runs that are already done are skipped and half-finished ones resumed, so a grid can be
-re-launched after an interruption. The ranking metric is a function `run_dir -> float` (lower is
+Each stage is an Optuna study (GridSampler) in the project database, so any number of workers
+— this process, background jobs, SLURM jobs on other nodes — share it and every point runs once
+(synthct.hpo_study). A file with `search: {key: {low, high, log}}` and `n_trials` instead of
+`stages` is an open search with Optuna's TPE. Runs that are already done are skipped and
+half-finished ones resumed, so a grid can be re-launched after an interruption. The ranking metric is a function `run_dir -> float` (lower is
 better) looked up in `METRICS`: the default `fid` (synthct.metrics, offline default encoder,
 validation split — or train when there is none — never test), or the cheaper proxy `hu_w1`: the
 Wasserstein-1 distance in HU between the intensity histograms of a fixed batch of EMA samples
@@ -53,15 +56,20 @@ def load_grid(path: str | Path) -> dict[str, Any]:
     """Read and check a grid file; `base` becomes the loaded run-config dict."""
     path = Path(path)
     spec = load_yaml(path)
-    unknown = sorted(set(spec) - {"name", "base", "overrides", "stages"})
+    unknown = sorted(set(spec) - {"name", "base", "overrides", "stages", "search", "n_trials"})
     if unknown:
         raise ConfigError(
-            f"{path}: unknown key(s) {unknown}; expected name, base, overrides, stages"
+            f"{path}: unknown key(s) {unknown}; expected name, base, overrides, stages "
+            "(a grid) or search and n_trials (open search)"
         )
-    for key in ("name", "base", "stages"):
+    for key in ("name", "base"):
         if key not in spec:
             raise ConfigError(f"{path}: missing {key!r}")
     check_name(str(spec["name"]), "grid name", max_length=NAME_MAX_LENGTH - 8)  # + "-s2-01"
+    if "search" in spec:
+        return _load_search(path, spec)
+    if "stages" not in spec:
+        raise ConfigError(f"{path}: missing 'stages' (a grid) or 'search' (open search)")
     stages = spec["stages"]
     if not isinstance(stages, list) or not stages:
         raise ConfigError(f"{path}: 'stages' must be a non-empty list of {{grid: {{key: [..]}}}}")
@@ -84,6 +92,35 @@ def load_grid(path: str | Path) -> dict[str, Any]:
     }
     for st in stages:  # fail early on a bad key or value, before hours of training
         run_config(out, {k: v[0] for k, v in st["grid"].items()})
+    return out
+
+
+def _load_search(path: Path, spec: dict) -> dict[str, Any]:
+    """An open-search file: `search: {key: {low, high[, log, step]} | {choices: [..]}}` and
+    `n_trials` (sampled by Optuna's TPE; see synthct.hpo_study)."""
+    search, n_trials = spec["search"], spec.get("n_trials", 20)
+    if "stages" in spec:
+        raise ConfigError(f"{path}: give either 'stages' (a grid) or 'search', not both")
+    if not isinstance(search, dict) or not search:
+        raise ConfigError(f"{path}: 'search' must map keys to {{low, high}} or {{choices}}")
+    if not isinstance(n_trials, int) or isinstance(n_trials, bool) or n_trials < 1:
+        raise ConfigError(f"{path}: n_trials must be a positive integer, got {n_trials!r}")
+    for key, dist in search.items():
+        ok = isinstance(dist, dict) and (
+            (set(dist) == {"choices"} and isinstance(dist["choices"], list) and dist["choices"])
+            or ({"low", "high"} <= set(dist) <= {"low", "high", "log", "step"}
+                and float(dist["low"]) < float(dist["high"]))
+        )  # fmt: skip
+        if not ok:
+            raise ConfigError(
+                f"{path}: search {key!r} = {dist!r}; expected {{low: A, high: B (> A)[, log: "
+                "true][, step: S]}} or {choices: [..]}"
+            )
+    base_path = (path.parent / spec["base"]).resolve()
+    out = {**spec, "base": load_yaml(base_path), "base_path": str(base_path),
+           "overrides": spec.get("overrides") or {}, "n_trials": n_trials}  # fmt: skip
+    first = {k: d["choices"][0] if "choices" in d else d["low"] for k, d in search.items()}
+    run_config(out, first)  # fail early on a bad key
     return out
 
 
@@ -212,55 +249,19 @@ def run_hpo(
     metric: str | Metric = "fid",
     progress: Callable[[float, str], None] | None = None,
     model_factory: Callable | None = None,
+    prune_every: int | None = None,
 ) -> Path:
-    """Train every grid point (skipping done runs), score them, write the ranked summary.
+    """Run the grid (or open search) as Optuna studies with this process as a worker: train
+    every point that no other worker has taken (skipping done runs, resuming half-finished
+    ones), score them, and write the ranked summary.
 
     Returns WS/evals/hpo-<name>/summary.csv (also summary.json). `metric` is a METRICS name or a
-    function `run_dir -> score`; lower is better.
+    function `run_dir -> score`; lower is better. See synthct.hpo_study.
     """
-    from synthct.train import train
+    from synthct.hpo_study import run_worker
 
-    spec = load_grid(grid_path)
-    score_fn = metric if callable(metric) else METRICS.get(metric)
-    if score_fn is None:
-        raise ConfigError(f"unknown ranking metric {metric!r}; available: {sorted(METRICS)}")
-    metric_name = getattr(score_fn, "__name__", str(metric))
-    n_stages = len(spec["stages"]) if max_stages is None else min(max_stages, len(spec["stages"]))
-    rows: list[dict] = []
-    best: dict[str, Any] = {}
-    for index in range(n_stages):
-        points = expand_stage(spec, index, best)
-        for j, (name, overrides) in enumerate(points):
-            if steps is not None:
-                overrides = {**overrides, "train.steps": steps}
-            cfg = run_config(spec, overrides)
-            run_dir = ws.run_dir(name)
-            state = run_state(run_dir)
-            if state != "done":
-                train(cfg, ws, name, resume=state != "new", model_factory=model_factory)
-            score = float(score_fn(run_dir))
-            rows.append(
-                {
-                    "run": name,
-                    "stage": index + 1,
-                    "overrides": overrides,
-                    "score": score,
-                    "losses": final_losses(run_dir),
-                    "steps": cfg.train.steps,
-                }
-            )
-            if progress:
-                progress(
-                    (j + 1) / len(points), f"stage {index + 1}: {name} {metric_name}={score:.4g}"
-                )
-            write_summary(ws, spec["name"], rows, metric_name)
-        stage_rows = [r for r in rows if r["stage"] == index + 1]
-        best = {
-            k: v
-            for k, v in min(stage_rows, key=lambda r: r["score"])["overrides"].items()
-            if k != "train.steps"
-        }
-    return write_summary(ws, spec["name"], rows, metric_name)
+    return run_worker(grid_path, ws, steps=steps, max_stages=max_stages, metric=metric,
+                      progress=progress, model_factory=model_factory, prune_every=prune_every)  # fmt: skip
 
 
 def write_summary(ws: Workspace, name: str, rows: list[dict], metric: str) -> Path:

@@ -19,10 +19,17 @@ Scheduling has no daemon: `pump(ws)` starts queued jobs while capacity allows (o
 `submit`, by `cancel` and by every job wrapper when it exits, so the queue advances by itself.
 The start is a conditional UPDATE (db/jobs.claim_job), so concurrent pumps never over-start.
 
-`reconcile(session)` repairs the table after crashes or restarts: a `running` job whose process
-is gone, or whose pid now belongs to someone else, becomes `failed` (with the exit status when
-this process is the parent; a `cancelling` one becomes `cancelled`), so nothing stays `running`
-forever. `pump` then removes the partial folders such dead processes left in the workspace.
+`reconcile(session)` repairs the table after crashes or restarts, asking the executor that owns
+each job: a local `running` job *of this host* whose process is gone, or whose pid now belongs
+to someone else, becomes `failed` (with the exit status when this process is the parent; a
+`cancelling` one becomes `cancelled`), so nothing stays `running` forever; jobs of other hosts
+sharing the database are never touched (their pids mean nothing here). SLURM jobs of this
+machine's cluster take SLURM's state (`synthct.executors.slurm`). `pump` then removes the
+partial folders such dead processes left in the workspace.
+
+Executors: `submit(..., executor=settings)` with `settings.kind == "slurm"` hands the job to
+SLURM (`synthct.executors.slurm`, through submitit) instead of this machine's queue; every other
+function here works on both.
 
 Inside a job, commands report progress with one line::
 
@@ -35,14 +42,17 @@ Hand-written because the pieces are small and specific: subprocess + process gro
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 import traceback
+import typing
 import warnings
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -68,6 +78,9 @@ from synthct.redact import redact, redact_url
 from synthct.stopping import Terminated
 from synthct.workspace import ENV_WORKSPACE, Workspace
 
+if typing.TYPE_CHECKING:
+    from synthct.executors.settings import ExecutorSettings
+
 ENV_JOB_ID = "SYNTHCT_JOB_ID"
 ENV_MAX_CPU_JOBS = "SYNTHCT_MAX_CPU_JOBS"
 ENV_CANCEL_TIMEOUT = "SYNTHCT_CANCEL_TIMEOUT_S"
@@ -83,7 +96,7 @@ _children: dict[int, subprocess.Popen] = {}  # job id -> process this interprete
 
 # -- database -------------------------------------------------------------------------------------
 def jobs_dir(ws: Workspace) -> Path:
-    return ws.root / "jobs"
+    return ws.jobs
 
 
 def engine_for(ws: Workspace) -> Engine:
@@ -105,26 +118,62 @@ def resolve_job_device(device: str = "auto") -> str:
     raise ConfigError(f"job device {device!r} is not valid; expected auto, cpu, cuda or cuda:N")
 
 
-def submit(
-    ws: Workspace, kind: str, args: list[str], device: str = "auto", start: bool = True
-) -> int:
-    """Queue `python -m synthct <args>` as a job of `kind` on `device`; returns the job id.
+@functools.cache
+def host_name() -> str:
+    """This machine's name: the owner of the local jobs it submits."""
+    return socket.gethostname()
 
-    With `start` the scheduler runs at once, so the job starts now if its device is free.
-    """
+
+def check_job_request(kind: str, args: list[str]) -> None:
     if not kind or len(kind) > 32 or not all(c.isalnum() or c in "-_" for c in kind):
         raise ConfigError(f"job kind {kind!r} is not valid: use up to 32 letters, digits, - or _")
     if not args or not all(isinstance(a, str) for a in args):
         raise ConfigError(f"job arguments must be a non-empty list of strings, got {args!r}")
+
+
+def submit(
+    ws: Workspace,
+    kind: str,
+    args: list[str],
+    device: str = "auto",
+    start: bool = True,
+    executor: ExecutorSettings | None = None,
+) -> int:
+    """Queue `python -m synthct <args>` as a job of `kind`; returns the job id.
+
+    Local (default): on `device` of this machine; with `start` the scheduler runs at once, so
+    the job starts now if its device is free. SLURM (`executor.kind == "slurm"`): submitted to
+    the cluster with the executor's resources (`device` is then "cuda" when it asks for GPUs).
+    """
+    check_job_request(kind, args)
+    if executor is not None and executor.kind == "slurm":
+        from synthct.executors import slurm
+
+        return slurm.submit(ws, kind, args, executor)[0]
     dev = resolve_job_device(device)
     jobs_dir(ws).mkdir(parents=True, exist_ok=True)
     with session_scope(engine_for(ws)) as s:
-        job = repo.create_job(s, kind, args, dev)
+        job = repo.create_job(s, kind, args, dev, owner=host_name())
         job_id = job.id
-        repo.set_log_path(s, job_id, str(jobs_dir(ws) / f"{job_id}.log"))
+        repo.set_log_path(s, job_id, str(ws.job_log(job_id)))
     if start:
         pump(ws)
     return job_id
+
+
+def wait(ws: Workspace, job_id: int, timeout: float | None = None, poll_s: float = 2.0) -> Job:
+    """Wait until a job has ended (reconciling the table meanwhile); returns its row.
+
+    Raises TimeoutError after `timeout` seconds with the job still waiting or running."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        pump(ws)
+        job = get_job(ws, job_id)
+        if job.status in repo.TERMINAL:
+            return job
+        if deadline is not None and time.monotonic() >= deadline:
+            raise TimeoutError(f"job {job_id} is still {job.status} after {timeout:g} s")
+        time.sleep(poll_s)
 
 
 def _shown(job: Job) -> Job:
@@ -187,8 +236,19 @@ def cancel(ws: Workspace, job_id: int, grace_s: float = CANCEL_GRACE_S) -> Job:
     engine = engine_for(ws)
     with session_scope(engine) as s:
         job = repo.get_job(s, job_id)
+        executor = job.executor if job is not None else None
+    if executor == "slurm":
+        from synthct.executors import slurm
+
+        return slurm.cancel(ws, job_id, grace_s=grace_s)
+    with session_scope(engine) as s:
+        job = repo.get_job(s, job_id)
         if job is None:
             raise WorkspaceError(f"job {job_id} does not exist")
+        if job.owner not in (None, host_name()) and job.status not in repo.TERMINAL:
+            raise WorkspaceError(
+                f"job {job_id} runs on host {job.owner}, not on {host_name()}: cancel it there"
+            )
         status, pid = job.status, job.pid
         if status == "queued" or (status == "running" and pid is None):
             # not started (or claimed but not yet spawned: _spawn ends it when it sees this)
@@ -230,8 +290,20 @@ def _wait_for_exit(job_id: int, pid: int, timeout: float) -> bool:
 
 
 def reconcile(session: Session) -> list[int]:
-    """End jobs whose process is gone or not ours: `running` ones become failed, `cancelling`
-    ones cancelled. Returns the ids changed."""
+    """Ask each job's executor what became of it; returns the ids changed.
+
+    Local jobs of this host whose process is gone or not ours: `running` ones become failed,
+    `cancelling` ones cancelled. SLURM jobs of this machine's cluster: SLURM's state."""
+    changed = reconcile_local(session)
+    if repo.needs_scheduler(session, "slurm"):
+        from synthct.executors import slurm
+
+        changed += slurm.reconcile(session)
+    return changed
+
+
+def reconcile_local(session: Session) -> list[int]:
+    """End this host's local jobs whose process is gone or not ours (see `reconcile`)."""
     changed = []
     now = datetime.now(UTC)
     exited: dict[int, tuple[int, int]] = {}
@@ -240,7 +312,7 @@ def reconcile(session: Session) -> list[int]:
         if rc is not None:
             exited[job_id] = (proc.pid, rc)
             _children.pop(job_id, None)
-    for job in repo.running_jobs(session):
+    for job in repo.running_jobs(session, executor="local", owner=host_name()):
         if job.id in exited:
             pid, rc = exited[job.id]
             why = f"killed by signal {-rc}" if rc < 0 else f"exited with status {rc}"
@@ -283,7 +355,7 @@ def pump(ws: Workspace, max_cpu_jobs: int | None = None) -> list[int]:
         reconcile(s)
     ws.remove_stale_partials()  # what killed writers left behind (live writers' work is kept)
     with session_scope(engine) as s:
-        queued = [(j.id, j.device) for j in repo.queued_jobs(s)]
+        queued = [(j.id, j.device) for j in repo.queued_jobs(s, owner=host_name())]
     started = []
     full: set[str] = set()
     for job_id, device in queued:
@@ -302,7 +374,7 @@ def _claim(engine: Engine, job_id: int, device: str, limit: int) -> bool:
     for attempt in range(5):
         try:
             with session_scope(engine) as s:
-                return repo.claim_job(s, job_id, device, limit)
+                return repo.claim_job(s, job_id, device, limit, owner=host_name())
         except OperationalError:  # SQLite busy/snapshot conflict: another pump won the race
             time.sleep(0.05 * (attempt + 1))
     return False
@@ -324,7 +396,7 @@ def _child_env(ws: Workspace, job_id: int, device: str) -> dict[str, str]:
 
 
 def _spawn(ws: Workspace, engine: Engine, job_id: int) -> None:
-    log = jobs_dir(ws) / f"{job_id}.log"
+    log = ws.job_log(job_id)
     log.parent.mkdir(parents=True, exist_ok=True)
     with session_scope(engine) as s:
         device = repo.get_job(s, job_id).device
@@ -573,6 +645,20 @@ def _outcome(e: BaseException) -> tuple[str, str, int]:
     return "failed", f"{type(e).__name__}: {e}"[:500], 1
 
 
+def run_argv(args: list[str]) -> tuple[str, str, int]:
+    """Run `synthct <args>` in this process: (status done | failed | cancelled, message, exit
+    code). Nothing it raises escapes: every outcome is a row status and a line in the log."""
+    try:
+        from synthct.cli import app
+
+        rc = app(args=list(args), prog_name="synthct", standalone_mode=False)
+        if isinstance(rc, int) and rc != 0:  # `raise typer.Exit(n)` (or Ctrl-C) comes back as n
+            return "failed", f"exited with status {rc}", rc
+    except BaseException as e:  # noqa: BLE001 - any crash must end up in the row and the log
+        return _outcome(e)
+    return "done", "done", 0
+
+
 def run_job(job_id: int) -> int:
     """The job wrapper (``python -m synthct.jobs <id>``): run the argv, record the outcome, pump."""
     sys.stdout, sys.stderr = _RedactingStream(sys.stdout), _RedactingStream(sys.stderr)
@@ -598,15 +684,7 @@ def run_job(job_id: int) -> int:
         f"synthct {' '.join(job.args)}",
         flush=True,
     )
-    status, message, code = "done", "done", 0
-    try:
-        from synthct.cli import app
-
-        rc = app(args=list(job.args), prog_name="synthct", standalone_mode=False)
-        if isinstance(rc, int) and rc != 0:  # `raise typer.Exit(n)` (or Ctrl-C) comes back as n
-            status, message, code = "failed", f"exited with status {rc}", rc
-    except BaseException as e:  # noqa: BLE001 - any crash must end up in the row and the log
-        status, message, code = _outcome(e)
+    status, message, code = run_argv(job.args)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     message = redact(message)
     with session_scope(engine) as s:

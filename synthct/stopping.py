@@ -6,6 +6,10 @@ checkpoint). A second signal does what it did before the block (Ctrl-C: Keyboard
 background job: stop at once), so an impatient user is never stuck. Listeners registered with
 `add_stop_listener` hear the first request (the job wrapper starts its kill timer there).
 
+`request_stop(signum)` asks the same of the blocks that are active from any other signal
+handler: the SLURM job wrapper turns the time-limit signal (USR2) into such a request, so
+training checkpoints at its next step boundary before the job requeues itself.
+
 Hand-written: the standard library's `signal` is all it needs.
 """
 
@@ -42,6 +46,21 @@ def notify_stop(signum: int) -> None:
         listener(signum)
 
 
+_active: list[StopRequest] = []
+
+
+def request_stop(signum: int) -> bool:
+    """Ask every active `StopRequest` block to stop at its next safe point, as if `signum` had
+    arrived there; False when no block is active (nothing can stop gracefully)."""
+    blocks = list(_active)
+    for block in blocks:
+        if block.requested is None:
+            block.requested = signum
+    if blocks:
+        notify_stop(signum)
+    return bool(blocks)
+
+
 class StopRequest:
     """Context manager turning the first SIGTERM/SIGINT into a flag (`requested`: the signal
     number, or None). Signals can only be handled in the main thread; elsewhere it is inert."""
@@ -54,12 +73,15 @@ class StopRequest:
         if threading.current_thread() is threading.main_thread():
             for sig in STOP_SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._handle)
+            _active.append(self)
         return self
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)  # type: ignore[arg-type]
         self._previous.clear()
+        if self in _active:
+            _active.remove(self)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.requested is None:

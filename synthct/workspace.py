@@ -15,7 +15,10 @@ joins workspace paths by hand. Layout::
     WS/evals/hpo-<grid>/         a grid search's ranked summary
     WS/segmentation/<exp>/       folds, curves, results.json
     WS/studies/<study>/          rendered case images + sealed manifest
-    WS/jobs/                     background jobs' logs
+    WS/jobs/                     background jobs' logs (<id>.log), frozen job configs (configs/),
+                                 SLURM jobs' scripts and output files (slurm/)
+    WS/executor.yaml             where background jobs run (an `executor:` section; optional)
+    WS/optuna.db                 HPO studies (SQLite; in the project database when it is shared)
     WS/sources/                  inputs the workspace made itself (the demo's phantoms)
     WS/configs/                  the workspace's own run configs (beside the shipped ones)
     WS/synthct.db                SQLite (WAL): jobs, studies, raters, ratings
@@ -122,6 +125,24 @@ class Workspace:
         return self.root / "jobs"
 
     @property
+    def slurm_jobs(self) -> Path:
+        """submitit's folder: sbatch scripts, pickled calls, per-task output files."""
+        return self.jobs / "slurm"
+
+    @property
+    def job_configs(self) -> Path:
+        return self.jobs / "configs"
+
+    @property
+    def executor_file(self) -> Path:
+        return self.root / "executor.yaml"
+
+    @property
+    def optuna_db(self) -> Path:
+        """The HPO studies' SQLite file (used when the project database is SQLite)."""
+        return self.root / "optuna.db"
+
+    @property
     def sources(self) -> Path:
         return self.root / "sources"
 
@@ -164,6 +185,14 @@ class Workspace:
     def encoder_file(self, name: str) -> Path:
         """WS/evals/encoders/<name> (a file name synthct derives from the encoder's settings)."""
         return self.confine(self.encoders / check_name(name, "encoder file", ID_MAX_LENGTH))
+
+    def job_log(self, job_id: int) -> Path:
+        """WS/jobs/<id>.log: a local job's output."""
+        return self.jobs / f"{int(job_id)}.log"
+
+    def job_config_file(self, name: str) -> Path:
+        """WS/jobs/configs/<name>: a run config frozen for a background job."""
+        return self.confine(self.job_configs / check_name(name, "job config file", ID_MAX_LENGTH))
 
     def packed_dir(self, key: str) -> Path:
         """WS/data/packed/<key>, key = s<S>-<hash of the preprocessing config>."""

@@ -21,7 +21,7 @@ def _version(engine) -> int:
 
 
 def test_init_db_creates_schema_matching_models(db_engine):
-    assert _version(db_engine) == latest_version() == 3
+    assert _version(db_engine) == latest_version() == 4
     ins = inspect(db_engine)
     for table in Base.metadata.sorted_tables:
         cols = {c["name"]: c for c in ins.get_columns(table.name)}
@@ -36,10 +36,10 @@ def test_init_db_creates_schema_matching_models(db_engine):
 
 
 def test_init_db_is_idempotent(db_engine):
-    assert init_db(db_engine) == 3
+    assert init_db(db_engine) == 4
     with db_engine.connect() as conn:
         rows = conn.execute(text("SELECT version FROM schema_version ORDER BY version")).all()
-    assert [r[0] for r in rows] == [1, 2, 3]
+    assert [r[0] for r in rows] == [1, 2, 3, 4]
 
 
 def _job(now):
@@ -50,10 +50,15 @@ def test_upgrade_from_version_1_keeps_jobs(db_url):
     engine = make_engine(db_url)
     assert upgrade(engine, target=1) == 1
     assert not inspect(engine).has_table("ratings")
-    now = datetime.now(UTC)
-    with session_scope(engine) as s:
-        s.add(_job(now))
-    assert init_db(engine) == 3
+    with engine.begin() as conn:  # a row as version-1 code wrote it (the columns of then)
+        conn.execute(
+            text(
+                "INSERT INTO jobs (kind, args, device, status, progress, message, created_at) "
+                """VALUES ('train', '["train", "--steps", "1"]', 'cpu', 'queued', 0, '', :t)"""
+            ),
+            {"t": datetime.now(UTC)},
+        )
+    assert init_db(engine) == 4
     assert inspect(engine).has_table("ratings")
     with session_scope(engine) as s:
         job = s.query(Job).one()
@@ -69,7 +74,7 @@ def test_upgrade_from_version_2_keeps_studies_and_adds_the_sign_in_backoff(db_ur
     assert not inspect(engine).has_table("sign_in_throttle")
     with session_scope(engine) as s:
         _seed_study(s)
-    assert init_db(engine) == 3
+    assert init_db(engine) == 4
     assert inspect(engine).has_table("sign_in_throttle")
     with session_scope(engine) as s:
         assert [st.name for st in list_studies(s)] == ["s"]
@@ -82,7 +87,7 @@ def test_adopts_unversioned_database_created_by_create_all(db_url):
     Base.metadata.create_all(engine, tables=[Job.__table__])
     with session_scope(engine) as s:
         s.add(_job(datetime.now(UTC)))
-    assert init_db(engine) == 3
+    assert init_db(engine) == 4
     with session_scope(engine) as s:
         assert s.query(Job).count() == 1
     engine.dispose()
@@ -91,12 +96,13 @@ def test_adopts_unversioned_database_created_by_create_all(db_url):
 def test_adopts_unversioned_database_with_every_table(db_url):
     engine = make_engine(db_url)
     Base.metadata.create_all(engine)
-    assert init_db(engine) == 3
+    assert init_db(engine) == 4
     with engine.connect() as conn:
         assert [r[0] for r in conn.execute(text("SELECT version FROM schema_version"))] == [
             1,
             2,
             3,
+            4,
         ]
     engine.dispose()
 
@@ -105,11 +111,11 @@ def test_failed_migration_rolls_back_completely(db_url):
     engine = make_engine(db_url)
     broken = (
         *MIGRATIONS,
-        Migration(4, "half-broken", ("CREATE TABLE extra (id INTEGER)", "CREATE TABLE oops (")),
+        Migration(5, "half-broken", ("CREATE TABLE extra (id INTEGER)", "CREATE TABLE oops (")),
     )
     with pytest.raises((OperationalError, ProgrammingError)):
         upgrade(engine, broken)
-    assert _version(engine) == 3
+    assert _version(engine) == 4
     assert not inspect(engine).has_table("extra")  # DDL rolled back with the failing statement
     engine.dispose()
 
@@ -191,3 +197,24 @@ def test_truth_check_constraint(db_engine):
     with pytest.raises(IntegrityError), session_scope(db_engine) as s:
         add_study(s, name="t", seed=0, manifest_sha256="", params={}, cases=[case],
                   created_at=datetime.now(UTC))  # fmt: skip
+
+
+def test_upgrade_from_version_3_keeps_jobs_as_local_ones(db_url):
+    """Jobs written before executors existed become local jobs without an owner (every host's,
+    as before), with no SLURM id and no requeues."""
+    engine = make_engine(db_url)
+    assert upgrade(engine, target=3) == 3
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO jobs (kind, args, device, status, progress, message, created_at) "
+                "VALUES ('train', '[]', 'cpu', 'done', 1.0, 'done', :t)"
+            ),
+            {"t": datetime.now(UTC)},
+        )
+    assert init_db(engine) == 4
+    with session_scope(engine) as s:
+        job = s.query(Job).one()
+        assert (job.executor, job.owner, job.external_id, job.requeues) == ("local", None, None, 0)
+    assert "ix_jobs_executor_owner" in {i["name"] for i in inspect(engine).get_indexes("jobs")}
+    engine.dispose()

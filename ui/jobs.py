@@ -1,10 +1,12 @@
-"""Background jobs in the app: command lines for the job forms, the jobs table, the live monitor.
+"""Background jobs in the app: command lines for the job forms, the executor choice, the jobs
+table, the live monitor, the cluster's queue and the HPO study view.
 
 The forms on the Generate & jobs page only build a `synthct …` argv (pure functions below, so a
-test can check them against the real CLI) and hand it to `synthct.jobs.submit`; the work runs in
-its own process. The monitor is a fragment that reruns every 2 s on its own: it calls
-`synthct.jobs.pump` (reconcile dead jobs, start queued ones) and shows the table, a log tail and
-a cancel button.
+test can check them against the real CLI) and hand it to `synthct.jobs.submit` with the
+executor chosen at the top of the page (this machine's queue, or SLURM with its resources); the
+work runs in its own process or SLURM job. The monitor is a fragment that reruns every 2 s on
+its own: it calls `synthct.jobs.pump` (reconcile ended jobs, start queued ones) and shows the
+table, a log tail and a cancel button.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from synthct.errors import ConfigError
 from synthct.workspace import Workspace, check_name
 
 DEVICES = ("auto", "cuda", "cpu")
+HPO_METRICS = ("fid", "hu_w1")
 MASK_MODES = ("binary", "largest", "min-size")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -151,13 +154,52 @@ def segment_sizes(ws: Workspace, sizes: tuple[int, ...] = (32, 64, 128, 256)) ->
     return [s for s in sizes if packed_ready(ws, SegConfig(size=s).data_config())]
 
 
-def config_files(ws: Workspace) -> list[Path]:
-    """Run configs a researcher can pick: the project's configs/ and WS/configs/ (YAML)."""
+def hpo_args(
+    grid: str | Path, metric: str = "fid", steps: int | None = None, prune_every: int | None = None
+) -> list[str]:
+    """argv of one `synthct hpo` worker (every worker of a study runs the same)."""
+    if metric not in HPO_METRICS:
+        raise ConfigError(f"ranking metric {metric!r} is not valid; expected one of {HPO_METRICS}")
+    args = ["hpo", str(grid), "--metric", metric]
+    if steps:
+        args += ["--steps", str(int(steps))]
+    if prune_every:
+        args += ["--prune-every", str(int(prune_every))]
+    return args
+
+
+def config_files(ws: Workspace, hpo: bool = False) -> list[Path]:
+    """Configs a researcher can pick from the project's configs/ and WS/configs/ (YAML): run
+    configs, or (`hpo`) the grid and search files (named hpo*)."""
     found: list[Path] = []
-    for folder in (REPO_ROOT / "configs", ws.root / "configs"):
+    for folder in (REPO_ROOT / "configs", ws.configs):
         if folder.is_dir():
-            found += sorted(p for p in folder.glob("*.yaml") if not p.name.startswith("hpo"))
+            found += sorted(p for p in folder.glob("*.yaml") if p.name.startswith("hpo") == hpo)
     return found
+
+
+def executor_from_form(
+    ws: Workspace,
+    kind: str,
+    *,
+    partition: str = "",
+    time_min: int | None = None,
+    cpus_per_task: int | None = None,
+    gpus_per_node: int | None = None,
+    mem_gb: float | None = None,
+    nodes: int | None = None,
+    tasks_per_node: int | None = None,
+):
+    """ExecutorSettings from the page's executor fields (empty / 0 = WS/executor.yaml or the
+    default); ConfigError names a bad value."""
+    from synthct.executors.settings import resolve_settings
+
+    return resolve_settings(
+        ws, None, kind=kind, partition=partition.strip() or None,
+        time_min=time_min or None, cpus_per_task=cpus_per_task or None,
+        gpus_per_node=gpus_per_node if kind == "slurm" else None, mem_gb=mem_gb or None,
+        nodes=nodes or None, tasks_per_node=tasks_per_node or None,
+    )  # fmt: skip
 
 
 def jobs_frame(jobs: list[Any]) -> pd.DataFrame:
@@ -170,6 +212,8 @@ def jobs_frame(jobs: list[Any]) -> pd.DataFrame:
             "progress": float(j.progress or 0.0),
             "message": j.message or "",
             "device": j.device,
+            "runs on": f"SLURM {j.external_id or '…'}" if j.executor == "slurm" else j.owner or "",
+            "SLURM state": j.external_state or "",
             "created": j.created_at,
             "finished": j.finished_at,
             "command": "synthct " + " ".join(j.args),
@@ -177,25 +221,63 @@ def jobs_frame(jobs: list[Any]) -> pd.DataFrame:
         }
         for j in jobs
     ]
-    cols = ["id", "kind", "status", "progress", "message", "device", "created", "finished"]
+    cols = ["id", "kind", "status", "progress", "message", "device", "runs on", "SLURM state",
+            "created", "finished"]  # fmt: skip
     return pd.DataFrame(rows, columns=[*cols, "command", "result"])
 
 
 # -- widgets --------------------------------------------------------------------------------------
-def submit(ws: Workspace, kind: str, args: list[str], device: str = "auto") -> int | None:
-    """Queue a job and report it on the page; returns its id (None after a refused request)."""
+def submit(
+    ws: Workspace, kind: str, args: list[str], device: str = "auto", executor=None
+) -> int | None:
+    """Queue a job (on `executor`, default this machine) and report it on the page; returns
+    its id (None after a refused request). A segmentation on SLURM becomes a job array of its
+    folds and an ensemble job after them."""
     from synthct import jobs
     from synthct.errors import SynthctError
 
     try:
-        job_id = jobs.submit(ws, kind, args, device=device)
+        if executor is not None and executor.kind == "slurm" and kind == "segment":
+            from synthct.executors.slurm import submit_segment
+
+            ids = submit_segment(ws, args, executor)
+        else:
+            ids = [jobs.submit(ws, kind, args, device=device, executor=executor)]
     except SynthctError as e:
         st.error(str(e))
         return None
-    st.session_state["jobs-selected"] = job_id
-    st.session_state["jobs-follow"] = job_id  # the monitor switches to it on its next run
-    st.success(f"Job {job_id} submitted: `synthct {' '.join(args)}`")
-    return job_id
+    st.session_state["jobs-selected"] = ids[-1]
+    st.session_state["jobs-follow"] = ids[-1]  # the monitor switches to it on its next run
+    where = " on SLURM" if executor is not None and executor.kind == "slurm" else ""
+    numbers = ", ".join(map(str, ids))
+    st.success(f"Job {numbers} submitted{where}: `synthct {' '.join(args)}`")
+    return ids[-1]
+
+
+def queue_frame(rows: list[dict[str, str]]) -> pd.DataFrame:
+    """The cluster's queue (squeue rows of synthct's jobs) as a table."""
+    from synthct.executors.slurm import QUEUE_FIELDS
+
+    return pd.DataFrame(rows, columns=list(QUEUE_FIELDS))
+
+
+def cluster_queue() -> None:
+    """squeue for synthct's jobs, when this machine is a SLURM client."""
+    from synthct.errors import SynthctError
+    from synthct.executors import slurm
+
+    if not slurm.available():
+        st.caption("No SLURM on this machine: jobs run in its own queue.")
+        return
+    try:
+        rows = slurm.queue()
+    except SynthctError as e:
+        st.warning(f"SLURM does not answer: {e}")
+        return
+    if not rows:
+        st.caption("No synthct job in the SLURM queue.")
+        return
+    st.dataframe(queue_frame(rows), hide_index=True, key="slurm-queue")
 
 
 @st.fragment(run_every=2)
@@ -240,7 +322,7 @@ def job_monitor(ws: Workspace) -> None:
         st.error(f"Job {job.id} failed: {job.message or '(no message)'}")
     elif job.message:
         c1.caption(job.message)
-    if job.status in ("queued", "running", "cancelling") and c2.button(
+    if job.status in ("queued", "pending", "running", "cancelling") and c2.button(
         "Kill job" if job.status == "cancelling" else "Cancel job", key=f"cancel-{job.id}"
     ):
         from synthct.errors import SynthctError
@@ -254,3 +336,20 @@ def job_monitor(ws: Workspace) -> None:
     if job.result:
         st.caption(f"Result: `{job.result}`")
     st.code(jobs.tail_log(job, 30) or "(no output yet)", language="text")
+
+
+def study_view(ws: Workspace, name: str) -> None:
+    """One HPO study: best so far, the trials, and Optuna's parallel-coordinate plot."""
+    from synthct.hpo_study import parallel_coordinates, trials_table
+
+    rows = trials_table(ws, name)
+    done = [r for r in rows if r["state"] == "complete"]
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Trials", len(rows))
+    c2.metric("Completed", len(done))
+    if done:
+        best = min(done, key=lambda r: r["value"])
+        c3.metric("Best so far", f"{best['value']:.4g}", help=f"run {best['run']}")
+    st.dataframe(pd.DataFrame(rows), hide_index=True, key="hpo-trials")
+    if len(done) >= 2:
+        st.plotly_chart(parallel_coordinates(ws, name), key="hpo-parallel")

@@ -69,6 +69,15 @@ def segment(
         bool, Opt(help="Run despite leakage; the override is recorded in the results.")
     ] = False,
     device: Annotated[str | None, Opt(help="auto | cuda | cpu (auto: CUDA when present).")] = None,
+    fold: Annotated[
+        int | None,
+        Opt(
+            min=-1,
+            help="Train only this fold (0-based; -1: only the pre-training of pretrain-finetune) "
+            "and stop; a run without --fold then finds the folds done and ensembles them (how a "
+            "SLURM job array runs the folds in parallel).",
+        ),
+    ] = None,
     ws_path: WorkspaceOpt = None,
 ) -> None:
     """Train a 5-fold SegResNet on real/synthetic/mixed data; evaluate the ensemble on the test split.
@@ -104,7 +113,12 @@ def segment(
         raise ConfigError(str(e)) from None
     ws = workspace(ws_path)
     # inside a background job, progress goes to the job's row (a no-op otherwise)
-    results = run_experiment(ws, cfg, name, device=device, progress=job_progress_callback())
+    results = run_experiment(
+        ws, cfg, name, device=device, progress=job_progress_callback(), only_fold=fold
+    )
+    if fold is not None:
+        echo_json(results)
+        return
     echo_json(summary_for_cli(results, str(ws.experiment_dir(results["name"]))))
 
 

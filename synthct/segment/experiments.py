@@ -105,8 +105,13 @@ def run_experiment_cases(
     on_epoch_end: Callable[[int, dict], None] | None = None,
     source_grid: SourceGrid | None = None,
     source_grid_reason: str = "in-memory cases: no source CT grid to resample to",
+    only_fold: int | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) an experiment on in-memory cases and write results.json into `exp_dir`.
+
+    `only_fold` k trains fold k only (-1: only the synthetic pre-training) and returns
+    {name, fold, result} without the ensemble: folds run in parallel this way (a SLURM array),
+    and a later run without `only_fold` finds them done and ensembles.
 
     results.json (read by the dashboard): name, experiment, created, synthct_version, config
     (ExperimentConfig as a dict), n_train_val, test_case_ids_sha256, synthetic {set, n, case_ids,
@@ -164,6 +169,12 @@ def run_experiment_cases(
 
         return f
 
+    if only_fold is not None and only_fold not in [-1, *(p.fold for p in plans)]:
+        raise ConfigError(
+            f"fold {only_fold} does not exist: the plan has folds 0..{len(plans) - 1}"
+        )
+    if only_fold == -1 and cfg.experiment != "pretrain-finetune":
+        raise ConfigError("fold -1 (the synthetic pre-training) exists only in pretrain-finetune")
     init_state = None
     if cfg.experiment == "pretrain-finetune":
         train_fold(
@@ -178,10 +189,14 @@ def run_experiment_cases(
             on_epoch_end=on_epoch_end,
         )
         done[0] += pre_epochs
+        if only_fold == -1:
+            return {"name": exp_dir.name, "fold": -1, "result": read_json_result(exp_dir, -1)}
         pre = load_weights(exp_dir / "folds" / "pretrain" / "best.pt", "cpu")
         init_state = pre["model"]
     fold_results = []
     for p in plans:
+        if only_fold is not None and p.fold != only_fold:
+            continue
         train = [by_id[i] for i in p.train_real + p.train_synthetic]
         val = [by_id[i] for i in p.val]
         fold_results.append(
@@ -198,6 +213,8 @@ def run_experiment_cases(
             )
         )
         done[0] += seg.epochs
+    if only_fold is not None:
+        return {"name": exp_dir.name, "fold": only_fold, "result": fold_results[0]}
 
     # -- fold ensemble on the held-out test split ------------------------------------------
     dev = recipe.select_device(device)
@@ -276,6 +293,14 @@ def run_experiment_cases(
     return results
 
 
+def read_json_result(exp_dir: Path, fold: int) -> dict[str, Any]:
+    """result.json of fold `fold` (-1: the pre-training)."""
+    from synthct.workspace import read_json
+
+    sub = "pretrain" if fold == -1 else f"fold-{fold}"
+    return read_json(exp_dir / "folds" / sub / "result.json")
+
+
 def _claim_dir(exp_dir: Path, cfg: ExperimentConfig) -> None:
     """Create the experiment folder with config.yaml, or check an existing one has the same config."""
     from synthct.config import load_yaml, save_yaml
@@ -306,8 +331,10 @@ def run_experiment(
     *,
     device=None,
     progress: Progress | None = None,
+    only_fold: int | None = None,
 ) -> dict[str, Any]:
-    """Load the workspace's cases, check leakage, run or resume experiment `name`.
+    """Load the workspace's cases, check leakage, run or resume experiment `name` (`only_fold`:
+    see `run_experiment_cases`).
 
     Results go to WS/segmentation/<name>/ (config.yaml, folds.json, folds/fold-k/{best.pt,
     curve.csv, result.json}, per_case.csv, results.json).
@@ -362,6 +389,7 @@ def run_experiment(
         progress=progress,
         source_grid=source_grid,
         source_grid_reason=reason,
+        only_fold=only_fold,
     )
 
 
