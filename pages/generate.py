@@ -9,6 +9,7 @@ from ui import auth
 auth.require_researcher()
 
 from synthct.errors import SynthctError  # noqa: E402
+from synthct.executors import slurm  # noqa: E402
 from ui import jobs as ui_jobs  # noqa: E402
 from ui.state import workspace  # noqa: E402
 
@@ -31,8 +32,6 @@ EXECUTOR_HELP = (
 
 def _executor():
     """The executor chosen at the top of the page (None after a bad value, with an error)."""
-    from synthct.executors import slurm
-
     with st.expander("Where jobs run", expanded=False):
         kinds = ["local", "slurm"] if slurm.available() else ["local"]
         kind = st.radio("Executor", kinds, horizontal=True, key="exec-kind", help=EXECUTOR_HELP)

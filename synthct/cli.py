@@ -15,8 +15,14 @@ import sys
 from typing import NoReturn
 
 import typer
+from sqlalchemy.exc import ArgumentError, OperationalError
 
+import synthct.commands as pkg
+from db.session import database_url
+from synthct import __version__
 from synthct.errors import Cancelled, SynthctError, environment_error_message
+from synthct.redact import redact, redact_url
+from synthct.stopping import Terminated, raise_terminated
 
 app = typer.Typer(
     name="synthct",
@@ -30,14 +36,11 @@ app = typer.Typer(
 @app.command()
 def version() -> None:
     """Print the synthct version."""
-    from synthct import __version__
 
     typer.echo(__version__)
 
 
 def _register_commands() -> None:
-    import synthct.commands as pkg
-
     for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
         if info.name.startswith("_"):
             continue
@@ -49,8 +52,6 @@ _register_commands()
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    from synthct.redact import redact
-
     typer.echo(redact(message), err=True)
     sys.exit(code)
 
@@ -59,10 +60,6 @@ def _database_error_message(e: BaseException) -> str | None:
     """One line for a database that cannot be reached or named (no traceback, no password)."""
     if not type(e).__module__.startswith("sqlalchemy"):
         return None
-    from sqlalchemy.exc import ArgumentError, OperationalError
-
-    from db.session import database_url
-    from synthct.redact import redact_url
 
     if isinstance(e, OperationalError):
         reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
@@ -77,7 +74,6 @@ def main(args: list[str] | None = None) -> None:
     short usage message; `synthct` or a command group alone prints its help); 130 interrupted
     or cancelled; 143 terminated (SIGTERM; partial outputs are removed first). Nothing a user can trigger prints a traceback, and no output holds a secret.
     """
-    from synthct.stopping import Terminated, raise_terminated
 
     signal.signal(signal.SIGTERM, raise_terminated)  # unwind: partial outputs are removed
     try:

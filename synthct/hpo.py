@@ -165,7 +165,7 @@ def wasserstein_hu(
     fake_unit: np.ndarray, real_unit: np.ndarray, window: tuple[float, float]
 ) -> float:
     """W1 distance (HU) between the value distributions of two arrays of [-1, 1] intensities."""
-    from scipy.stats import wasserstein_distance
+    from scipy.stats import wasserstein_distance  # deferred: loads scipy
 
     rng = np.random.default_rng(0)
 
@@ -180,11 +180,11 @@ def wasserstein_hu(
 
 def hu_w1(run_dir: Path) -> float:
     """Default ranking proxy: HU-histogram W1 of 8 fixed-seed EMA samples vs 8 real train cases."""
-    import torch
+    import torch  # deferred: loads torch
 
-    from synthct.checkpoint import load_generator
-    from synthct.preprocess import load_packed
-    from synthct.views.volumes import image_half
+    from synthct.checkpoint import load_generator  # deferred: loads torch
+    from synthct.preprocess import load_packed  # deferred: loads scipy
+    from synthct.views.volumes import image_half  # deferred: loads scipy, torch
 
     run_dir = Path(run_dir)
     system, cfg, _ = load_generator(run_dir, "latest", ema=True)
@@ -205,8 +205,8 @@ def fid(run_dir: Path) -> float:
     Falls back to the train split when the workspace has no validation cases: the test split is
     never used for model selection.
     """
-    from synthct.datasets import cases_in_split
-    from synthct.metrics.evaluation import fid_for_run
+    from synthct.datasets import cases_in_split  # deferred: loads scipy
+    from synthct.metrics.evaluation import fid_for_run  # deferred: loads scipy, torch
 
     run_dir = Path(run_dir)
     ws = Workspace(run_dir.parent.parent)
@@ -239,29 +239,6 @@ def final_losses(run_dir: Path, last: int = 10) -> dict[str, float]:
         return {}
     keys = [k for k in (rows[0] if rows else {}) if k not in ("step", "wall_s")]
     return {k: float(np.mean([float(r[k]) for r in rows if r[k] != ""])) for k in keys}
-
-
-def run_hpo(
-    grid_path: str | Path,
-    ws: Workspace,
-    steps: int | None = None,
-    max_stages: int | None = None,
-    metric: str | Metric = "fid",
-    progress: Callable[[float, str], None] | None = None,
-    model_factory: Callable | None = None,
-    prune_every: int | None = None,
-) -> Path:
-    """Run the grid (or open search) as Optuna studies with this process as a worker: train
-    every point that no other worker has taken (skipping done runs, resuming half-finished
-    ones), score them, and write the ranked summary.
-
-    Returns WS/evals/hpo-<name>/summary.csv (also summary.json). `metric` is a METRICS name or a
-    function `run_dir -> score`; lower is better. See synthct.hpo_study.
-    """
-    from synthct.hpo_study import run_worker
-
-    return run_worker(grid_path, ws, steps=steps, max_stages=max_stages, metric=metric,
-                      progress=progress, model_factory=model_factory, prune_every=prune_every)  # fmt: skip
 
 
 def write_summary(ws: Workspace, name: str, rows: list[dict], metric: str) -> Path:

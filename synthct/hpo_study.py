@@ -30,13 +30,22 @@ metric is reported to Optuna and a MedianPruner may stop the trial (state PRUNED
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import text
+
+from db import jobs as repo
+from db.locks import named_lock
+from db.session import database_url, session_scope
 from synthct.errors import Cancelled, ConfigError
+from synthct.jobs import _alive, current_job_id, engine_for, host_name
+from synthct.stopping import Terminated
 from synthct.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -51,7 +60,6 @@ Progress = Callable[[float, str], None]
 # -- storage ------------------------------------------------------------------------------------
 def storage_url(ws: Workspace) -> tuple[str, dict[str, Any]]:
     """(URL, engine kwargs) of the study storage for the workspace's database."""
-    from db.session import database_url
 
     url = database_url(ws.database)
     if url.startswith("sqlite"):
@@ -63,25 +71,18 @@ def storage_url(ws: Workspace) -> tuple[str, dict[str, Any]]:
 
 
 def _lock(ws: Workspace, name: str):
-    from db.locks import named_lock
-    from synthct.jobs import engine_for
-
     return named_lock(engine_for(ws), f"synthct-hpo:{name}")
 
 
 def open_storage(ws: Workspace) -> optuna.storages.RDBStorage:
     """Optuna's RDBStorage in the project database (tables created on first use, under the
     lock, so workers starting together do not race to create them)."""
-    import optuna
+    import optuna  # deferred: loads optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url, kwargs = storage_url(ws)
     with _lock(ws, "storage"):
         if url.startswith("postgresql"):
-            from sqlalchemy import text
-
-            from synthct.jobs import engine_for
-
             with engine_for(ws).begin() as conn:
                 conn.execute(text(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}"))
         return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
@@ -103,7 +104,7 @@ def n_stages(spec: dict, max_stages: int | None = None) -> int:
 
 
 def _sampler(spec: dict, index: int, seed: int):
-    import optuna
+    import optuna  # deferred: loads optuna
 
     if is_search(spec):
         startup = max(1, min(10, int(spec.get("n_trials", 20)) // 3))
@@ -114,7 +115,7 @@ def _sampler(spec: dict, index: int, seed: int):
 
 
 def _pruner(prune_every: int | None):
-    import optuna
+    import optuna  # deferred: loads optuna
 
     if not prune_every:
         return optuna.pruners.NopPruner()
@@ -126,9 +127,9 @@ def open_stage(
     prune_every: int | None,
 ) -> optuna.Study:  # fmt: skip
     """The study of stage `index`, created (and its grid enqueued) exactly once."""
-    import optuna
+    import optuna  # deferred: loads optuna
 
-    from synthct.hpo import expand_stage
+    from synthct.hpo import expand_stage  # deferred: loads pandas
 
     name = stage_study_name(spec, index)
     sampler, pruner = _sampler(spec, index, seed), _pruner(prune_every)
@@ -160,7 +161,6 @@ def open_stage(
 # -- taking a trial -----------------------------------------------------------------------------
 def worker_identity() -> dict[str, Any]:
     """Who runs a trial: the job (and its SLURM attempt), else this host and process."""
-    from synthct.jobs import current_job_id, host_name
 
     return {
         "job": current_job_id(),
@@ -172,9 +172,6 @@ def worker_identity() -> dict[str, Any]:
 
 def _worker_gone(ws: Workspace, worker: dict, me: dict) -> bool:
     """Has the worker of a RUNNING trial stopped without telling Optuna?"""
-    from db import jobs as repo
-    from db.session import session_scope
-    from synthct.jobs import _alive, engine_for
 
     job = worker.get("job")
     if job is not None:
@@ -188,7 +185,7 @@ def _worker_gone(ws: Workspace, worker: dict, me: dict) -> bool:
 
 def fail_and_requeue(study: optuna.Study, trial, why: str) -> None:
     """Fail a trial and enqueue its point again (its run folder keeps the checkpoint)."""
-    from optuna.trial import TrialState
+    from optuna.trial import TrialState  # deferred: loads optuna
 
     frozen = study._storage.get_trial(trial._trial_id)
     params = frozen.params or frozen.system_attrs.get("fixed_params") or {}
@@ -202,7 +199,7 @@ def fail_and_requeue(study: optuna.Study, trial, why: str) -> None:
 
 def next_trial(ws: Workspace, study: optuna.Study, spec: dict):
     """Take the next trial of the study (None when none is left), under the study's lock."""
-    from optuna.trial import TrialState
+    from optuna.trial import TrialState  # deferred: loads optuna
 
     me = worker_identity()
     with _lock(ws, study.study_name):
@@ -224,7 +221,7 @@ def next_trial(ws: Workspace, study: optuna.Study, spec: dict):
 
 
 def stage_finished(study: optuna.Study) -> bool:
-    from optuna.trial import TrialState
+    from optuna.trial import TrialState  # deferred: loads optuna
 
     return not study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
 
@@ -254,10 +251,10 @@ def run_trial(
 ) -> float:  # fmt: skip
     """Train (or resume, or reuse) the trial's run and return its score; reports intermediate
     scores and raises optuna.TrialPruned when pruning is on."""
-    import optuna
+    import optuna  # deferred: loads optuna
 
-    from synthct.hpo import run_config, run_state
-    from synthct.train import train
+    from synthct.hpo import run_config, run_state  # deferred: loads pandas
+    from synthct.train import train  # deferred: loads scipy, torch
 
     params = suggest(trial, spec, index)
     start = dict(best) if (not is_search(spec) and spec["stages"][index].get("from_best")) else {}
@@ -274,8 +271,6 @@ def run_trial(
     chunks = list(range(prune_every, total, prune_every)) if prune_every else []
     for target in [*chunks, total]:
         if _steps_done(run_dir) < target:
-            import dataclasses
-
             part = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=target))
             train(part, ws, run, resume=run_state(run_dir) != "new", model_factory=model_factory)
         if target < total:
@@ -288,7 +283,6 @@ def run_trial(
 
 def _steps_done(run_dir: Path) -> int:
     """The step of a finished run (0 unless its status.json says done)."""
-    import json
 
     try:
         status = json.loads((run_dir / "status.json").read_text())
@@ -311,9 +305,9 @@ def run_worker(
 ) -> Path:
     """Pull and run trials until every stage is complete; returns the summary CSV path
     (WS/evals/hpo-<name>/summary.csv, rewritten after every trial by whichever worker ran it)."""
-    import optuna
+    import optuna  # deferred: loads optuna
 
-    from synthct.hpo import METRICS, load_grid
+    from synthct.hpo import METRICS, load_grid  # deferred: loads pandas
 
     spec = load_grid(grid_path)
     score_fn = metric if callable(metric) else METRICS.get(metric)
@@ -362,14 +356,13 @@ def run_worker(
 
 def _is_stop(e: BaseException) -> bool:
     """Cancelled (a stop request honoured at a step), SIGTERM or Ctrl-C."""
-    from synthct.stopping import Terminated
 
     return isinstance(e, Cancelled | Terminated | KeyboardInterrupt)
 
 
 def best_overrides(study: optuna.Study) -> dict[str, Any]:
     """The winning point's overrides (without train.steps), {} when nothing completed."""
-    from optuna.trial import TrialState
+    from optuna.trial import TrialState  # deferred: loads optuna
 
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not done:
@@ -381,9 +374,9 @@ def best_overrides(study: optuna.Study) -> dict[str, Any]:
 # -- reading studies (summary, app) -------------------------------------------------------------
 def summary_rows(ws: Workspace, spec: dict, stages: int, storage) -> list[dict]:
     """Rows of synthct.hpo.write_summary from the completed trials of every stage study."""
-    import optuna
+    import optuna  # deferred: loads optuna
 
-    from synthct.hpo import final_losses, run_config
+    from synthct.hpo import final_losses, run_config  # deferred: loads pandas
 
     rows = []
     for index in range(stages):
@@ -405,14 +398,14 @@ def summary_rows(ws: Workspace, spec: dict, stages: int, storage) -> list[dict]:
 
 
 def write_study_summary(ws: Workspace, spec: dict, stages: int, metric: str, storage) -> Path:
-    from synthct.hpo import write_summary
+    from synthct.hpo import write_summary  # deferred: loads pandas
 
     return write_summary(ws, spec["name"], summary_rows(ws, spec, stages, storage), metric)
 
 
 def list_studies(ws: Workspace) -> list[str]:
     """Names of the workspace's studies (none before the first `synthct hpo`)."""
-    import optuna
+    import optuna  # deferred: loads optuna
 
     url, _ = storage_url(ws)
     if url.startswith("sqlite") and not ws.optuna_db.exists():
@@ -422,7 +415,7 @@ def list_studies(ws: Workspace) -> list[str]:
 
 def trials_table(ws: Workspace, name: str) -> list[dict[str, Any]]:
     """One row per trial: number, state, run, value, best so far, parameters, worker."""
-    import optuna
+    import optuna  # deferred: loads optuna
 
     study = optuna.load_study(study_name=name, storage=open_storage(ws))
     rows, best = [], float("inf")
@@ -441,7 +434,28 @@ def trials_table(ws: Workspace, name: str) -> list[dict[str, Any]]:
 
 def parallel_coordinates(ws: Workspace, name: str):
     """Optuna's parallel-coordinate plot (plotly) of a study's completed trials."""
-    import optuna
+    import optuna  # deferred: loads optuna
 
     study = optuna.load_study(study_name=name, storage=open_storage(ws))
     return optuna.visualization.plot_parallel_coordinate(study)
+
+
+def run_hpo(
+    grid_path: str | Path,
+    ws: Workspace,
+    steps: int | None = None,
+    max_stages: int | None = None,
+    metric: str | Metric = "fid",
+    progress: Callable[[float, str], None] | None = None,
+    model_factory: Callable | None = None,
+    prune_every: int | None = None,
+) -> Path:
+    """Run the grid (or open search) as Optuna studies with this process as a worker: train
+    every point that no other worker has taken (skipping done runs, resuming half-finished
+    ones), score them, and write the ranked summary.
+
+    Returns WS/evals/hpo-<name>/summary.csv (also summary.json). `metric` is a METRICS name or a
+    function `run_dir -> score`; lower is better.
+    """
+    return run_worker(grid_path, ws, steps=steps, max_stages=max_stages, metric=metric,
+                      progress=progress, model_factory=model_factory, prune_every=prune_every)  # fmt: skip

@@ -1,6 +1,6 @@
 """Background jobs: long work (train, generate, evaluate, segment) as separate processes.
 
-A job is a row in the `jobs` table (db/models.py) plus a process ``python -m synthct.jobs <id>``
+A job is a row in the `jobs` table (db/models.py) plus a process ``python -m synthct.job_runner <id>``
 started in its own session (so its process group holds every child it spawns). That wrapper runs
 the job's argv through the synthct CLI in-process, with stdout and stderr in WS/jobs/<id>.log, and
 records the outcome itself: done, failed (with the error) or, after `cancel`, cancelled.
@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import io
 import os
 import signal
 import socket
@@ -51,14 +50,12 @@ import subprocess
 import sys
 import threading
 import time
-import traceback
 import typing
 import warnings
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-import typer
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -66,22 +63,25 @@ from sqlalchemy.orm import Session
 from db import jobs as repo
 from db.models import Job
 from db.session import ENV_DATABASE_URL, database_url, engine_for_url, session_scope
-from db.session import engine_for as database_engine_for
 from synthct.errors import (
-    Cancelled,
     ConfigError,
-    SynthctError,
     WorkspaceError,
-    environment_error_message,
 )
-from synthct.redact import redact, redact_url
+from synthct.executors import slurm
+from synthct.executors.records import (
+    ENV_JOB_ID,
+    _shown,
+    check_job_request,
+    engine_for,
+    get_job,
+)
+from synthct.redact import redact
 from synthct.stopping import Terminated
 from synthct.workspace import ENV_WORKSPACE, Workspace
 
 if typing.TYPE_CHECKING:
     from synthct.executors.settings import ExecutorSettings
 
-ENV_JOB_ID = "SYNTHCT_JOB_ID"
 ENV_MAX_CPU_JOBS = "SYNTHCT_MAX_CPU_JOBS"
 ENV_CANCEL_TIMEOUT = "SYNTHCT_CANCEL_TIMEOUT_S"
 GPU_JOBS_PER_DEVICE = 1
@@ -99,16 +99,11 @@ def jobs_dir(ws: Workspace) -> Path:
     return ws.jobs
 
 
-def engine_for(ws: Workspace) -> Engine:
-    """The workspace database ($SYNTHCT_DATABASE_URL, else WS/synthct.db)."""
-    return database_engine_for(ws.database)
-
-
 # -- public API -----------------------------------------------------------------------------------
 def resolve_job_device(device: str = "auto") -> str:
     """ "auto" -> "cuda:0" when a GPU is visible, else "cpu"; "cuda" -> "cuda:0"."""
     if device == "auto":
-        import torch
+        import torch  # deferred: loads torch
 
         return "cuda:0" if torch.cuda.is_available() else "cpu"
     if device == "cuda":
@@ -122,13 +117,6 @@ def resolve_job_device(device: str = "auto") -> str:
 def host_name() -> str:
     """This machine's name: the owner of the local jobs it submits."""
     return socket.gethostname()
-
-
-def check_job_request(kind: str, args: list[str]) -> None:
-    if not kind or len(kind) > 32 or not all(c.isalnum() or c in "-_" for c in kind):
-        raise ConfigError(f"job kind {kind!r} is not valid: use up to 32 letters, digits, - or _")
-    if not args or not all(isinstance(a, str) for a in args):
-        raise ConfigError(f"job arguments must be a non-empty list of strings, got {args!r}")
 
 
 def submit(
@@ -147,8 +135,6 @@ def submit(
     """
     check_job_request(kind, args)
     if executor is not None and executor.kind == "slurm":
-        from synthct.executors import slurm
-
         return slurm.submit(ws, kind, args, executor)[0]
     dev = resolve_job_device(device)
     jobs_dir(ws).mkdir(parents=True, exist_ok=True)
@@ -176,31 +162,12 @@ def wait(ws: Workspace, job_id: int, timeout: float | None = None, poll_s: float
         time.sleep(poll_s)
 
 
-def _shown(job: Job) -> Job:
-    """A detached row made safe to show: credentials in its message and argv masked."""
-    job.message = redact(job.message or "")
-    job.args = [redact(str(a)) for a in (job.args or [])]
-    return job
-
-
 def list_jobs(ws: Workspace, status: str | None = None, limit: int | None = 200) -> list[Job]:
     """Jobs newest first (detached rows, credentials masked: read their attributes freely)."""
     with session_scope(engine_for(ws)) as s:
         rows = repo.list_jobs(s, status, limit)
         s.expunge_all()
     return [_shown(j) for j in rows]
-
-
-def get_job(ws: Workspace, job_id: int) -> Job:
-    """One job (a detached row, credentials masked); WorkspaceError if it does not exist."""
-    with session_scope(engine_for(ws)) as s:
-        job = repo.get_job(s, job_id)
-        if job is not None:
-            s.expunge(job)
-    if job is None:
-        where = redact_url(database_url(ws.database))
-        raise WorkspaceError(f"job {job_id} does not exist in {where}")
-    return _shown(job)
 
 
 def tail_log(job: Job, n: int = 50) -> str:
@@ -238,8 +205,6 @@ def cancel(ws: Workspace, job_id: int, grace_s: float = CANCEL_GRACE_S) -> Job:
         job = repo.get_job(s, job_id)
         executor = job.executor if job is not None else None
     if executor == "slurm":
-        from synthct.executors import slurm
-
         return slurm.cancel(ws, job_id, grace_s=grace_s)
     with session_scope(engine) as s:
         job = repo.get_job(s, job_id)
@@ -296,8 +261,6 @@ def reconcile(session: Session) -> list[int]:
     `cancelling` ones cancelled. SLURM jobs of this machine's cluster: SLURM's state."""
     changed = reconcile_local(session)
     if repo.needs_scheduler(session, "slurm"):
-        from synthct.executors import slurm
-
         changed += slurm.reconcile(session)
     return changed
 
@@ -403,7 +366,7 @@ def _spawn(ws: Workspace, engine: Engine, job_id: int) -> None:
     try:
         with open(log, "ab") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "synthct.jobs", str(job_id)],
+                [sys.executable, "-m", "synthct.job_runner", str(job_id)],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -545,34 +508,6 @@ def set_job_result(location: str | os.PathLike) -> None:
 _Terminated = Terminated  # raised in the job wrapper by SIGTERM, so clean-ups run
 
 
-class _RedactingStream(io.TextIOBase):
-    """The job's stdout/stderr: everything written to its log passes through `redact`."""
-
-    def __init__(self, raw) -> None:
-        self.raw = raw
-
-    def write(self, text: str) -> int:
-        self.raw.write(redact(text))
-        return len(text)
-
-    def flush(self) -> None:
-        self.raw.flush()
-
-    def isatty(self) -> bool:
-        return False
-
-    def fileno(self) -> int:
-        return self.raw.fileno()
-
-    @property
-    def encoding(self) -> str:  # type: ignore[override]
-        return getattr(self.raw, "encoding", None) or "utf-8"
-
-    @property
-    def errors(self) -> str | None:  # type: ignore[override]
-        return getattr(self.raw, "errors", None)
-
-
 def cancel_timeout_s() -> float:
     raw = os.environ.get(ENV_CANCEL_TIMEOUT, "")
     try:
@@ -612,103 +547,3 @@ class _Watchdog:
                     repo.finish_job(s, self.job_id, "failed", f"terminated by SIGTERM; {why}")
             print(f"job {self.job_id}: {why}", flush=True)
         os.killpg(os.getpgrp(), signal.SIGKILL)
-
-
-def _outcome(e: BaseException) -> tuple[str, str, int]:
-    """(status, message, exit code) of a command that raised `e` (SystemExit included)."""
-    import click
-
-    if isinstance(e, Cancelled):
-        print(f"cancelled: {e}", file=sys.stderr)
-        return "cancelled", f"cancelled: {e}", 130
-    if isinstance(e, _Terminated):
-        return "failed", "terminated by SIGTERM", 143
-    if isinstance(e, SynthctError):
-        print(f"error: {e}", file=sys.stderr)
-        return "failed", f"error: {e}", 2
-    if isinstance(e, SystemExit):
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        return ("failed", f"exited with status {code}", code) if code else ("done", "done", 0)
-    if isinstance(e, KeyboardInterrupt):
-        return "failed", "interrupted", 130
-    if isinstance(e, typer.Exit | click.exceptions.Exit):
-        code = e.exit_code
-        return ("done", "done", 0) if code == 0 else ("failed", f"exited with {code}", code)
-    if isinstance(e, typer.TyperException | click.ClickException):  # usage errors in the argv
-        e.show()
-        return "failed", f"usage error: {e.format_message()}", 2
-    message = environment_error_message(e)
-    if message is not None:
-        print(f"error: {message}", file=sys.stderr)
-        return "failed", f"error: {message}", 2
-    print(redact("".join(traceback.format_exception(e))), file=sys.stderr, end="")
-    return "failed", f"{type(e).__name__}: {e}"[:500], 1
-
-
-def run_argv(args: list[str]) -> tuple[str, str, int]:
-    """Run `synthct <args>` in this process: (status done | failed | cancelled, message, exit
-    code). Nothing it raises escapes: every outcome is a row status and a line in the log."""
-    try:
-        from synthct.cli import app
-
-        rc = app(args=list(args), prog_name="synthct", standalone_mode=False)
-        if isinstance(rc, int) and rc != 0:  # `raise typer.Exit(n)` (or Ctrl-C) comes back as n
-            return "failed", f"exited with status {rc}", rc
-    except BaseException as e:  # noqa: BLE001 - any crash must end up in the row and the log
-        return _outcome(e)
-    return "done", "done", 0
-
-
-def run_job(job_id: int) -> int:
-    """The job wrapper (``python -m synthct.jobs <id>``): run the argv, record the outcome, pump."""
-    sys.stdout, sys.stderr = _RedactingStream(sys.stdout), _RedactingStream(sys.stderr)
-    ws = Workspace.resolve()
-    engine = engine_for_url(database_url(ws.database))
-    watchdog = _Watchdog(engine, job_id)
-
-    def on_sigterm(signum, _frame) -> None:
-        watchdog.arm(signum)
-        raise _Terminated()
-
-    signal.signal(signal.SIGTERM, on_sigterm)
-    from synthct.stopping import add_stop_listener
-
-    add_stop_listener(watchdog.arm)  # training handles SIGTERM itself: stop at the next step
-    with session_scope(engine) as s:
-        job = repo.get_job(s, job_id)
-    if job is None or job.status != "running":
-        print(f"job {job_id}: not running ({job.status if job else 'missing'}); exiting")
-        return 1
-    print(
-        f"[{datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC] job {job_id} ({job.kind}, {job.device}): "
-        f"synthct {' '.join(job.args)}",
-        flush=True,
-    )
-    status, message, code = run_argv(job.args)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    message = redact(message)
-    with session_scope(engine) as s:
-        moved = repo.finish_job(
-            s, job_id, status, message, ("running",), progress=1.0 if status == "done" else None
-        )
-        if not moved:  # cancel was requested: whatever stopped the work, it ends as cancelled
-            if status not in ("done", "cancelled"):
-                status, message = "cancelled", "cancelled by user"
-            progress = 1.0 if status == "done" else None
-            repo.finish_job(s, job_id, status, message, ("cancelling",), progress=progress)
-    print(
-        f"[{datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC] job {job_id}: {status} ({message})",
-        flush=True,
-    )
-    try:
-        pump(ws)
-    except Exception as e:  # noqa: BLE001 - the job's own result is already recorded
-        print(f"could not start queued jobs: {e}", file=sys.stderr)
-    return code
-
-
-if __name__ == "__main__":
-    if len(sys.argv) != 2 or not sys.argv[1].isdigit():
-        print("usage: python -m synthct.jobs <job id>", file=sys.stderr)
-        sys.exit(2)
-    sys.exit(run_job(int(sys.argv[1])))

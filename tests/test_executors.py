@@ -24,7 +24,7 @@ def ws(workspace, monkeypatch):
 
 
 def test_slurm_durations_parse_like_squeue_prints_them():
-    from synthct.executors.slurm import parse_duration
+    from synthct.executors.slurm_commands import parse_duration
 
     assert parse_duration("0:59") == 59
     assert parse_duration("1:00:00") == 3600

@@ -53,7 +53,7 @@ def test_run_hpo_trains_ranks_and_skips_done_runs(workspace, tmp_path, monkeypat
     from test_train import TinyGAN, install_packed, tiny_cfg
 
     import synthct.train
-    from synthct.hpo import run_hpo
+    from synthct.hpo_study import run_hpo
 
     install_packed(monkeypatch, 16)
     from synthct.config import save_yaml, to_dict

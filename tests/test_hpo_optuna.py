@@ -85,8 +85,8 @@ def test_a_dead_workers_trial_is_run_again_and_the_grid_completes(ws, tmp_path, 
     again; the next worker runs it, so every point ends with one completed trial."""
     from test_train import install_packed
 
-    from synthct.hpo import load_grid, run_hpo
-    from synthct.hpo_study import next_trial, open_stage, open_storage
+    from synthct.hpo import load_grid
+    from synthct.hpo_study import next_trial, open_stage, open_storage, run_hpo
 
     install_packed(monkeypatch, 32)
     grid = write_grid(tmp_path, "d", {"model.lr_g": [1e-3, 3e-3]})
@@ -112,7 +112,8 @@ def test_a_dead_workers_trial_is_run_again_and_the_grid_completes(ws, tmp_path, 
 def test_open_search_runs_its_trial_budget_with_tpe(ws, tmp_path, monkeypatch):
     from test_train import install_packed
 
-    from synthct.hpo import read_summary, run_hpo
+    from synthct.hpo import read_summary
+    from synthct.hpo_study import run_hpo
 
     install_packed(monkeypatch, 32)
     write_grid(tmp_path, "unused", {"model.lr_g": [1e-3]})
@@ -141,7 +142,8 @@ def test_pruning_stops_runs_that_score_worse_than_the_median_at_a_check(ws, tmp_
     worse than the median of theirs is pruned there (its run stops at step 2)."""
     from test_train import install_packed
 
-    from synthct.hpo import read_summary, run_hpo
+    from synthct.hpo import read_summary
+    from synthct.hpo_study import run_hpo
 
     install_packed(monkeypatch, 32)
     grid = write_grid(tmp_path, "p", {"model.lr_g": [1e-3, 2e-3, 3e-3, 4e-3, 5e-3]}, steps=4)
@@ -158,8 +160,7 @@ def test_pruning_stops_runs_that_score_worse_than_the_median_at_a_check(ws, tmp_
 def test_the_app_shows_trials_best_so_far_and_parallel_coordinates(ws, tmp_path, monkeypatch):
     from test_train import install_packed
 
-    from synthct.hpo import run_hpo
-    from synthct.hpo_study import list_studies, parallel_coordinates, trials_table
+    from synthct.hpo_study import list_studies, parallel_coordinates, run_hpo, trials_table
 
     install_packed(monkeypatch, 32)
     grid = write_grid(tmp_path, "v", {"model.lr_g": [1e-3, 3e-3, 2e-3]})

@@ -17,7 +17,14 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from synthct.errors import ConfigError
+from synthct import jobs
+from synthct.config import load_run_config
+from synthct.errors import ConfigError, SynthctError
+from synthct.executors import slurm
+from synthct.executors.settings import resolve_settings
+from synthct.executors.slurm import QUEUE_FIELDS
+from synthct.hpo_study import parallel_coordinates, trials_table
+from synthct.segment.recipe import SegConfig
 from synthct.workspace import Workspace, check_name
 
 DEVICES = ("auto", "cuda", "cpu")
@@ -113,14 +120,14 @@ def segment_args(
 
 def preprocess_args(cfg: Any) -> list[str]:
     """argv of the `synthct preprocess` that packs the arrays `cfg` (a DataConfig) reads."""
-    from synthct.preprocess import preprocess_command
+    from synthct.preprocess import preprocess_command  # deferred: loads scipy
 
     return preprocess_command(cfg).split()[1:]
 
 
 def packed_ready(ws: Workspace, cfg: Any) -> bool:
     """Whether this workspace has the packed arrays of preprocessing config `cfg`."""
-    from synthct.preprocess import MANIFEST, packed_dir
+    from synthct.preprocess import MANIFEST, packed_dir  # deferred: loads scipy
 
     return (packed_dir(ws, cfg) / MANIFEST).is_file()
 
@@ -131,7 +138,6 @@ def train_choices(
     """(configs that can run here, {config: (why not, the DataConfig it needs or None)} for
     the others). A run config can run when its data section's packed arrays exist; a broken
     file says what is wrong."""
-    from synthct.config import load_run_config
 
     ready, blocked = [], {}
     for path in configs:
@@ -149,7 +155,6 @@ def train_choices(
 
 def segment_sizes(ws: Workspace, sizes: tuple[int, ...] = (32, 64, 128, 256)) -> list[int]:
     """The sizes S a segmentation experiment (default recipe) can run at in this workspace."""
-    from synthct.segment.recipe import SegConfig
 
     return [s for s in sizes if packed_ready(ws, SegConfig(size=s).data_config())]
 
@@ -192,7 +197,6 @@ def executor_from_form(
 ):
     """ExecutorSettings from the page's executor fields (empty / 0 = WS/executor.yaml or the
     default); ConfigError names a bad value."""
-    from synthct.executors.settings import resolve_settings
 
     return resolve_settings(
         ws, None, kind=kind, partition=partition.strip() or None,
@@ -233,14 +237,13 @@ def submit(
     """Queue a job (on `executor`, default this machine) and report it on the page; returns
     its id (None after a refused request). A segmentation on SLURM becomes a job array of its
     folds and an ensemble job after them."""
-    from synthct import jobs
-    from synthct.errors import SynthctError
 
     try:
         if executor is not None and executor.kind == "slurm" and kind == "segment":
-            from synthct.executors.slurm import submit_segment
+            from synthct.commands.segment import segment_params  # optional dependency
+            from synthct.executors.slurm import submit_segment  # optional dependency
 
-            ids = submit_segment(ws, args, executor)
+            ids = submit_segment(ws, args, segment_params(args), executor)
         else:
             ids = [jobs.submit(ws, kind, args, device=device, executor=executor)]
     except SynthctError as e:
@@ -256,15 +259,12 @@ def submit(
 
 def queue_frame(rows: list[dict[str, str]]) -> pd.DataFrame:
     """The cluster's queue (squeue rows of synthct's jobs) as a table."""
-    from synthct.executors.slurm import QUEUE_FIELDS
 
     return pd.DataFrame(rows, columns=list(QUEUE_FIELDS))
 
 
 def cluster_queue() -> None:
     """squeue for synthct's jobs, when this machine is a SLURM client."""
-    from synthct.errors import SynthctError
-    from synthct.executors import slurm
 
     if not slurm.available():
         st.caption("No SLURM on this machine: jobs run in its own queue.")
@@ -283,7 +283,6 @@ def cluster_queue() -> None:
 @st.fragment(run_every=2)
 def job_monitor(ws: Workspace) -> None:
     """The live jobs table (reruns by itself every 2 s), with log tail and cancel."""
-    from synthct import jobs
 
     try:
         jobs.pump(ws)
@@ -325,8 +324,6 @@ def job_monitor(ws: Workspace) -> None:
     if job.status in ("queued", "pending", "running", "cancelling") and c2.button(
         "Kill job" if job.status == "cancelling" else "Cancel job", key=f"cancel-{job.id}"
     ):
-        from synthct.errors import SynthctError
-
         try:
             jobs.cancel(ws, job.id, grace_s=2.0)
         except SynthctError as e:
@@ -340,7 +337,6 @@ def job_monitor(ws: Workspace) -> None:
 
 def study_view(ws: Workspace, name: str) -> None:
     """One HPO study: best so far, the trials, and Optuna's parallel-coordinate plot."""
-    from synthct.hpo_study import parallel_coordinates, trials_table
 
     rows = trials_table(ws, name)
     done = [r for r in rows if r["state"] == "complete"]

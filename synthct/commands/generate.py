@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from tqdm import tqdm
 
 from synthct.commands._common import WorkspaceOpt, echo_json, workspace
+from synthct.jobs import job_progress_callback, set_job_result
 
 
 class _BarProgress:
@@ -14,15 +16,11 @@ class _BarProgress:
     prints no empty bar) and the job row's progress."""
 
     def __init__(self, total: int, desc: str) -> None:
-        from synthct.jobs import job_progress_callback
-
         self.total, self.desc, self.bar = total, desc, None
         self.to_job = job_progress_callback()
 
     def __call__(self, fraction: float, message: str = "") -> None:
         if self.bar is None:
-            from tqdm import tqdm
-
             self.bar = tqdm(total=self.total, desc=self.desc, unit="pair")
         self.bar.update(max(0, round(fraction * self.total) - self.bar.n))
         self.bar.set_postfix_str(message, refresh=False)
@@ -70,8 +68,7 @@ def generate(
 
     3D models write (S, S, S/2) pairs; 2D slice models (fastgan, stylegan2) write one-slice
     (R, R, 1) pairs with the in-plane spacing scaled to the same field of view."""
-    from synthct.generate import GenerateConfig, sample_from_run
-    from synthct.jobs import set_job_result
+    from synthct.generate import GenerateConfig, sample_from_run  # deferred: loads scipy, torch
 
     ws = workspace(workspace_path)
     step: str | int = int(checkpoint) if checkpoint.isdigit() else checkpoint

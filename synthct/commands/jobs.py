@@ -3,13 +3,24 @@ the SLURM queue) and the executor options that `train`, `hpo` and `jobs submit` 
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from synthct import jobs
 from synthct.commands._common import WorkspaceOpt, echo_json, workspace
+from synthct.commands.segment import segment_params
+from synthct.errors import Cancelled, SynthctError
+from synthct.executors import slurm
+from synthct.executors.settings import resolve_settings
+from synthct.executors.slurm import submit_segment
+from synthct.jobs import job_progress_callback
+from synthct.stopping import StopRequest
 
 if TYPE_CHECKING:
     from synthct.executors.settings import ExecutorSettings
@@ -75,7 +86,6 @@ def executor_settings(
 ) -> ExecutorSettings:
     """The executor settings of a command: WS/executor.yaml, then --executor-config, then the
     flags given (None = not given)."""
-    from synthct.executors.settings import resolve_settings
 
     renamed = {
         "time_min": flags.pop("time", None),
@@ -95,7 +105,6 @@ def submit_and_report(
 ) -> list[int]:
     """Submit `synthct <args>` as a job with the executor settings of a command's flags, print
     where it runs and (with `wait`) wait for it: exit status 1 unless it ends done."""
-    from synthct import jobs
 
     settings = executor_settings(ws, executor, executor_config, **flags)
     job_id = jobs.submit(ws, kind, args, executor=settings)
@@ -145,7 +154,6 @@ def jobs_list(
     workspace_path: WorkspaceOpt = None,
 ) -> None:
     """List jobs, newest first (reconciles the table first)."""
-    from synthct import jobs
 
     ws = workspace(workspace_path)
     jobs.pump(ws)
@@ -163,7 +171,6 @@ def jobs_list(
 
 def jobs_show(job_id: int, workspace_path: WorkspaceOpt = None) -> None:
     """Show one job as JSON."""
-    from synthct import jobs
 
     echo_json(_row(jobs.get_job(workspace(workspace_path), job_id)))
 
@@ -181,7 +188,6 @@ def jobs_cancel(
     """Cancel a job. A queued job never starts; a running one stops at its next safe point
     (training: after writing a checkpoint, recorded as cancelled; resume it with
     `synthct train --run R --resume`). Cancelling a job that is still stopping kills it."""
-    from synthct import jobs
 
     job = jobs.cancel(workspace(workspace_path), job_id, grace_s=wait)
     typer.echo(f"job {job.id}: {job.status} ({job.message})")
@@ -197,7 +203,6 @@ def jobs_tail(
     workspace_path: WorkspaceOpt = None,
 ) -> None:
     """Print the last lines of a job's log."""
-    from synthct import jobs
 
     typer.echo(jobs.tail_log(jobs.get_job(workspace(workspace_path), job_id), n))
 
@@ -224,7 +229,6 @@ def jobs_submit(
 
     With `--executor slurm` it becomes a SLURM job with the given resources; a `segment`
     command then runs its folds as a job array and its ensemble as a job depending on it."""
-    from synthct import jobs
 
     args = [a for a in ctx.args if a != "--"]
     if not args:
@@ -236,9 +240,7 @@ def jobs_submit(
         cpus_per_task=cpus_per_task, mem_gb=mem_gb, signal_delay=signal_delay,
     )  # fmt: skip
     if settings.kind == "slurm" and args[0] == "segment" and kind is None:
-        from synthct.executors.slurm import submit_segment
-
-        ids = submit_segment(ws, args, settings)
+        ids = submit_segment(ws, args, segment_params(args), settings)
     else:
         ids = [jobs.submit(ws, kind or args[0], args, device=device, executor=settings)]
     for job_id in ids:
@@ -255,7 +257,6 @@ def jobs_wait(
     workspace_path: WorkspaceOpt = None,
 ) -> None:
     """Wait until a job has ended; exit status 0 when it is done, 1 otherwise."""
-    from synthct import jobs
 
     try:
         job = jobs.wait(workspace(workspace_path), job_id, timeout=timeout)
@@ -272,7 +273,6 @@ def jobs_queue(
     as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
 ) -> None:
     """The SLURM queue (squeue) for synthct's jobs."""
-    from synthct.executors import slurm
 
     if not slurm.available():
         typer.echo("no SLURM on this machine (sbatch/squeue not found)", err=True)
@@ -290,7 +290,6 @@ def jobs_queue(
 
 def jobs_run_queue(workspace_path: WorkspaceOpt = None) -> None:
     """Reconcile the jobs table and start whatever queued jobs fit."""
-    from synthct import jobs
 
     started = jobs.pump(workspace(workspace_path))
     typer.echo(f"started {len(started)} job(s): {started}")
@@ -307,13 +306,6 @@ def jobs_sleep(
 ) -> None:
     """Test helper: sleep (reporting progress), optionally with child processes; with
     --stop-delay it stops like training does (a safe point some time after the request)."""
-    import contextlib
-    import subprocess
-    import sys
-
-    from synthct.errors import Cancelled, SynthctError
-    from synthct.jobs import job_progress_callback
-    from synthct.stopping import StopRequest
 
     procs = [
         subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({seconds + 60})"])

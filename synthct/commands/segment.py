@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+import typer.main
 
 from synthct.commands._common import WorkspaceOpt, echo_json, workspace
+from synthct.config import from_dict, to_dict
 from synthct.errors import ConfigError
+from synthct.jobs import job_progress_callback
+from synthct.segment.recipe import SegConfig, load_seg_config
 
 Opt = typer.Option
 
 
 def _seg_config(config: Path | None, **overrides):
     """SegConfig from an optional YAML, with the flags the user gave (non-None) on top."""
-    from synthct.config import from_dict, to_dict
-    from synthct.segment.recipe import SegConfig, load_seg_config
 
     base = load_seg_config(config) if config else SegConfig()
     given = {k: v for k, v in overrides.items() if v is not None}
@@ -84,8 +86,10 @@ def segment(
 
     Resumable: rerun the same command to continue an interrupted experiment.
     """
-    from synthct.jobs import job_progress_callback
-    from synthct.segment.experiments import ExperimentConfig, run_experiment
+    from synthct.segment.experiments import (  # deferred: loads pandas, scipy
+        ExperimentConfig,
+        run_experiment,
+    )
 
     seg = _seg_config(
         config,
@@ -146,3 +150,17 @@ def summary_for_cli(results: dict, path: str) -> dict:
 
 def register(app: typer.Typer) -> None:
     app.command("segment")(segment)
+
+
+def segment_params(args: list[str]) -> dict[str, Any]:
+    """The options of a `segment …` argv, parsed by this command (a SLURM segmentation is split
+    into fold jobs by them: `synthct.executors.slurm.submit_segment`)."""
+    if not args or args[0] != "segment":
+        raise ConfigError(f"expected a `segment …` command line, got {args!r}")
+    one = typer.Typer()
+    register(one)
+    command = typer.main.get_command(one)  # one command: the `segment` command itself
+    try:
+        return dict(command.make_context("segment", list(args[1:])).params)
+    except Exception as e:  # noqa: BLE001 - click's usage errors
+        raise ConfigError(f"segment options {args[1:]!r}: {e}") from None

@@ -25,16 +25,17 @@ from synthct.commands.jobs import (
     TimeOpt,
     submit_and_report,
 )
+from synthct.config import load_run_config, save_yaml, to_dict
 from synthct.errors import ConfigError
+from synthct.jobs import job_progress_callback
+from synthct.runtime import short_hash
+from synthct.workspace import check_name
 
 
 def train_job_args(ws, cfg, run: str, resume: bool, allow_split: bool) -> list[str]:
     """argv of a background training job. The config (with its overrides) is frozen into
     WS/jobs/configs/, so the job — and every requeued attempt — trains exactly what was
     submitted, on whichever node it lands."""
-    from synthct.config import save_yaml, to_dict
-    from synthct.runtime import short_hash
-    from synthct.workspace import check_name
 
     check_name(run, "run name")
     data = to_dict(cfg)
@@ -96,8 +97,7 @@ def train_cmd(
     (one per GPU). Near its time limit a SLURM training job checkpoints, requeues itself
     and resumes exactly.
     """
-    from synthct.config import load_run_config
-    from synthct.train import train
+    from synthct.train import train  # deferred: loads scipy, torch
 
     w = workspace(ws)
     if run is None:
@@ -123,7 +123,6 @@ def train_cmd(
         return
     if any(v is not None for v in flags.values()) or wait:
         raise ConfigError("SLURM resources and --wait need --executor slurm (or local)")
-    from synthct.jobs import job_progress_callback
 
     run_dir = train(
         cfg, w, run, resume=resume, allow_split=allow_split, progress=job_progress_callback()
@@ -179,7 +178,7 @@ def hpo_cmd(
     With --executor local|slurm it submits --workers jobs that pull trials concurrently (every
     grid point runs once); start more workers on other hosts with the same command, and read
     the summary with --show or in the app."""
-    from synthct import hpo
+    from synthct import hpo, hpo_study  # deferred: loads torch, optuna
 
     if dry_run:  # lists the grid only: no workspace needed
         spec = hpo.load_grid(grid)
@@ -191,10 +190,10 @@ def hpo_cmd(
         return
     w = workspace(ws)
     if show:
-        from synthct.hpo_study import n_stages, open_storage, write_study_summary
-
         spec = hpo.load_grid(grid)
-        summary = write_study_summary(w, spec, n_stages(spec, stages), metric, open_storage(w))
+        summary = hpo_study.write_study_summary(
+            w, spec, hpo_study.n_stages(spec, stages), metric, hpo_study.open_storage(w)
+        )
         typer.echo(hpo.format_table(hpo.read_summary(summary)))
         return
     if executor is not None or executor_config is not None:
@@ -213,9 +212,8 @@ def hpo_cmd(
             submit_and_report(w, "hpo", args, executor, executor_config, **flags)
         typer.echo(f"summary so far: synthct hpo {grid} --show")
         return
-    from synthct.jobs import job_progress_callback
 
-    summary = hpo.run_hpo(grid, w, steps=steps, max_stages=stages, metric=metric,
+    summary = hpo_study.run_hpo(grid, w, steps=steps, max_stages=stages, metric=metric,
                           prune_every=prune_every, progress=job_progress_callback())  # fmt: skip
     typer.echo(hpo.format_table(hpo.read_summary(summary)))
     typer.echo(f"summary: {summary}")

@@ -31,6 +31,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from synthct.config import from_dict, load_yaml, to_dict
 from synthct.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -103,7 +104,6 @@ class ExecutorSettings:
 
 def load_settings(path: str | Path | None) -> dict[str, Any]:
     """The `executor:` mapping of a YAML file ({} when `path` is None or has no such file)."""
-    from synthct.config import load_yaml
 
     if path is None:
         return {}
@@ -121,7 +121,6 @@ def resolve_settings(
     ws: Workspace | None = None, config: str | Path | None = None, **overrides: Any
 ) -> ExecutorSettings:
     """Settings from WS/executor.yaml, then `config`, then the non-None `overrides` (CLI flags)."""
-    from synthct.config import from_dict
 
     merged: dict[str, Any] = {}
     if ws is not None and ws.executor_file.is_file():
@@ -135,6 +134,5 @@ def resolve_settings(
 
 def to_row(settings: ExecutorSettings) -> dict[str, Any]:
     """The settings as plain data for the job row (`resources`)."""
-    from synthct.config import to_dict
 
     return to_dict(settings)

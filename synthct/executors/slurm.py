@@ -31,7 +31,6 @@ from __future__ import annotations
 import functools
 import os
 import shutil
-import subprocess
 import time
 from collections.abc import Sequence
 from datetime import UTC
@@ -42,8 +41,12 @@ from db import jobs as repo
 from db.models import Job
 from db.session import database_url, session_scope
 from synthct.errors import ConfigError, SynthctError, WorkspaceError
+from synthct.executors.records import check_job_request, engine_for, get_job
 from synthct.executors.settings import ExecutorSettings, to_row
+from synthct.executors.slurm_commands import SlurmError, _run
+from synthct.executors.slurm_task import SlurmTask
 from synthct.redact import redact_url
+from synthct.segment.recipe import SegConfig, load_seg_config
 from synthct.workspace import Workspace
 
 JOB_NAME_PREFIX = "synthct-"
@@ -85,27 +88,10 @@ WHY = {
 }
 
 
-class SlurmError(SynthctError):
-    """SLURM refused or could not answer a request (sbatch, scancel, sacct)."""
-
-
 # -- the cluster ----------------------------------------------------------------------------------
 def available() -> bool:
     """True when this machine has the SLURM client commands (sbatch, squeue, scancel)."""
     return all(shutil.which(c) for c in ("sbatch", "squeue", "scancel", "srun"))
-
-
-def _run(cmd: list[str], timeout: float = 60.0) -> str:
-    try:
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise SlurmError(f"`{' '.join(cmd[:2])}` could not run: {e}") from None
-    if res.returncode != 0:
-        reason = (res.stderr or res.stdout).strip().splitlines()
-        raise SlurmError(
-            f"`{' '.join(cmd[:2])}` failed: {reason[-1] if reason else res.returncode}"
-        )
-    return res.stdout
 
 
 @functools.cache
@@ -119,33 +105,6 @@ def cluster_name() -> str:
     raise SlurmError("`scontrol show config` names no ClusterName")
 
 
-def parse_duration(text: str) -> float | None:
-    """SLURM's [days-]hours:minutes:seconds (or minutes:seconds) in seconds; None for
-    UNLIMITED, NOT_SET, INVALID or anything else that is not a duration."""
-    text = text.strip()
-    days, _, rest = text.rpartition("-") if "-" in text else ("0", "", text)
-    parts = rest.split(":")
-    if not days.isdigit() or not 1 <= len(parts) <= 3 or not all(p.isdigit() for p in parts):
-        return None
-    nums = [0] * (3 - len(parts)) + [int(p) for p in parts]
-    return float(int(days) * 86400 + nums[0] * 3600 + nums[1] * 60 + nums[2])
-
-
-def time_left_s(external_id: str) -> float | None:
-    """Seconds until the job's time limit (squeue %L), None when unknown or unlimited."""
-    try:
-        out = _run(["squeue", "-h", "-j", external_id, "-o", "%L"], timeout=20).strip()
-    except SlurmError:
-        return None
-    return parse_duration(out.splitlines()[0]) if out else None
-
-
-# -- submission -----------------------------------------------------------------------------------
-def slurm_folder(ws: Workspace) -> Path:
-    """Where submitit keeps the sbatch scripts, pickled calls and per-task output files."""
-    return ws.slurm_jobs
-
-
 def _task_database_url(ws: Workspace) -> str | None:
     """The database URL to hand to the job: a password-free one travels in the pickled call;
     one with a password is not written to disk — the job inherits $SYNTHCT_DATABASE_URL from
@@ -154,10 +113,16 @@ def _task_database_url(ws: Workspace) -> str | None:
     return url if redact_url(url) == url else None
 
 
+# -- submission -----------------------------------------------------------------------------------
+def slurm_folder(ws: Workspace) -> Path:
+    """Where submitit keeps the sbatch scripts, pickled calls and per-task output files."""
+    return ws.slurm_jobs
+
+
 def _executor(ws: Workspace, settings: ExecutorSettings, name: str, dependency: str | None):
     """A submitit SlurmExecutor with the settings' resources."""
     try:
-        import submitit
+        import submitit  # optional dependency
     except ImportError as e:  # pragma: no cover - pinned in requirements.txt
         raise ConfigError(f"the SLURM executor needs submitit ({e})") from None
     if not available():
@@ -209,9 +174,6 @@ def submit(
     """Submit `synthct <argv>` as a SLURM job — or, given several argvs, as one job array —
     and return the new jobs-table ids (one per argv). `dependency` is an sbatch dependency
     such as "afterok:1234"."""
-    from synthct.executors.slurm_task import SlurmTask
-    from synthct.jobs import check_job_request, engine_for
-
     many = bool(argvs) and isinstance(argvs[0], list)
     batch: list[list[str]] = [list(a) for a in argvs] if many else [list(argvs)]  # type: ignore[arg-type]
     for args in batch:
@@ -248,11 +210,14 @@ def submit(
     return ids
 
 
-def submit_segment(ws: Workspace, args: list[str], settings: ExecutorSettings) -> list[int]:
+def submit_segment(
+    ws: Workspace, args: list[str], params: dict[str, Any], settings: ExecutorSettings
+) -> list[int]:
     """A `synthct segment …` job on SLURM: its folds as a job array (each `--fold k`), then the
     ensemble and test as a job that starts when every fold succeeded (afterok). The
-    pretrain-finetune experiment first pre-trains once (`--fold -1`), before the array."""
-    params = segment_params(args)
+    pretrain-finetune experiment first pre-trains once (`--fold -1`), before the array.
+    `params`: the options of `args` as the command parses them
+    (`synthct.commands.segment.segment_params`)."""
     if params.get("fold") is not None:  # one fold was asked for: an ordinary job
         return submit(ws, "segment", args, settings)
     folds, experiment = segment_folds(params), params.get("experiment")
@@ -269,24 +234,8 @@ def submit_segment(ws: Workspace, args: list[str], settings: ExecutorSettings) -
     return ids
 
 
-def segment_params(args: list[str]) -> dict[str, Any]:
-    """The options of a `segment …` argv, parsed by the real command."""
-    import typer.main
-
-    from synthct.cli import app
-
-    if not args or args[0] != "segment":
-        raise ConfigError(f"expected a `segment …` command line, got {args!r}")
-    command = typer.main.get_command(app).commands["segment"]  # type: ignore[attr-defined]
-    try:
-        return dict(command.make_context("segment", list(args[1:])).params)
-    except Exception as e:  # noqa: BLE001 - click's usage errors
-        raise ConfigError(f"segment options {args[1:]!r}: {e}") from None
-
-
 def segment_folds(params: dict[str, Any]) -> int:
     """The number of cross-validation folds a `segment` command would run."""
-    from synthct.segment.recipe import SegConfig, load_seg_config
 
     if params.get("folds"):
         return int(params["folds"])
@@ -294,8 +243,6 @@ def segment_folds(params: dict[str, Any]) -> int:
 
 
 def _external_id(ws: Workspace, job_id: int) -> str:
-    from synthct.jobs import get_job
-
     job = get_job(ws, job_id)
     if not job.external_id:
         raise SlurmError(f"job {job_id} has no SLURM id: {job.message}")
@@ -311,7 +258,7 @@ def read_states(external_ids: Sequence[str]) -> tuple[dict[str, str], set[str]]:
     the jobs squeue no longer knows (its accounting lags a running job by seconds, so it is
     never asked about one squeue still has). Without accounting an id missing from squeue has
     simply left SLURM."""
-    from submitit.slurm.slurm import SlurmInfoWatcher
+    from submitit.slurm.slurm import SlurmInfoWatcher  # deferred: loads submitit
 
     def parse(out: str) -> dict:
         return SlurmInfoWatcher().read_info("JobID|State\n" + out)
@@ -425,8 +372,6 @@ def _apply(session, job: Job, state: str) -> bool:
 # -- cancel ---------------------------------------------------------------------------------------
 def cancel(ws: Workspace, job_id: int, grace_s: float = 5.0) -> Job:
     """scancel a SLURM job (see the module docstring); returns its row after up to `grace_s` s."""
-    from synthct.jobs import engine_for, get_job
-
     engine = engine_for(ws)
     with session_scope(engine) as s:
         job = repo.get_job(s, job_id)

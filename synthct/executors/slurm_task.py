@@ -26,6 +26,7 @@ replaced here because a training step must not be cut in half.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 import signal
 import subprocess
@@ -37,8 +38,10 @@ from datetime import UTC, datetime
 from types import FrameType
 
 from db import jobs as repo
-from db.session import ENV_DATABASE_URL, database_url, session_scope
+from db.session import ENV_DATABASE_URL, database_url, engine_for_url, session_scope
 from synthct.errors import ConfigError
+from synthct.executors.records import ENV_JOB_ID, _RedactingStream
+from synthct.executors.slurm_commands import time_left_s
 from synthct.stopping import Terminated, add_stop_listener, request_stop
 from synthct.workspace import ENV_WORKSPACE
 
@@ -80,7 +83,7 @@ def attempt_args(args: list[str], restarts: int) -> list[str]:
 
 def export_rendezvous(restarts: int) -> None:
     """torch.distributed's env:// variables from SLURM's, identical on every task."""
-    from submitit.helpers import TorchDistributedEnvironment
+    from submitit.helpers import TorchDistributedEnvironment  # deferred: loads submitit
 
     seed = zlib.crc32(f"{slurm_job_id()}:{restarts}".encode())
     os.environ["MASTER_PORT"] = str(20000 + seed % 40000)
@@ -137,10 +140,15 @@ def _stamp() -> str:
     return f"[{datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC]"
 
 
+def _runner():
+    """The shell's `synthct.job_runner.run_argv`, found by name: the task runs the
+    command line exactly as a local job does, and the library never imports the CLI."""
+    module, name = "synthct.job_runner", "run_argv"
+    return getattr(importlib.import_module(module), name)
+
+
 def run_task(task: SlurmTask) -> int:
     """Run the job's argv in this task; rank 0 records the outcome and requeues on a time limit."""
-    from synthct import jobs
-    from synthct.executors.slurm import time_left_s
 
     rank, world = _env_int("SLURM_PROCID"), _env_int("SLURM_NTASKS", 1)
     restarts = _env_int("SLURM_RESTART_COUNT")
@@ -157,11 +165,11 @@ def run_task(task: SlurmTask) -> int:
         export_rendezvous(restarts)
     lead = rank == 0
     if lead:
-        os.environ[jobs.ENV_JOB_ID] = str(task.job_id)  # progress and result go to the row
+        os.environ[ENV_JOB_ID] = str(task.job_id)  # progress and result go to the row
     else:
-        os.environ.pop(jobs.ENV_JOB_ID, None)
-    sys.stdout, sys.stderr = jobs._RedactingStream(sys.stdout), jobs._RedactingStream(sys.stderr)
-    engine = jobs.engine_for_url(database_url())
+        os.environ.pop(ENV_JOB_ID, None)
+    sys.stdout, sys.stderr = _RedactingStream(sys.stdout), _RedactingStream(sys.stderr)
+    engine = engine_for_url(database_url())
     stops = StopSignals(task.signal_delay_s, time_left_s(external))
     attempt = f", attempt {restarts + 1}" if restarts else ""
     if lead and not _mark_running(engine, task.job_id, external, world, attempt):
@@ -171,7 +179,7 @@ def run_task(task: SlurmTask) -> int:
     args = attempt_args(task.args, restarts)
     print(f"{_stamp()} job {task.job_id} (SLURM {external}{attempt}, rank {rank}/{world}): "
           f"synthct {' '.join(args)}", flush=True)  # fmt: skip
-    status, message, code = jobs.run_argv(args)
+    status, message, code = _runner()(args)
     stops.disarm()
     if lead:
         status, message = _record(engine, task, stops.signum, status, message, restarts, external)

@@ -33,12 +33,13 @@ from typing import Any
 
 import numpy as np
 
-from synthct.config import from_dict, to_dict
+from synthct import __version__
+from synthct.config import from_dict, load_yaml, save_yaml, to_dict
 from synthct.csvsafe import to_csv_text
 from synthct.errors import ConfigError, WorkspaceError
 from synthct.runtime import case_ids_hash, load_weights
-from synthct.segment import cases
-from synthct.segment.cases import SegCase
+from synthct.segment import cases, recipe
+from synthct.segment.cases import SegCase, stack_images
 from synthct.segment.fold_training import (
     load_fold_model,
     load_fold_normalisation,
@@ -54,6 +55,7 @@ from synthct.workspace import (
     atomic_write_json,
     atomic_write_text,
     check_name,
+    read_json,
 )
 
 EXPERIMENTS = ("real", "synthetic", "mixed", "pretrain-finetune")
@@ -122,42 +124,9 @@ def run_experiment_cases(
     case's CT grid via `source_grid`; {available: false, reason} without one), per_case (rows
     of per_case.csv; original-grid volumes as orig_* columns).
     """
-    from synthct import __version__
-    from synthct.segment import recipe
-    from synthct.segment.cases import stack_images
 
-    seg = cfg.seg
-    exp_dir = Path(exp_dir)
-    real_ids = [c.case_id for c in trainval]
-    test_ids = [c.case_id for c in test]
-    syn_ids = [c.case_id for c in synthetic]
-    if not test:
-        raise WorkspaceError("no real test cases: the split registry has no 'test' cases")
-    if cfg.experiment != "real" and not synthetic:
-        raise ConfigError(f"experiment {cfg.experiment!r} needs synthetic cases, got none")
-    plans = plan_folds(
-        real_ids,
-        [c.centre for c in trainval],
-        syn_ids,
-        cfg.experiment,
-        seg.folds,
-        seg.seed,
-        test_ids,
-    )
-    leakage: dict[str, Any] = {"checked": False, "override": False, "reason": "no synthetic data"}
-    if cfg.experiment != "real":
-        leakage = check_leakage(
-            datacard,
-            set_name=str(cfg.synthetic),
-            test_ids=test_ids,
-            plans=plans,
-            strict=cfg.strict,
-            allow=cfg.allow_leakage,
-        )
-    _claim_dir(exp_dir, cfg)  # only once the plan is known to be clean (or explicitly allowed)
-    atomic_write_json(exp_dir / "folds.json", [dataclasses.asdict(p) for p in plans])
-
-    by_id = {c.case_id: c for c in [*trainval, *synthetic]}
+    seg, exp_dir = cfg.seg, Path(exp_dir)
+    plans, leakage = _plan(exp_dir, cfg, trainval, test, synthetic, datacard, only_fold)
     pre_epochs = cfg.pretrain_epochs or seg.epochs
     total = seg.epochs * seg.folds + (pre_epochs if cfg.experiment == "pretrain-finetune" else 0)
     done = [0]
@@ -169,30 +138,15 @@ def run_experiment_cases(
 
         return f
 
-    if only_fold is not None and only_fold not in [-1, *(p.fold for p in plans)]:
-        raise ConfigError(
-            f"fold {only_fold} does not exist: the plan has folds 0..{len(plans) - 1}"
-        )
-    if only_fold == -1 and cfg.experiment != "pretrain-finetune":
-        raise ConfigError("fold -1 (the synthetic pre-training) exists only in pretrain-finetune")
     init_state = None
     if cfg.experiment == "pretrain-finetune":
-        train_fold(
-            synthetic,
-            [],
-            seg,
-            exp_dir / "folds" / "pretrain",
-            fold=-1,
-            epochs=pre_epochs,
-            device=device,
-            progress=tick("pretrain"),
-            on_epoch_end=on_epoch_end,
-        )
+        train_fold(synthetic, [], seg, exp_dir / "folds" / "pretrain", fold=-1, epochs=pre_epochs,
+                   device=device, progress=tick("pretrain"), on_epoch_end=on_epoch_end)  # fmt: skip
         done[0] += pre_epochs
         if only_fold == -1:
             return {"name": exp_dir.name, "fold": -1, "result": read_json_result(exp_dir, -1)}
-        pre = load_weights(exp_dir / "folds" / "pretrain" / "best.pt", "cpu")
-        init_state = pre["model"]
+        init_state = load_weights(exp_dir / "folds" / "pretrain" / "best.pt", "cpu")["model"]
+    by_id = {c.case_id: c for c in [*trainval, *synthetic]}
     fold_results = []
     for p in plans:
         if only_fold is not None and p.fold != only_fold:
@@ -210,57 +164,37 @@ def run_experiment_cases(
                 device=device,
                 progress=tick(f"fold {p.fold}"),
                 on_epoch_end=on_epoch_end,
-            )
+            )  # fmt: skip
         )
         done[0] += seg.epochs
     if only_fold is not None:
         return {"name": exp_dir.name, "fold": only_fold, "result": fold_results[0]}
 
-    # -- fold ensemble on the held-out test split ------------------------------------------
-    dev = recipe.select_device(device)
-    precision = recipe.resolve_precision(seg, dev)
-    fold_dirs = [exp_dir / "folds" / f"fold-{p.fold}" for p in plans]
-    models = [load_fold_model(d, seg, dev) for d in fold_dirs]
-    norms = [load_fold_normalisation(d) for d in fold_dirs]
-    preds = np.stack(
-        [
-            recipe.ensemble_probs(models, stack_images([c]).to(dev), seg, precision, norms)[0]
-            .argmax(0)
-            .cpu()
-            .numpy()
-            .astype(np.uint8)
-            for c in test
-        ]
+    summary, table, original, norms = _ensemble_on_test(
+        exp_dir, plans, seg, test, device, source_grid, source_grid_reason, progress
     )
-    spacing = test[0].spacing
-    summary, table = evaluate_cases(
-        test_ids,
-        preds,
-        np.stack([c.label for c in test]),
-        spacing,
-        seg.out_channels,
-        seed=seg.seed,
-    )
-    if source_grid is not None:
-        if progress:
-            progress(1.0, "scoring on the original CT grids")
-        original, orig_table = source_grid.score(test_ids, preds, seed=seg.seed)
-        table = table.merge(
-            orig_table.rename(columns=lambda c: c if c == "case_id" else f"orig_{c}"),
-            on="case_id",
-            how="left",
-        )
-    else:
-        original = unavailable(source_grid_reason)
     atomic_write_text(exp_dir / "per_case.csv", to_csv_text(table))
-    results = {
+    results = _results(exp_dir, cfg, trainval, test, synthetic, datacard, leakage, plans, norms)
+    results.update(folds=fold_results, test=summary, test_original_grid=original,
+                   per_case=table.replace({np.nan: None}).to_dict(orient="records"))  # fmt: skip
+    atomic_write_json(exp_dir / RESULTS_FILE, results)
+    if progress:
+        progress(1.0, "done")
+    return results
+
+
+def _results(exp_dir, cfg, trainval, test, synthetic, datacard, leakage, plans, norms) -> dict:
+    """results.json without the scores: what ran, on which cases, with which normalisation."""
+    seg = cfg.seg
+    syn_ids = [c.case_id for c in synthetic]
+    return {
         "name": exp_dir.name,
         "experiment": cfg.experiment,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "synthct_version": __version__,
         "config": to_dict(cfg),
         "n_train_val": len(trainval),
-        "test_case_ids_sha256": case_ids_hash(test_ids),
+        "test_case_ids_sha256": case_ids_hash([c.case_id for c in test]),
         "synthetic": None
         if cfg.experiment == "real"
         else {
@@ -282,20 +216,68 @@ def run_experiment_cases(
             if cfg.experiment == "pretrain-finetune"
             else None,
         },
-        "folds": fold_results,
-        "test": summary,
-        "test_original_grid": original,
-        "per_case": table.replace({np.nan: None}).to_dict(orient="records"),
     }
-    atomic_write_json(exp_dir / RESULTS_FILE, results)
+
+
+def _plan(exp_dir, cfg, trainval, test, synthetic, datacard, only_fold):
+    """Check the inputs, plan the folds, refuse leakage (before any data is read), claim the
+    folder and write folds.json; returns (plans, the leakage record)."""
+    seg = cfg.seg
+    test_ids = [c.case_id for c in test]
+    if not test:
+        raise WorkspaceError("no real test cases: the split registry has no 'test' cases")
+    if cfg.experiment != "real" and not synthetic:
+        raise ConfigError(f"experiment {cfg.experiment!r} needs synthetic cases, got none")
+    plans = plan_folds([c.case_id for c in trainval], [c.centre for c in trainval],
+                       [c.case_id for c in synthetic], cfg.experiment, seg.folds, seg.seed,
+                       test_ids)  # fmt: skip
+    leakage: dict[str, Any] = {"checked": False, "override": False, "reason": "no synthetic data"}
+    if cfg.experiment != "real":
+        leakage = check_leakage(datacard, set_name=str(cfg.synthetic), test_ids=test_ids,
+                                plans=plans, strict=cfg.strict, allow=cfg.allow_leakage)  # fmt: skip
+    _claim_dir(exp_dir, cfg)  # only once the plan is known to be clean (or explicitly allowed)
+    atomic_write_json(exp_dir / "folds.json", [dataclasses.asdict(p) for p in plans])
+    if only_fold is not None and only_fold not in [-1, *(p.fold for p in plans)]:
+        raise ConfigError(
+            f"fold {only_fold} does not exist: the plan has folds 0..{len(plans) - 1}"
+        )
+    if only_fold == -1 and cfg.experiment != "pretrain-finetune":
+        raise ConfigError("fold -1 (the synthetic pre-training) exists only in pretrain-finetune")
+    return plans, leakage
+
+
+def _ensemble_on_test(exp_dir, plans, seg, test, device, source_grid, reason, progress):
+    """The fold ensemble's predictions on the held-out test cases, scored on the packed grid
+    and (with `source_grid`) on each case's original CT grid. Returns (summary, per-case table,
+    original-grid summary, each fold's normalisation)."""
+    dev = recipe.select_device(device)
+    precision = recipe.resolve_precision(seg, dev)
+    fold_dirs = [exp_dir / "folds" / f"fold-{p.fold}" for p in plans]
+    models = [load_fold_model(d, seg, dev) for d in fold_dirs]
+    norms = [load_fold_normalisation(d) for d in fold_dirs]
+    preds = np.stack([
+        recipe.ensemble_probs(models, stack_images([c]).to(dev), seg, precision, norms)[0]
+        .argmax(0).cpu().numpy().astype(np.uint8)
+        for c in test
+    ])  # fmt: skip
+    test_ids = [c.case_id for c in test]
+    summary, table = evaluate_cases(test_ids, preds, np.stack([c.label for c in test]),
+                                    test[0].spacing, seg.out_channels, seed=seg.seed)  # fmt: skip
+    if source_grid is None:
+        return summary, table, unavailable(reason), norms
     if progress:
-        progress(1.0, "done")
-    return results
+        progress(1.0, "scoring on the original CT grids")
+    original, orig_table = source_grid.score(test_ids, preds, seed=seg.seed)
+    table = table.merge(
+        orig_table.rename(columns=lambda c: c if c == "case_id" else f"orig_{c}"),
+        on="case_id",
+        how="left",
+    )
+    return summary, table, original, norms
 
 
 def read_json_result(exp_dir: Path, fold: int) -> dict[str, Any]:
     """result.json of fold `fold` (-1: the pre-training)."""
-    from synthct.workspace import read_json
 
     sub = "pretrain" if fold == -1 else f"fold-{fold}"
     return read_json(exp_dir / "folds" / sub / "result.json")
@@ -303,7 +285,6 @@ def read_json_result(exp_dir: Path, fold: int) -> dict[str, Any]:
 
 def _claim_dir(exp_dir: Path, cfg: ExperimentConfig) -> None:
     """Create the experiment folder with config.yaml, or check an existing one has the same config."""
-    from synthct.config import load_yaml, save_yaml
 
     path = exp_dir / "config.yaml"
     if path.is_file():
@@ -319,8 +300,6 @@ def _claim_dir(exp_dir: Path, cfg: ExperimentConfig) -> None:
 
 
 def load_experiment_config(path: Path) -> ExperimentConfig:
-    from synthct.config import load_yaml
-
     return from_dict(ExperimentConfig, load_yaml(path), where=str(path))
 
 
