@@ -84,7 +84,7 @@ def demo_notice() -> None:
     if not demo.is_demo(ws) or demo.pending_stages(ws, background=False):
         return
     s = demo.load_settings(ws)
-    fresh = st.session_state.pop("demo-fresh", False)
+    fresh = st.session_state.get("demo-fresh", False)  # open for the session that built it
     with st.expander("About this demo workspace", expanded=fresh, icon=":material/info:"):
         st.markdown(ABOUT.format(n_cases=s.n_cases, size=s.size, n_synthetic=s.n_synthetic))
         _jobs_line(ws)

@@ -51,10 +51,12 @@ def test_first_start_opens_browse_and_queues_the_slow_parts(fresh, browser):
     assert {j.kind for j in rows.values()} == {"demo"}
     segment_job = rows[("demo", "--stage", "segment")].id
 
-    about = page.get_by_text("About this demo workspace")
+    about = page.locator('[data-testid="stExpander"]').filter(has_text="About this demo workspace")
     about.wait_for()
     wait_idle(page)
-    body = page.locator('[data-testid="stExpanderDetails"]').first.inner_text()
+    details = about.locator('[data-testid="stExpanderDetails"]')
+    assert details.is_visible(), "the session that watched the build sees the notice open"
+    body = details.inner_text()
     assert "built-in demo" in body
     links = invite_links(ws, server.url)
     assert len(links) == 2 and all(link in body for link in links.values())
