@@ -54,10 +54,11 @@ else:
         elif role == auth.LOCAL_ONLY:
             nav = st.navigation([st.Page(auth.local_only_page, title="synthct")], position="hidden")
         else:
-            from ui.demo import ensure_workspace
+            from ui.demo import demo_notice, ensure_workspace  # deferred: loads torch
 
-            ensure_workspace()
+            ensure_workspace()  # first start: the demo workspace (slow parts as background jobs)
             auth.open_access_note()
+            demo_notice()
             pages = [
                 st.Page(script, title=title, icon=icon, url_path=path)
                 for script, title, icon, path in RESEARCHER_PAGES

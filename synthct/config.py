@@ -176,15 +176,24 @@ class HAGANConfig:
     """HA-GAN's own settings (synthct/models/hagan.py).
 
     n_centres: > 0 enables centre conditioning (one-hot concatenated to z, class head in D).
+    minibatch_std: > 0 gives D a minibatch standard-deviation feature over groups of this many
+    samples; mode_seeking: > 0 weights MSGAN's mode-seeking term in the generator loss (neither
+    is in the reference; both act against mode collapse on small data sets, e.g. the demo).
     """
 
     lr_e: float = 1e-4  # encoder E and sub-encoder Sub_E
     n_centres: int = 0
     lambda_class: float = 0.1  # weight of the generator's auxiliary centre loss (HA-GAN reference)
+    minibatch_std: int = 0  # group size of D's minibatch-std feature; 0 = off (reference)
+    mode_seeking: float = 0.0  # weight of the generator's mode-seeking term; 0 = off (reference)
 
     def __post_init__(self) -> None:
         if self.n_centres < 0:
             raise ValueError(f"n_centres must be >= 0 (0 = unconditional), got {self.n_centres}")
+        if self.minibatch_std < 0:
+            raise ValueError(f"minibatch_std must be >= 0 (0 = off), got {self.minibatch_std}")
+        if self.mode_seeking < 0:
+            raise ValueError(f"mode_seeking must be >= 0 (0 = off), got {self.mode_seeking}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,31 +1,57 @@
 """`synthct demo`: a complete demo workspace from the built-in phantoms, with no download.
 
-Stages (each reported through `progress(fraction, message)`):
+The build is a list of named stages (`STAGES`), each a small function that checks its own
+artefact first, so it is idempotent:
 
-1. phantom cases (HECKTOR layout, seven centres) written into WS/sources/phantom/;
-2. ingest + seeded split registry;
-3. preprocessing (packed pairs at S = 64 for the demo);
-4. a small HA-GAN run: the checkpoint shipped in synthct/assets/demo/ (trained on exactly this
-   workspace's train split — `synthct/assets/demo/README.md` gives the command that reproduces
-   it) is installed as WS/runs/demo-hagan64/; without it, the run is trained here;
-5. a synthetic set generated from it;
-6. an evaluation of that set (offline workspace encoder);
-7. a small segmentation result (SegResNetDS, real data, 2 folds, few epochs);
-8. a Visual Turing Test study with two invited raters.
+1. `phantoms`   phantom cases (HECKTOR layout, seven centres) in WS/sources/phantom/;
+2. `ingest`     ingest + seeded split registry;
+3. `preprocess` packed pairs at S = 64;
+4. `gan`        the small HA-GAN: the checkpoint shipped in synthct/assets/demo/ (trained on
+                exactly this workspace's train split; its README gives the recipe) is installed
+                as WS/runs/demo-hagan64/; without it, the run is trained here;
+5. `generate`   a synthetic set from it;
+6. `study`      a Visual Turing Test study with two invited raters;
+7. `evaluate`   an evaluation of the set (offline workspace encoder);       (background)
+8. `segment`    a small segmentation result (SegResNetDS, real data).       (background)
 
+A finished stage leaves a marker, WS/demo/<stage>.json (its wall time), so a build that was
+interrupted (the app's tab closed, Ctrl-C, a crash) continues at the first stage without one.
+The settings of the build are recorded in WS/demo/settings.json when it starts, and every later
+step (a resumed build, a background job) reads them from there.
+
+Stages 1-6 are what the app needs to show Browse and the study's links; the app runs only those
+on its first start (`build_demo(..., background="jobs")`) and submits the slow ones as ordinary
+background jobs (`synthct demo --stage NAME`, visible in Generate & jobs). The command line runs
+every stage in turn (`background="inline"`).
+
+The demo raters' invite tokens are kept in WS/demo/invites.json (readable by the workspace owner
+only) so the researcher's first page can show the links again; tokens of raters invited through
+Studies or `synthct study invite` are never stored (only their hash is, in the database).
 `DemoConfig.tiny()` shrinks every stage for tests.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import shutil
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 
-from synthct.workspace import Workspace
+from db.raters import raters_of_study
+from db.session import engine_for, session_scope
+from db.studies import get_study
+from synthct import jobs
+from synthct.config import DataConfig, from_dict, load_run_config
+from synthct.errors import WorkspaceError
+from synthct.runtime import case_ids_hash
+from synthct.segment.recipe import SegConfig
+from synthct.vtt.flow import invite, rater_for_token
+from synthct.workspace import Workspace, atomic_write_json, read_json
 
 Progress = Callable[[float, str], None]
 ASSETS = "assets/demo"
@@ -33,6 +59,7 @@ DEMO_RUN = "demo-hagan64"
 DEMO_SET = "demo-set"
 DEMO_STUDY = "demo-study"
 DEMO_RATERS = ("Demo rater A", "Demo rater B")
+JOB_KIND = "demo"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,10 +112,21 @@ class DemoConfig:
 @dataclasses.dataclass
 class DemoResult:
     workspace: Path
-    invite_links: dict[str, str]
-    seconds: dict[str, float]
+    invite_links: dict[str, str]  # raters invited by this call (empty when they existed)
+    seconds: dict[str, float]  # wall time of the stages this call ran
+    jobs: dict[str, int] = dataclasses.field(default_factory=dict)  # stage -> job id submitted
 
 
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    name: str
+    label: str  # the progress message while it runs
+    weight: float  # rough share of the build's time (progress bar)
+    run: Callable[[Workspace, DemoConfig], None]
+    background: bool = False  # run as a job after the app's first page is up
+
+
+# -- the shipped generator ------------------------------------------------------------------------
 def _asset(name: str) -> Path:
     return Path(str(resources.files("synthct").joinpath(ASSETS, name)))
 
@@ -112,9 +150,7 @@ def install_shipped_run(ws: Workspace, run_dir: Path) -> bool:
     Only when its training case ids equal this workspace's train split (same hash), so the
     demo never pretends a generator saw other data than it did. Returns whether it installed.
     """
-    from synthct.datasets import cases_in_split
-    from synthct.runtime import case_ids_hash
-    from synthct.workspace import read_json
+    from synthct.datasets import cases_in_split  # deferred: loads scipy
 
     ckpt = shipped_checkpoint()
     if ckpt is None:
@@ -133,40 +169,8 @@ def install_shipped_run(ws: Workspace, run_dir: Path) -> bool:
     return True
 
 
-def build_demo(
-    ws: Workspace, settings: DemoConfig | None = None, progress: Progress | None = None
-) -> DemoResult:
-    """Build (or complete) the demo workspace in `ws`; stages already done are skipped."""
-    from synthct.config import DataConfig, load_run_config
-
-    s = settings or DemoConfig()
-    ws = ws.ensure()
-    seconds: dict[str, float] = {}
-    weights = [2, 1, 3, 2, 2, 4, 6, 1]  # rough share of the time per stage
-    total = float(sum(weights))
-    done = [0.0]
-
-    def stage(i: int, message: str, fn: Callable[[], object]) -> None:
-        if progress:
-            progress(done[0] / total, message)
-        t0 = time.perf_counter()
-        fn()
-        seconds[message] = round(time.perf_counter() - t0, 1)
-        done[0] += weights[i]
-
-    src = ws.sources / "phantom"
-
-    def phantoms() -> None:
-        from synthct.phantom import write_phantom_set
-
-        if not src.is_dir():
-            write_phantom_set(src, n=s.n_cases, seed=s.seed, scale=s.scale)
-
-    def ingest() -> None:
-        from synthct.datasets import ingest as run_ingest
-
-        if not ws.case_index.exists():
-            run_ingest(src, ws, test_fraction=s.test_fraction, seed=s.seed)
+def demo_run_config(s: DemoConfig):
+    """The RunConfig of the demo's generator (its YAML, at the demo's size and steps)."""
 
     run_cfg = load_run_config(_config_path(s.config))
     if run_cfg.data.size != s.size:
@@ -175,97 +179,278 @@ def build_demo(
         run_cfg = dataclasses.replace(
             run_cfg, train=dataclasses.replace(run_cfg.train, steps=s.train_steps)
         )
+    return run_cfg
 
-    def preprocess() -> None:
-        from synthct.preprocess import preprocess_workspace
 
-        preprocess_workspace(ws, run_cfg.data, progress=False)
+# -- the stages (each checks its own artefact first) -----------------------------------------------
+def _phantoms(ws: Workspace, s: DemoConfig) -> None:
+    from synthct.phantom import write_phantom_set  # deferred: loads scipy
+
+    if not (ws.sources / "phantom").is_dir():
+        write_phantom_set(ws.sources / "phantom", n=s.n_cases, seed=s.seed, scale=s.scale)
+
+
+def _ingest(ws: Workspace, s: DemoConfig) -> None:
+    from synthct.datasets import ingest  # deferred: loads scipy
+
+    if not ws.case_index.exists():
+        ingest(ws.sources / "phantom", ws, test_fraction=s.test_fraction, seed=s.seed)
+
+
+def _preprocess(ws: Workspace, s: DemoConfig) -> None:
+    from synthct.preprocess import preprocess_workspace  # deferred: loads scipy
+
+    preprocess_workspace(ws, demo_run_config(s).data, progress=False)
+
+
+def _gan(ws: Workspace, s: DemoConfig) -> None:
+    from synthct.checkpoint import list_checkpoints  # deferred: loads torch
+    from synthct.train import train  # deferred: loads scipy, torch
 
     run_dir = ws.run_dir(DEMO_RUN)
+    if list_checkpoints(run_dir):
+        return
+    if s.use_shipped_checkpoint and install_shipped_run(ws, run_dir):
+        return
+    train(demo_run_config(s), ws, DEMO_RUN, resume=(run_dir / "config.yaml").exists())
 
-    def gan() -> None:
-        from synthct.checkpoint import list_checkpoints
-        from synthct.train import train
 
-        if list_checkpoints(run_dir):
-            return
-        if s.use_shipped_checkpoint and install_shipped_run(ws, run_dir):
-            return
-        train(run_cfg, ws, DEMO_RUN)
+def _generate(ws: Workspace, s: DemoConfig) -> None:
+    from synthct.generate import GenerateConfig, generate_from_run  # deferred: loads scipy, torch
 
-    def generate() -> None:
-        from synthct.generate import GenerateConfig, generate_from_run
+    if not ws.synthetic_dir(DEMO_SET).is_dir():
+        opts = GenerateConfig(n=s.n_synthetic, seed=s.seed, mask_postprocess="largest")
+        generate_from_run(ws, DEMO_RUN, DEMO_SET, opts, device="cpu")
 
-        if not ws.synthetic_dir(DEMO_SET).is_dir():
-            opts = GenerateConfig(n=s.n_synthetic, seed=s.seed, mask_postprocess="largest")
-            generate_from_run(ws, DEMO_RUN, DEMO_SET, opts, device="cpu")
 
-    def evaluate() -> None:
-        from synthct.metrics.evaluation import EvalConfig, run_evaluation
+def _study(ws: Workspace, s: DemoConfig) -> None:
+    from synthct.vtt.design import create_study_from_workspace  # deferred: loads scipy
 
-        if not any(ws.evals.glob("*/metrics.json")):
-            opts = EvalConfig(
-                synthetic=DEMO_SET,
-                extractor=s.eval_extractor,
-                n_boot=s.eval_boot,
-                baseline_repeats=3,
-                kid_subsets=20,
-                msssim_pairs=20,
-                encoder_epochs=s.encoder_epochs,
-            )
-            run_evaluation(ws, opts, progress=False)
+    engine = engine_for(ws.database)
+    with session_scope(engine) as session:
+        if get_study(session, DEMO_STUDY) is None:
+            create_study_from_workspace(
+                session, ws, DEMO_STUDY, DEMO_SET,
+                n_real=s.study_real, n_synthetic=s.study_synthetic, seed=s.seed,
+            )  # fmt: skip
+    tokens = saved_tokens(ws)
+    with session_scope(engine) as session:
+        study_row = get_study(session, DEMO_STUDY)
+        existing = {r.name for r in raters_of_study(session, study_row.id)}
+        for name in DEMO_RATERS:
+            if name not in existing:
+                tokens[name] = invite(session, DEMO_STUDY, name, base_url=s.base_url).token
+                _save_tokens(ws, tokens)  # at once: the database keeps only the hash
 
-    def segment() -> None:
-        from synthct.segment.experiments import ExperimentConfig, run_experiment
-        from synthct.segment.recipe import SegConfig
 
-        if "real" not in ws.list_experiments():
-            seg = SegConfig(
-                size=s.size,
-                init_filters=s.seg_init_filters,
-                epochs=s.seg_epochs,
-                warmup_epochs=1,
-                folds=s.seg_folds,
-            )
-            run_experiment(ws, ExperimentConfig(experiment="real", seg=seg), "real")
+def _evaluate(ws: Workspace, s: DemoConfig) -> None:
+    from synthct.metrics.evaluation import (  # deferred: loads pandas, scipy, torch
+        EvalConfig,
+        run_evaluation,
+    )
 
-    links: dict[str, str] = {}
+    if not any(ws.evals.glob("*/metrics.json")):
+        opts = EvalConfig(
+            synthetic=DEMO_SET,
+            extractor=s.eval_extractor,
+            n_boot=s.eval_boot,
+            baseline_repeats=3,
+            kid_subsets=20,
+            msssim_pairs=20,
+            encoder_epochs=s.encoder_epochs,
+        )
+        run_evaluation(ws, opts, progress=False)
 
-    def study() -> None:
-        from db.session import engine_for, session_scope
-        from db.studies import get_study
-        from synthct.vtt.design import create_study_from_workspace
-        from synthct.vtt.flow import invite
 
-        engine = engine_for(ws.database)
-        with session_scope(engine) as session:
-            if get_study(session, DEMO_STUDY) is None:
-                create_study_from_workspace(
-                    session,
-                    ws,
-                    DEMO_STUDY,
-                    DEMO_SET,
-                    n_real=s.study_real,
-                    n_synthetic=s.study_synthetic,
-                    seed=s.seed,
-                )
-        with session_scope(engine) as session:
-            from db.raters import raters_of_study
+def _segment(ws: Workspace, s: DemoConfig) -> None:
+    from synthct.segment.experiments import (  # deferred: loads pandas, scipy
+        ExperimentConfig,
+        run_experiment,
+    )
 
-            study_row = get_study(session, DEMO_STUDY)
-            existing = {r.name for r in raters_of_study(session, study_row.id)}
-            for name in DEMO_RATERS:
-                if name not in existing:  # tokens are stored hashed: links are shown only once
-                    links[name] = invite(session, DEMO_STUDY, name, base_url=s.base_url).link
+    if "real" not in ws.list_experiments():
+        seg = SegConfig(
+            size=s.size,
+            init_filters=s.seg_init_filters,
+            epochs=s.seg_epochs,
+            warmup_epochs=1,
+            folds=s.seg_folds,
+        )
+        run_experiment(ws, ExperimentConfig(experiment="real", seg=seg), "real")
 
-    stage(0, "Writing phantom CT cases", phantoms)
-    stage(1, "Ingesting and splitting cases", ingest)
-    stage(2, f"Preprocessing (S = {s.size})", preprocess)
-    stage(3, "Installing the demo HA-GAN", gan)
-    stage(4, "Generating a synthetic set", generate)
-    stage(5, "Evaluating the synthetic set", evaluate)
-    stage(6, "Training a small segmenter", segment)
-    stage(7, "Creating the demo study", study)
+
+STAGES: tuple[Stage, ...] = (
+    Stage("phantoms", "Writing phantom CT cases", 2, _phantoms),
+    Stage("ingest", "Ingesting and splitting cases", 1, _ingest),
+    Stage("preprocess", "Preprocessing the cases", 3, _preprocess),
+    Stage("gan", "Installing the demo HA-GAN", 2, _gan),
+    Stage("generate", "Generating a synthetic set", 2, _generate),
+    Stage("study", "Creating the demo study", 1, _study),
+    Stage("evaluate", "Evaluating the synthetic set", 4, _evaluate, background=True),
+    Stage("segment", "Training a small segmenter", 6, _segment, background=True),
+)
+STAGE_NAMES = tuple(st.name for st in STAGES)
+
+
+def stage(name: str) -> Stage:
+    for st in STAGES:
+        if st.name == name:
+            return st
+    raise ValueError(f"unknown demo stage {name!r}; expected one of {', '.join(STAGE_NAMES)}")
+
+
+# -- markers and recorded settings ------------------------------------------------------------------
+def _marker(ws: Workspace, name: str) -> Path:
+    return ws.demo_state / f"{name}.json"
+
+
+def stage_done(ws: Workspace, name: str) -> bool:
+    return _marker(ws, name).is_file()
+
+
+def pending_stages(ws: Workspace, background: bool | None = None) -> list[str]:
+    """Stages without a marker (only foreground or background ones when `background` is set)."""
+    return [
+        st.name
+        for st in STAGES
+        if not stage_done(ws, st.name) and (background is None or st.background == background)
+    ]
+
+
+def is_demo(ws: Workspace) -> bool:
+    """Whether `ws` is (or is becoming) a demo workspace."""
+    return (ws.demo_state / "settings.json").is_file()
+
+
+def first_start_needed(ws: Workspace) -> bool:
+    """The app builds (or resumes) the demo: an empty workspace, or a demo build whose
+    foreground stages are not all done. A workspace with the researcher's own data is left alone."""
+    if is_demo(ws):
+        return bool(pending_stages(ws, background=False))
+    return not ws.case_index.exists()
+
+
+def save_settings(ws: Workspace, s: DemoConfig) -> None:
+    atomic_write_json(ws.demo_state / "settings.json", dataclasses.asdict(s))
+
+
+def load_settings(ws: Workspace) -> DemoConfig | None:
+    """The settings a build of this workspace recorded (None when none has started)."""
+    path = ws.demo_state / "settings.json"
+    if not path.is_file():
+        return None
+
+    return from_dict(DemoConfig, read_json(path), where=str(path))
+
+
+def saved_tokens(ws: Workspace) -> dict[str, str]:
+    """{demo rater name: invite token} (see the module docstring)."""
+    path = ws.demo_state / "invites.json"
+    return dict(read_json(path)) if path.is_file() else {}
+
+
+def _save_tokens(ws: Workspace, tokens: dict[str, str]) -> None:
+    path = atomic_write_json(ws.demo_state / "invites.json", tokens)
+    os.chmod(path, 0o600)
+
+
+def invite_links(ws: Workspace, base_url: str) -> dict[str, str]:
+    """{demo rater name: link} of the demo raters whose token is still valid."""
+
+    links = {}
+    tokens = saved_tokens(ws)
+    if not tokens:
+        return links
+    with session_scope(engine_for(ws.database)) as session:
+        for name, token in tokens.items():
+            if rater_for_token(session, token) is not None:
+                links[name] = f"{base_url.rstrip('/')}/?token={token}"
+    return links
+
+
+# -- running stages ---------------------------------------------------------------------------------
+def run_stage(ws: Workspace, name: str, settings: DemoConfig | None = None) -> float | None:
+    """Run one stage unless its marker exists; returns its wall time (None when skipped)."""
+    st = stage(name)
+    s = settings or load_settings(ws) or DemoConfig()
+    if stage_done(ws, name):
+        return None
+    t0 = time.perf_counter()
+    st.run(ws, s)
+    seconds = round(time.perf_counter() - t0, 1)
+    finished = datetime.now(UTC).isoformat(timespec="seconds")
+    atomic_write_json(_marker(ws, name), {"stage": name, "seconds": seconds, "finished": finished})
+    return seconds
+
+
+def build_demo(
+    ws: Workspace,
+    settings: DemoConfig | None = None,
+    progress: Progress | None = None,
+    background: str = "inline",
+) -> DemoResult:
+    """Build (or complete) the demo workspace in `ws`; stages with a marker are skipped.
+
+    background: "inline" runs the background stages here too (the command line); "jobs"
+    submits them as background jobs (the app's first start); "skip" leaves them out.
+    Settings recorded by an earlier, interrupted build win over `settings`.
+    """
+    if background not in ("inline", "jobs", "skip"):
+        raise ValueError(f"background must be inline, jobs or skip, got {background!r}")
+    ws = ws.ensure()
+    s = load_settings(ws)
+    if s is None:
+        s = settings or DemoConfig()
+        save_settings(ws, s)
+    here = [st for st in STAGES if background == "inline" or not st.background]
+    total = float(sum(st.weight for st in here))
+    done, seconds = 0.0, {}
+    tokens_before = set(saved_tokens(ws))
+    for st in here:
+        if progress:
+            progress(done / total, st.label)
+        took = run_stage(ws, st.name, s)
+        if took is not None:
+            seconds[st.label] = took
+        done += st.weight
+    jobs = submit_background(ws) if background == "jobs" else {}
     if progress:
         progress(1.0, "Demo workspace ready")
-    return DemoResult(ws.root, links, seconds)
+    new = {n: t for n, t in saved_tokens(ws).items() if n not in tokens_before}
+    links = {n: f"{s.base_url.rstrip('/')}/?token={t}" for n, t in new.items()}
+    return DemoResult(ws.root, links, seconds, jobs)
+
+
+# -- background stages as jobs -----------------------------------------------------------------------
+def _job_file(ws: Workspace, name: str) -> Path:
+    return ws.demo_state / f"{name}.job.json"
+
+
+def stage_job(ws: Workspace, name: str):
+    """The last job submitted for a background stage (a detached jobs row), or None."""
+
+    path = _job_file(ws, name)
+    if not path.is_file():
+        return None
+    with contextlib.suppress(WorkspaceError):
+        return jobs.get_job(ws, int(read_json(path)["job_id"]))
+    return None
+
+
+def submit_background(ws: Workspace, retry_ended: bool = False) -> dict[str, int]:
+    """Submit `synthct demo --stage NAME` jobs for background stages without a marker.
+
+    A stage whose job is queued, running or done is not submitted again; one whose job failed
+    or was cancelled only with `retry_ended` (the app does that once per server start, so an
+    interrupted build continues, but a failing stage does not loop). Returns {stage: job id}.
+    """
+
+    submitted = {}
+    for name in pending_stages(ws, background=True):
+        job = stage_job(ws, name)
+        if job is not None and (job.status not in ("failed", "cancelled") or not retry_ended):
+            continue
+        job_id = jobs.submit(ws, JOB_KIND, ["demo", "--stage", name])
+        atomic_write_json(_job_file(ws, name), {"job_id": job_id})
+        submitted[name] = job_id
+    return submitted

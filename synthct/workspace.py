@@ -158,6 +158,11 @@ class Workspace:
     def demo_lock(self) -> Path:
         return self.root / ".demo.lock"
 
+    @property
+    def demo_state(self) -> Path:
+        """The demo build's settings, stage markers and job records (synthct.demo)."""
+        return self.root / "demo"
+
     # -- one artefact ------------------------------------------------------------------------
     def run_dir(self, name: str) -> Path:
         return self.confine(self.runs / check_name(name, "run name"))

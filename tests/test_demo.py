@@ -94,7 +94,7 @@ def test_shipped_checkpoint_installs_only_for_its_training_split(workspace):
     train_ids = [r.case_id for r in cases_in_split(workspace, "train")]
     assert read_json(run_dir / "train_cases.json")["sha256"] == case_ids_hash(train_ids)
     system, cfg, meta = load_generator(run_dir)
-    assert cfg.data.size == 64 and meta["step"] == 6000
+    assert cfg.data.size == 64 and meta["step"] == 1000
     import torch
 
     out = system.generate(system.sample_latent(1, generator=torch.Generator().manual_seed(0)))

@@ -20,6 +20,8 @@ from synthct.models.hagan import (
     crop_positions,
     extract_slab,
     lowres_target,
+    minibatch_stddev,
+    mode_seeking_loss,
     sample_crop_index,
     slab_thickness,
 )
@@ -249,6 +251,67 @@ def test_discriminator_batch_one_and_position_input():
     assert system.Sub_E(system.encode_latent(pair)).shape == (1, 16)
     # the position enters D^H: the same slab at another nominal position scores differently
     assert not torch.allclose(logit, system.D(slab, small, last)[0])
+
+
+def test_minibatch_stddev_matches_its_definition():
+    x = torch.randn(6, 3, 2, 2, 2, generator=torch.Generator().manual_seed(0))
+    out = minibatch_stddev(x, 3)  # groups of 3: samples {0, 2, 4} and {1, 3, 5}
+    assert out.shape == (6, 4, 2, 2, 2)
+    torch.testing.assert_close(out[:, :3], x)
+    a = x.numpy().reshape(6, -1)
+    for members in ([0, 2, 4], [1, 3, 5]):
+        want = np.sqrt(a[members].var(axis=0) + 1e-8).mean()
+        for i in members:
+            assert np.allclose(out[i, 3].numpy(), want, rtol=1e-5)
+    assert minibatch_stddev(x[:1], 4)[0, 3].abs().max() < 1e-3  # a batch of one: no spread
+
+
+def test_minibatch_std_lets_the_discriminator_see_a_collapsed_batch():
+    size = 32
+    plain, mbstd = tiny(size), tiny(size, hagan={"minibatch_std": 2})
+    assert count_parameters(mbstd.D) > count_parameters(plain.D)  # one input more in two layers
+    assert count_parameters(mbstd.G) == count_parameters(plain.G)
+    for d in (plain.D, mbstd.D):
+        d.eval()  # no spectral-norm power iteration between the calls
+    varied = torch.rand(2, 1, size, size, size, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    alike = varied[:1].repeat(2, 1, 1, 1, 1)  # a collapsed batch: both samples the same
+    slab_v, small_v = mbstd.real_targets(varied, 0)
+    slab_a, small_a = mbstd.real_targets(alike, 0)
+    # the first sample is the same in both batches; only what D sees of the batch differs
+    logit_v = mbstd.D(slab_v, small_v, 0)[0][0]
+    logit_a = mbstd.D(slab_a, small_a, 0)[0][0]
+    assert (logit_v - logit_a).abs() > 1e-4
+    plain_v = plain.D(*plain.real_targets(varied, 0), 0)[0][0]
+    plain_a = plain.D(*plain.real_targets(alike, 0), 0)[0][0]
+    torch.testing.assert_close(plain_v, plain_a)  # without it, D judges each sample alone
+    with pytest.raises(ConfigError, match="minibatch_std"):
+        model_config(**TINY, hagan={"minibatch_std": -1})
+
+
+def test_mode_seeking_loss_matches_msgan():
+    g = torch.Generator().manual_seed(4)
+    z, slab, small = (torch.randn(4, *shape, generator=g) for shape in ((8,), (1, 4, 8, 8), (2,)))
+    zn, sn, mn = (t.numpy().reshape(4, -1) for t in (z, slab, small))
+    d_img = (np.abs(sn[:2] - sn[2:]).mean() + np.abs(mn[:2] - mn[2:]).mean()) / 2
+    want = 1 / (d_img / np.abs(zn[:2] - zn[2:]).mean() + 1e-5)
+    assert mode_seeking_loss(z, slab, small).item() == pytest.approx(want, rel=1e-5)
+    same = slab[:1].repeat(4, 1, 1, 1, 1), small[:1].repeat(4, 1)
+    assert mode_seeking_loss(z, *same).item() == pytest.approx(1e5)  # z ignored: 1 / eps
+
+
+def test_mode_seeking_enters_the_generator_loss_only_when_asked():
+    size = 32
+    real = packed_pair(size, batch=2)
+    plain = Recorder(tiny(size), train_encoder=False)
+    seeking = Recorder(tiny(size, hagan={"mode_seeking": 0.5}), train_encoder=False)
+    out_plain = plain.system.train_step(real, plain.ctx)
+    out_seeking = seeking.system.train_step(real, seeking.ctx)
+    assert "g_ms" not in out_plain and out_seeking["g_ms"] > 0
+    # same seeds, same D step: the generator loss differs by exactly the weighted term
+    assert out_seeking["d_loss"] == pytest.approx(out_plain["d_loss"], rel=1e-6)
+    assert out_seeking["g_loss"] - out_plain["g_loss"] == pytest.approx(
+        0.5 * out_seeking["g_ms"], rel=1e-4
+    )
 
 
 # ---------------------------------------------------------------- conditioning

@@ -15,7 +15,13 @@ slab holds image and mask voxels.
         G^H: latent slab (S/32 latent slices along X) -> 2 x (x2 upsample + conv) -> slab
              (1, S/8, S, S), tanh. Without a crop (sampling) G^H runs on the whole latent -> S^3.
     D:  D^H(slab, crop position) and D^L(low-res volume), spectral norm, LeakyReLU(0.2);
-        logit = mean of the two (auxiliary centre head likewise when conditioned).
+        logit = mean of the two (auxiliary centre head likewise when conditioned). Optional
+        (`hagan.minibatch_std` > 0, off in the reference): a minibatch standard-deviation
+        feature (Karras et al. 2018) appended before D^H's first linear layer and D^L's last
+        conv, so D sees how much the samples of a batch differ and a collapsed generator (all
+        samples alike) is told apart from real data. Optional (`hagan.mode_seeking` > 0,
+        off in the reference): the generator also pays the mode-seeking term of MSGAN (Mao et
+        al. 2019), large when two latents give nearly the same volume.
     E:  real slab -> latent slab; Sub_E: whole latent (E on every slab) -> z. L1 only.
 
 Defects of the reference that are fixed here:
@@ -96,6 +102,33 @@ def lowres_target(volume: torch.Tensor, packing: str = "z") -> torch.Tensor:
         mask = F.avg_pool3d(volume[..., 1::2], LATENT_STRIDE)
         return torch.stack([image, mask], dim=-1).flatten(-2)
     raise ValueError(f"packing must be 'z' or 'interleave', got {packing!r}")
+
+
+def minibatch_stddev(x: torch.Tensor, group: int) -> torch.Tensor:
+    """Append one channel to x (B, C, ...): the standard deviation over groups of samples,
+    averaged over channels and positions (Karras et al. 2018). Groups have the largest size
+    <= `group` that divides the batch; sample i is in group i % (B / size)."""
+    b = x.shape[0]
+    size = max(d for d in range(1, min(group, b) + 1) if b % d == 0)
+    y = x.float().reshape(size, -1, *x.shape[1:])
+    y = (y.var(dim=0, unbiased=False) + 1e-8).sqrt().flatten(1).mean(1)  # (B / size,)
+    y = y.repeat(size).reshape(b, 1, *([1] * (x.ndim - 2))).expand(b, 1, *x.shape[2:])
+    return torch.cat([x, y.to(x.dtype)], dim=1)
+
+
+def mode_seeking_loss(
+    z: torch.Tensor, slab: torch.Tensor, small: torch.Tensor, eps: float = 1e-5
+) -> torch.Tensor:
+    """Mode-seeking term (Mao et al. 2019, MSGAN): 1 / (d_img / d_z + eps), where sample i of
+    the first half of the batch is paired with sample i of the second half, d_img is the mean
+    absolute difference of their outputs (slab and low-res volume averaged) and d_z that of
+    their latents. Small when different latents give different volumes; a generator that
+    ignores z pays up to 1 / eps."""
+    half = z.shape[0] // 2
+    a, b = slice(0, half), slice(half, 2 * half)
+    d_img = ((slab[a] - slab[b]).abs().mean() + (small[a] - small[b]).abs().mean()) / 2
+    d_z = (z[a] - z[b]).abs().mean()
+    return 1.0 / (d_img / d_z + eps)
 
 
 def _log2(n: int) -> int:
@@ -181,10 +214,11 @@ def _leaky(x: torch.Tensor) -> torch.Tensor:
 class Discriminator(nn.Module):
     """D^H on (slab, position) and D^L on the low-res volume; returns (logit, class logits)."""
 
-    def __init__(self, size: int, width: float = 1.0, n_centres: int = 0):
+    def __init__(self, size: int, width: float = 1.0, n_centres: int = 0, mbstd: int = 0):
         super().__init__()
         check_size(size)
-        self.size, self.n_centres = size, n_centres
+        self.size, self.n_centres, self.mbstd = size, n_centres, mbstd
+        extra = 1 if mbstd > 0 else 0  # the minibatch-std feature
         c = {k: channels(k, width) for k in (16, 32, 64, 128, 256, 512)}
         # D^H: (S/8, S, S) -> (4, 32, 32) by log2(S/32) full-stride convs, then the fixed tail
         n_full = _log2(size // 32)
@@ -197,13 +231,13 @@ class Discriminator(nn.Module):
                 sn_conv3d(c[512], c[128], (1, 4, 4)),  # (1, 1, 1)
             ]
         )
-        self.fc1 = sn_linear(c[128] + 1, c[64])  # + 1: the slab position
+        self.fc1 = sn_linear(c[128] + 1 + extra, c[64])  # + 1: the slab position
         self.fc2 = sn_linear(c[64], 1)
         self.fc_class = sn_linear(c[64], n_centres) if n_centres > 0 else None
         # D^L: (S/4)^3 -> 4^3 by log2(S/16) convs, then k4 -> 1 x 1 x 1
         n_low = _log2(size // 16)
         self.low, c_in = _sn_stack(1, [c[256 >> (n_low - 1 - i)] for i in range(n_low)])
-        self.low_out = sn_conv3d(c_in, 1 + n_centres, 4)
+        self.low_out = sn_conv3d(c_in + extra, 1 + n_centres, 4)
 
     def forward(
         self, slab: torch.Tensor, small: torch.Tensor, crop_idx: int
@@ -213,6 +247,8 @@ class Discriminator(nn.Module):
         for conv in (*self.high_full, *self.high_tail):
             h = _leaky(conv(h))
         h = h.flatten(1)  # not squeeze(): batch 1 must keep its batch dim (fix b)
+        if self.mbstd > 0:
+            h = minibatch_stddev(h, self.mbstd)
         position = crop_idx / (self.size - slab_thickness(self.size))  # crop_idx / (7S/8)
         h = torch.cat([h, h.new_full((h.shape[0], 1), position)], dim=1)
         h = _leaky(self.fc1(h))
@@ -220,6 +256,8 @@ class Discriminator(nn.Module):
         s = small
         for conv in self.low:
             s = _leaky(conv(s))
+        if self.mbstd > 0:
+            s = minibatch_stddev(s, self.mbstd)
         s = self.low_out(s).flatten(1)
         logit = (logit_high + s[:, :1]) / 2
         if self.fc_class is None:
@@ -266,7 +304,7 @@ class HAGAN(GenerativeModel):
 
     S (`data_cfg.size`) is a power of two >= 32; the data's packing selects the low-res target
     pooling (see `lowres_target`). Settings: the common ones of `model_cfg` and its `hagan`
-    section (lr_e, n_centres, lambda_class).
+    section (lr_e, n_centres, lambda_class, minibatch_std, mode_seeking).
     """
 
     kind = "hagan"
@@ -282,8 +320,9 @@ class HAGAN(GenerativeModel):
         own = model_cfg.section
         self.latent_dim, self.n_centres = model_cfg.latent_dim, own.n_centres
         self.lr_e, self.lambda_class = own.lr_e, own.lambda_class
+        self.mode_seeking = own.mode_seeking
         self.G = Generator(size, model_cfg.latent_dim, model_cfg.width, own.n_centres)
-        self.D = Discriminator(size, model_cfg.width, own.n_centres)
+        self.D = Discriminator(size, model_cfg.width, own.n_centres, own.minibatch_std)
         self.E = Encoder(model_cfg.width)
         self.Sub_E = SubEncoder(size, model_cfg.latent_dim, model_cfg.width)
 
@@ -360,6 +399,9 @@ class HAGAN(GenerativeModel):
                 fake_slab, fake_small = self.G(z, onehot, crop)
                 logit, class_logit = self.D(fake_slab, fake_small, crop)
             g_loss = F.binary_cross_entropy_with_logits(logit.float(), ones)
+            if self.mode_seeking > 0 and batch >= 2:
+                out["g_ms"] = mode_seeking_loss(z, fake_slab.float(), fake_small.float())
+                g_loss = g_loss + self.mode_seeking * out["g_ms"]
             if labels is not None:
                 out["g_class"] = F.cross_entropy(class_logit.float(), labels)
                 g_loss = g_loss + self.lambda_class * out["g_class"]
