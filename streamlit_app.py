@@ -20,6 +20,7 @@ if __name__ != "__main__":
     app = st.App(__file__)
 else:
     from ui import auth
+    from ui.demo import demo_notice, ensure_workspace
     from ui.errors import guarded
 
     # (script, title, icon, URL path) of the researcher pages, in menu order.
@@ -54,8 +55,6 @@ else:
         elif role == auth.LOCAL_ONLY:
             nav = st.navigation([st.Page(auth.local_only_page, title="synthct")], position="hidden")
         else:
-            from ui.demo import demo_notice, ensure_workspace  # deferred: loads torch
-
             ensure_workspace()  # first start: the demo workspace (slow parts as background jobs)
             auth.open_access_note()
             demo_notice()
