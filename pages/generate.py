@@ -9,6 +9,7 @@ from ui import auth
 auth.require_researcher()
 
 from synthct.errors import SynthctError  # noqa: E402
+from synthct.estimates import bench_command, human, train_estimate  # noqa: E402
 from synthct.executors import slurm  # noqa: E402
 from ui import jobs as ui_jobs  # noqa: E402
 from ui.state import workspace  # noqa: E402
@@ -60,6 +61,24 @@ executor = _executor()
 tab_gen, tab_train, tab_eval, tab_seg, tab_hpo, tab_prep = st.tabs(
     ["Generate", "Train", "Evaluate", "Segment", "HPO", "Preprocess"]
 )
+
+
+def _train_estimates(configs) -> None:
+    """How long each runnable config's training takes on a CPU, where it was benchmarked."""
+    rows, unmeasured, basis = [], [], ""
+    for path in configs:
+        est = train_estimate(path)
+        if est is None:
+            unmeasured.append(path)
+        else:
+            rows.append({"config": path.name, "steps": est.steps, "CPU time": human(est.seconds)})
+            basis = est.basis
+    with st.expander("Time estimates"):
+        if rows:
+            st.dataframe(rows, hide_index=True, key="train-estimates")
+            st.caption(f"Measured on {basis}; a GPU is many times faster.")
+        for path in unmeasured:
+            st.caption(f"`{path.name}`: not benchmarked; measure it with `{bench_command(path)}`")
 
 
 def _preprocess_button(cfg, key: str) -> None:
@@ -134,6 +153,7 @@ with tab_train:
             steps = c2.number_input("Steps (0 = as in the config)", 0, 10**7, 0, key="train-steps")
             device = c3.selectbox("Device", ui_jobs.DEVICES, key="train-device", help=DEVICE_HELP)
             go = st.form_submit_button("Train in the background", type="primary")
+        _train_estimates(configs)
         if go:
             try:
                 args = ui_jobs.train_args(config, name.strip() or config.stem, int(steps) or None)

@@ -181,3 +181,22 @@ def test_only_what_can_run_here_is_offered(tiny_ws):
     jobs.cancel(tiny_ws, job.id, grace_s=2.0)
     assert ui_jobs.packed_ready(tiny_ws, SegConfig(size=32).data_config())
     assert not ui_jobs.packed_ready(tiny_ws, SegConfig(size=64).data_config())
+
+
+def test_train_tab_estimates_benchmarked_configs_and_names_the_command_for_others(tiny_ws):
+    from synthct.estimates import human, train_estimate
+
+    cfg = (tiny_ws.run_dir(RUN) / "config.yaml").read_text()
+    (tiny_ws.root / "configs").mkdir()
+    (tiny_ws.root / "configs" / "here.yaml").write_text(cfg)  # runnable, never benchmarked
+    at = _page()
+    offered = at.selectbox(key="train-config").options
+    measured = [n for n in offered if n != "here.yaml" and train_estimate(f"configs/{n}")]
+    assert measured, offered  # a shipped, benchmarked config runs on the tiny workspace
+    table = next(d.value for d in at.dataframe if "CPU time" in d.value.columns)
+    for name in measured:
+        row = table[table["config"] == name].iloc[0]
+        assert row["CPU time"] == human(train_estimate(f"configs/{name}").seconds)
+    assert "here.yaml" not in set(table["config"])
+    assert any("here.yaml" in c.value and "synthct bench train --config" in c.value
+               for c in at.caption)  # fmt: skip
