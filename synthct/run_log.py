@@ -36,7 +36,7 @@ def check_tensorboard(wanted: bool) -> None:
     if not wanted:
         return
     try:
-        from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+        from torch.utils.tensorboard import SummaryWriter  # noqa: F401 - optional dependency, probed
     except ImportError as e:
         raise ConfigError(
             f"train.tensorboard is true but TensorBoard cannot be imported ({e}); install the "
