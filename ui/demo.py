@@ -13,8 +13,7 @@ import fcntl
 
 import streamlit as st
 
-from synthct import demo
-from synthct.demo import DEMO_STUDY, build_demo, invite_links, submit_background
+from synthct import demo  # through the module: tests stand in for its functions
 from synthct.workspace import Workspace
 from ui.state import workspace
 
@@ -60,7 +59,7 @@ def _first_start(ws) -> None:
         with open(ws.demo_lock, "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
-                build_demo(ws, progress=progress, background="jobs")
+                demo.build_demo(ws, progress=progress, background="jobs")
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
         status.update(label="Demo workspace ready", state="complete", expanded=False)
@@ -72,7 +71,7 @@ def _resubmit_once(root: str) -> dict[str, int]:
     """Once per server process: background stages whose job ended without finishing (an
     earlier server stopped, the machine restarted) are submitted again."""
 
-    return submit_background(Workspace.resolve(root), retry_ended=True)
+    return demo.submit_background(Workspace.resolve(root), retry_ended=True)
 
 
 def demo_notice() -> None:
@@ -104,12 +103,12 @@ def _links(ws) -> None:
     from ui.studies import default_base_url  # deferred: loads pandas, scipy
 
     base = default_base_url(st.context.url, st.get_option("server.baseUrlPath") or "")
-    links = invite_links(ws, base)
+    links = demo.invite_links(ws, base)
     if not links:
-        st.caption(f"The demo study `{DEMO_STUDY}` has no active demo rater links.")
+        st.caption(f"The demo study `{demo.DEMO_STUDY}` has no active demo rater links.")
         return
     st.markdown(
-        f"**Demo study `{DEMO_STUDY}` — rater links.** Each opens only the rating page, as a "
+        f"**Demo study `{demo.DEMO_STUDY}` — rater links.** Each opens only the rating page, as a "
         "rater sees it (try one in a private window). They are personal: whoever holds one "
         "rates as that rater. Invite real raters in **Studies**."
     )
