@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import os
-import socket
 import sys
 from pathlib import Path
 
 import torch
-import torch.multiprocessing as mp
+
+from tests.ddp_spawn import spawn_ranks
 
 TESTS_DIR = Path(__file__).resolve().parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _worker(rank: int, world: int, port: int, ws_root: str, out: str, allreduce: bool) -> None:
@@ -47,23 +41,9 @@ def _worker(rank: int, world: int, port: int, ws_root: str, out: str, allreduce:
 
 
 def _run(tmp_path: Path, allreduce: bool) -> tuple[dict, dict, Path]:
-    # The free port is only free when chosen: another process on the machine can take it before
-    # rank 0 binds it, and the rendezvous then fails. Such a start is retried on a new port and
-    # in a fresh folder; a failure of the training itself fails every attempt.
-    for attempt in range(3):
-        out = tmp_path / f"attempt{attempt}"
-        ws_root = out / "ws"
-        try:
-            mp.start_processes(
-                _worker, args=(2, _free_port(), str(ws_root), str(out), allreduce), nprocs=2,
-                join=True, start_method="spawn",
-            )  # fmt: skip
-            break
-        except (mp.ProcessRaisedException, mp.ProcessExitedException):
-            if attempt == 2:
-                raise
+    out = spawn_ranks(_worker, tmp_path, allreduce)
     a, b = (torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1))
-    return a, b, ws_root / "runs" / "ddp"
+    return a, b, out / "ws" / "runs" / "ddp"
 
 
 def test_two_process_gloo_keeps_ranks_identical(tmp_path):

@@ -5,22 +5,16 @@ ranks' average — without averaging it, each rank would keep the one of its own
 from __future__ import annotations
 
 import os
-import socket
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
+
+from tests.ddp_spawn import spawn_ranks
 
 TESTS_DIR = Path(__file__).resolve().parent
 TINY = TESTS_DIR.parent / "configs" / "ldm-tiny.yaml"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _worker(rank: int, world: int, port: int, ws_root: str, out: str, average: bool) -> None:
@@ -61,17 +55,7 @@ def _worker(rank: int, world: int, port: int, ws_root: str, out: str, average: b
 
 
 def _run(tmp_path: Path, average: bool) -> tuple[dict, dict]:
-    for attempt in range(3):  # a port taken between choosing and binding: retry on a new one
-        out = tmp_path / f"attempt{attempt}"
-        try:
-            mp.start_processes(
-                _worker, args=(2, _free_port(), str(out / "ws"), str(out), average), nprocs=2,
-                join=True, start_method="spawn",
-            )  # fmt: skip
-            break
-        except (mp.ProcessRaisedException, mp.ProcessExitedException):
-            if attempt == 2:
-                raise
+    out = spawn_ranks(_worker, tmp_path, average)
     return tuple(torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1))
 
 
