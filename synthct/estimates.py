@@ -8,6 +8,7 @@ the form then names the command that measures it instead of guessing.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,12 @@ class Estimate:
     seconds: float
     steps: int
     basis: str  # what the figure was measured on
+
+
+@functools.cache
+def _table() -> dict:
+    """The measured table, read once per process (it ships with the package)."""
+    return load_yaml(TABLE)
 
 
 def _segments_seconds(segments: list, steps: int) -> float:
@@ -37,7 +44,7 @@ def _segments_seconds(segments: list, steps: int) -> float:
 def train_estimate(config: str | Path, steps: int | None = None) -> Estimate | None:
     """Estimated CPU time of training `config` for `steps` (default: the config's own), or None
     when that config was never benchmarked."""
-    table = load_yaml(TABLE)
+    table = _table()
     segments = table["configs"].get(Path(config).name)
     if segments is None:
         return None
