@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 
 import pytest
 from sklearn.metrics import roc_auc_score
@@ -62,6 +63,17 @@ def _pngs_in(message: bytes) -> list[bytes]:
     return out
 
 
+def _carrying(page, messages: list[bytes], timeout_s: float = 30.0) -> list[bytes]:
+    """The messages that carry a PNG, once the case's slab message has arrived: on a busy
+    machine it can land after the page already looks idle. Playwright delivers websocket frames
+    while it waits, so the wait is Playwright's own."""
+    deadline = time.monotonic() + timeout_s
+    while not any(_pngs_in(m) for m in messages) and time.monotonic() < deadline:
+        page.wait_for_timeout(200)
+    page.wait_for_timeout(500)  # a second carrying message, were there one, would show now
+    return [m for m in messages if _pngs_in(m)]
+
+
 def test_every_image_a_rater_receives_has_one_size_and_its_own_url(study, page):
     ws, link, sealed = study
     server = Server(ws)
@@ -93,7 +105,7 @@ def test_every_image_a_rater_receives_has_one_size_and_its_own_url(study, page):
                 break
             text = page.get_by_text(re.compile(r"Case \d+ of \d+")).first.inner_text()
             position, total = (int(v) for v in re.search(r"Case (\d+) of (\d+)", text).groups())
-            carrying = [m for m in messages if _pngs_in(m)]
+            carrying = _carrying(page, messages)
             assert len(carrying) == 1, "one message per case carries its slab"
             (png,) = _pngs_in(carrying[0])
             received.append((position, png, len(carrying[0])))
